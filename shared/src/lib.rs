@@ -1,0 +1,15 @@
+//! The crate every binary of the suite links: the CNI protocol (`spec`), the common plugin
+//! entry point (`skel`), IPAM delegation, and the Linux side (network namespaces, netlink,
+//! sysctls). It knows nothing of Calico's datastore, Kubernetes or etcd, so that host-local,
+//! portmap, bandwidth and loopback stay small.
+
+pub mod delegate;
+pub mod error;
+pub mod log;
+pub mod netlink;
+pub mod netns;
+pub mod skel;
+pub mod spec;
+pub mod sysctl;
+
+pub use error::{Error, Result};

@@ -1,0 +1,13 @@
+//! The CNI protocol, defined once: environment, CNI_ARGS, network configuration, results of
+//! every supported version with conversion between them, and the error object.
+
+pub mod args;
+pub mod config;
+pub mod env;
+pub mod error;
+pub mod result;
+pub mod version;
+
+pub use error::{CniError, ErrorCode};
+
+pub use version::Version;

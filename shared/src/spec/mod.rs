@@ -8,6 +8,8 @@ pub mod error;
 pub mod result;
 pub mod version;
 
+pub use config::NetConf;
+pub use env::{Command, Environment};
 pub use error::{CniError, ErrorCode};
-
+pub use result::CniResult;
 pub use version::Version;

@@ -1,1 +1,407 @@
-//! TODO
+//! Results: one model (the newest, 1.1.0, a superset of the others) and its conversion to and
+//! from every version spoken.
+//!
+//! Going down to 0.3.x/0.4.0 adds the `version` field ("4"/"6") to each IP and drops the
+//! 1.1.0-only fields; going up drops `version`. Everything else is the same shape.
+
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::version::Version;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniResult {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<Interface>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<IpConfig>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
+    #[serde(default, skip_serializing_if = "Dns::is_empty")]
+    pub dns: Dns,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interface {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mac: String,
+    /// The netns path for a container interface; empty for a host interface.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sandbox: String,
+    /// 1.1.0
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// 1.1.0
+    #[serde(
+        rename = "socketPath",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub socket_path: Option<String>,
+    /// 1.1.0
+    #[serde(rename = "pciID", default, skip_serializing_if = "Option::is_none")]
+    pub pci_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpConfig {
+    /// Address with the prefix length of its subnet, host bits kept: `10.1.2.3/24`.
+    #[serde(deserialize_with = "cidr")]
+    pub address: IpNetwork,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<IpAddr>,
+    /// Index into `interfaces`; absent in IPAM results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    #[serde(deserialize_with = "cidr")]
+    pub dst: IpNetwork,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gw: Option<IpAddr>,
+    /// 1.1.0
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// 1.1.0
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advmss: Option<u32>,
+    /// 1.1.0
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+    /// 1.1.0; 0 is a meaningful table, hence the Option.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<u32>,
+    /// 1.1.0
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<u8>,
+}
+
+impl Route {
+    pub fn new(dst: IpNetwork, gw: Option<IpAddr>) -> Route {
+        Route {
+            dst,
+            gw,
+            mtu: None,
+            advmss: None,
+            priority: None,
+            table: None,
+            scope: None,
+        }
+    }
+}
+
+/// DNS settings of a result (and of a plugin config's `dns` key).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dns {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nameservers: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub domain: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub search: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+}
+
+impl Dns {
+    pub fn is_empty(&self) -> bool {
+        self.nameservers.is_empty()
+            && self.domain.is_empty()
+            && self.search.is_empty()
+            && self.options.is_empty()
+    }
+}
+
+/// CIDR notation with an explicit prefix, as Go's `net.ParseCIDR` demands: a bare address
+/// in a result is a mistake, not a /32.
+fn cidr<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<IpNetwork, D::Error> {
+    let s = String::deserialize(d)?;
+    if !s.contains('/') {
+        return Err(serde::de::Error::custom(format!(
+            "{s:?} is not in CIDR notation (address/prefix)"
+        )));
+    }
+    s.parse().map_err(serde::de::Error::custom)
+}
+
+impl CniResult {
+    /// Parses a result of any spoken version. A result without `cniVersion` is taken to be
+    /// of `assumed` (libcni does the same with a prevResult that lacks it).
+    pub fn from_value(value: &Value, assumed: Version) -> Result<CniResult> {
+        let obj = value
+            .as_object()
+            .ok_or_else(|| Error::DecodePrevResult("a result must be a JSON object".into()))?;
+        let version = match obj.get("cniVersion") {
+            None | Some(Value::Null) => assumed,
+            Some(Value::String(s)) if s.is_empty() => assumed,
+            Some(Value::String(s)) => s.parse().map_err(|e: super::version::UnknownVersion| {
+                Error::DecodePrevResult(e.to_string())
+            })?,
+            Some(other) => {
+                return Err(Error::DecodePrevResult(format!(
+                    "cniVersion must be a string, got {other}"
+                )))
+            }
+        };
+        if version.ips_carry_version() {
+            check_ip_versions(obj)?;
+        }
+        let mut result: CniResult = serde_json::from_value(Value::Object(obj.clone()))
+            .map_err(|e| Error::DecodePrevResult(e.to_string()))?;
+        if version < Version::V1_1_0 {
+            // Fields that did not exist in the result's version cannot have been meant.
+            result.strip_1_1_fields();
+        }
+        Ok(result)
+    }
+
+    /// Parses result bytes (a delegated plugin's stdout).
+    pub fn from_slice(bytes: &[u8], assumed: Version) -> Result<CniResult> {
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| Error::DecodePrevResult(e.to_string()))?;
+        CniResult::from_value(&value, assumed)
+    }
+
+    /// The result as `version` spells it, `cniVersion` first.
+    pub fn to_value(&self, version: Version) -> Value {
+        let mut copy = self.clone();
+        if version < Version::V1_1_0 {
+            copy.strip_1_1_fields();
+        }
+        let mut out = Map::new();
+        out.insert("cniVersion".into(), Value::String(version.as_str().into()));
+        // The model holds only strings, numbers and lists: this cannot fail.
+        if let Ok(Value::Object(body)) = serde_json::to_value(&copy) {
+            out.extend(body);
+        }
+        if version.ips_carry_version() {
+            if let Some(Value::Array(ips)) = out.get_mut("ips") {
+                for (ip, model) in ips.iter_mut().zip(&copy.ips) {
+                    if let Value::Object(ip) = ip {
+                        let family = if model.address.is_ipv4() { "4" } else { "6" };
+                        let mut with_version = Map::new();
+                        with_version.insert("version".into(), Value::String(family.into()));
+                        with_version.extend(std::mem::take(ip));
+                        *ip = with_version;
+                    }
+                }
+            }
+        }
+        Value::Object(out)
+    }
+
+    /// The result as printed by a plugin: indented JSON.
+    pub fn to_pretty_json(&self, version: Version) -> String {
+        serde_json::to_string_pretty(&self.to_value(version)).unwrap_or_default()
+    }
+
+    fn strip_1_1_fields(&mut self) {
+        for i in &mut self.interfaces {
+            i.mtu = None;
+            i.socket_path = None;
+            i.pci_id = None;
+        }
+        for r in &mut self.routes {
+            r.mtu = None;
+            r.advmss = None;
+            r.priority = None;
+            r.table = None;
+            r.scope = None;
+        }
+    }
+}
+
+/// 0.3.x/0.4.0 IPs carry `version`; when present it must agree with the address.
+fn check_ip_versions(obj: &Map<String, Value>) -> Result<()> {
+    let Some(Value::Array(ips)) = obj.get("ips") else {
+        return Ok(());
+    };
+    for ip in ips {
+        let (Some(v), Some(Value::String(addr))) = (ip.get("version"), ip.get("address")) else {
+            continue;
+        };
+        let Ok(net) = addr.parse::<IpNetwork>() else {
+            continue; // the typed parse reports it
+        };
+        let expected = if net.is_ipv4() { "4" } else { "6" };
+        if v.as_str() != Some(expected) {
+            return Err(Error::DecodePrevResult(format!(
+                "ip {addr} has version {v}, expected {expected:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The spec's example ADD result (SPEC.md, 1.0.0 "Success" example), extended with the
+    /// 1.1.0 fields.
+    fn spec_example_1_1() -> Value {
+        json!({
+            "cniVersion": "1.1.0",
+            "interfaces": [
+                {"name": "cni0", "mac": "00:11:22:33:44:55"},
+                {"name": "veth3243", "mac": "55:44:33:22:11:11"},
+                {"name": "eth0", "mac": "99:88:77:66:55:44",
+                 "sandbox": "/var/run/netns/blue", "mtu": 1450,
+                 "socketPath": "/run/sock", "pciID": "0000:00:1f.6"}
+            ],
+            "ips": [
+                {"address": "10.10.0.1/16", "gateway": "10.10.0.1", "interface": 2},
+                {"address": "2001:db8::3/64", "interface": 2}
+            ],
+            "routes": [
+                {"dst": "0.0.0.0/0", "gw": "10.10.0.1", "mtu": 1400, "advmss": 1360,
+                 "priority": 10, "table": 0, "scope": 0},
+                {"dst": "::/0"}
+            ],
+            "dns": {"nameservers": ["10.1.0.1"], "domain": "example.com",
+                    "search": ["example.com"], "options": ["ndots:2"]}
+        })
+    }
+
+    /// The same result as 0.4.0 (and 0.3.x) spell it.
+    fn spec_example_0_4(version: &str) -> Value {
+        json!({
+            "cniVersion": version,
+            "interfaces": [
+                {"name": "cni0", "mac": "00:11:22:33:44:55"},
+                {"name": "veth3243", "mac": "55:44:33:22:11:11"},
+                {"name": "eth0", "mac": "99:88:77:66:55:44", "sandbox": "/var/run/netns/blue"}
+            ],
+            "ips": [
+                {"version": "4", "address": "10.10.0.1/16", "gateway": "10.10.0.1",
+                 "interface": 2},
+                {"version": "6", "address": "2001:db8::3/64", "interface": 2}
+            ],
+            "routes": [{"dst": "0.0.0.0/0", "gw": "10.10.0.1"}, {"dst": "::/0"}],
+            "dns": {"nameservers": ["10.1.0.1"], "domain": "example.com",
+                    "search": ["example.com"], "options": ["ndots:2"]}
+        })
+    }
+
+    fn spec_example_1_0() -> Value {
+        let mut v = spec_example_0_4("1.0.0");
+        for ip in v["ips"].as_array_mut().expect("ips") {
+            ip.as_object_mut().expect("object").remove("version");
+        }
+        v
+    }
+
+    fn example_in(version: Version) -> Value {
+        match version {
+            Version::V1_1_0 => spec_example_1_1(),
+            Version::V1_0_0 => spec_example_1_0(),
+            v => spec_example_0_4(v.as_str()),
+        }
+    }
+
+    #[test]
+    fn every_version_pair_converts_as_the_spec_says() {
+        for from in Version::ALL {
+            let parsed = CniResult::from_value(&example_in(from), Version::V0_3_0)
+                .unwrap_or_else(|e| panic!("parse {from}: {e}"));
+            for to in Version::ALL {
+                let got = parsed.to_value(to);
+                // 1.1.0-only fields survive only when both ends have them.
+                let expected = if from == Version::V1_1_0 || to < Version::V1_1_0 {
+                    example_in(to)
+                } else {
+                    let mut e = spec_example_1_0();
+                    e["cniVersion"] = json!(to.as_str());
+                    e
+                };
+                assert_eq!(got, expected, "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn conversion_down_and_back_up_keeps_what_both_versions_have() {
+        let model = CniResult::from_value(&spec_example_1_1(), Version::V1_1_0).expect("parse");
+        let down = model.to_value(Version::V0_3_1);
+        let up = CniResult::from_value(&down, Version::V1_1_0).expect("parse down");
+        let mut expected = model.clone();
+        expected.strip_1_1_fields();
+        assert_eq!(up, expected);
+    }
+
+    #[test]
+    fn version_field_comes_first_and_agrees_with_the_family() {
+        let model = CniResult::from_value(&spec_example_1_0(), Version::V1_0_0).expect("parse");
+        let text = serde_json::to_string(&model.to_value(Version::V0_3_1)).expect("json");
+        assert!(
+            text.contains(r#"{"version":"4","address":"10.10.0.1/16""#),
+            "{text}"
+        );
+        assert!(
+            text.starts_with(r#"{"cniVersion":"0.3.1","interfaces""#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn refuses_a_version_field_that_contradicts_the_address() {
+        let mut bad = spec_example_0_4("0.4.0");
+        bad["ips"][0]["version"] = json!("6");
+        assert!(CniResult::from_value(&bad, Version::V0_4_0).is_err());
+    }
+
+    #[test]
+    fn missing_cni_version_takes_the_assumed_one() {
+        let mut v = spec_example_0_4("0.4.0");
+        v.as_object_mut().expect("object").remove("cniVersion");
+        let parsed = CniResult::from_value(&v, Version::V0_4_0).expect("parse");
+        assert_eq!(parsed.to_value(Version::V0_4_0), spec_example_0_4("0.4.0"));
+    }
+
+    #[test]
+    fn refuses_unknown_versions_and_garbage() {
+        let mut v = spec_example_1_0();
+        v["cniVersion"] = json!("0.2.0");
+        assert!(CniResult::from_value(&v, Version::V1_0_0).is_err());
+        assert!(CniResult::from_value(&json!([1, 2]), Version::V1_0_0).is_err());
+        let mut v = spec_example_1_0();
+        v["ips"][0]["address"] = json!("10.10.0.1");
+        assert!(
+            CniResult::from_value(&v, Version::V1_0_0).is_err(),
+            "address needs a prefix"
+        );
+    }
+
+    #[test]
+    fn ipam_result_without_interfaces_round_trips() {
+        let ipam = json!({"cniVersion": "0.3.1",
+                          "ips": [{"version": "4", "address": "10.1.0.5/24",
+                                   "gateway": "10.1.0.1"}],
+                          "dns": {}});
+        let model = CniResult::from_value(&ipam, Version::V0_3_1).expect("parse");
+        assert_eq!(model.ips[0].interface, None);
+        assert_eq!(
+            model.to_value(Version::V1_0_0),
+            json!({"cniVersion": "1.0.0",
+                   "ips": [{"address": "10.1.0.5/24", "gateway": "10.1.0.1"}]})
+        );
+    }
+
+    #[test]
+    fn table_zero_is_kept_in_1_1() {
+        let model = CniResult::from_value(&spec_example_1_1(), Version::V1_1_0).expect("parse");
+        assert_eq!(model.routes[0].table, Some(0));
+        assert_eq!(
+            model.to_value(Version::V1_1_0)["routes"][0]["table"],
+            json!(0)
+        );
+    }
+}

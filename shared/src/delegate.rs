@@ -1,1 +1,172 @@
-//! TODO
+//! Delegation to another plugin (IPAM): find it on CNI_PATH, run it with our own environment
+//! (only CNI_COMMAND replaced) and the whole config we were given, read its answer.
+
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command as Process, Stdio};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::spec::env::Command;
+use crate::spec::error::CniError;
+use crate::spec::result::CniResult;
+use crate::spec::version::Version;
+
+/// Finds `name` in the CNI_PATH directories, first match wins.
+pub fn find_plugin(name: &str, path: &[PathBuf]) -> Result<PathBuf> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(Error::InvalidPluginName(name.to_string()));
+    }
+    path.iter()
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| Error::PluginNotFound {
+            name: name.to_string(),
+            path: path.iter().map(|p| p.display().to_string()).collect(),
+        })
+}
+
+/// ADD through the delegated plugin; its result, read in `version` if it names none.
+pub fn add(name: &str, path: &[PathBuf], stdin: &[u8], version: Version) -> Result<CniResult> {
+    let out = exec(name, path, Command::Add, stdin)?;
+    CniResult::from_slice(&out, version).map_err(|e| Error::PluginBadOutput {
+        name: name.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// DEL, CHECK, GC or STATUS through the delegated plugin; these print nothing on success.
+pub fn call(name: &str, path: &[PathBuf], command: Command, stdin: &[u8]) -> Result<()> {
+    exec(name, path, command, stdin).map(|_| ())
+}
+
+/// How often to retry when the plugin binary is being replaced under us ("text file busy"),
+/// as libcni does during upgrades.
+const BUSY_RETRIES: u32 = 5;
+const BUSY_WAIT: Duration = Duration::from_millis(200);
+
+fn exec(name: &str, path: &[PathBuf], command: Command, stdin: &[u8]) -> Result<Vec<u8>> {
+    let binary = find_plugin(name, path)?;
+    let mut attempt = 0;
+    loop {
+        match run_once(&binary, command, stdin) {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < BUSY_RETRIES => {
+                attempt += 1;
+                std::thread::sleep(BUSY_WAIT);
+            }
+            Err(source) => {
+                return Err(Error::PluginExec {
+                    name: name.to_string(),
+                    source,
+                })
+            }
+            Ok((status, stdout)) => {
+                if status.success() {
+                    return Ok(stdout);
+                }
+                if let Some(err) = CniError::from_json(&stdout) {
+                    return Err(Error::Delegated(err));
+                }
+                return Err(Error::PluginFailedSilently {
+                    name: name.to_string(),
+                    status: if stdout.is_empty() {
+                        status.to_string()
+                    } else {
+                        format!("{status}, output: {}", String::from_utf8_lossy(&stdout))
+                    },
+                });
+            }
+        }
+    }
+}
+
+/// Runs the plugin once. Its stderr is ours, so its logs reach the runtime.
+fn run_once(
+    binary: &Path,
+    command: Command,
+    stdin: &[u8],
+) -> std::io::Result<(std::process::ExitStatus, Vec<u8>)> {
+    let mut child = Process::new(binary)
+        .env("CNI_COMMAND", command.as_str())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    if let Some(mut input) = child.stdin.take() {
+        // A plugin that exits without reading all of stdin closes the pipe: not our error.
+        match input.write_all(stdin) {
+            Err(e) if e.kind() != ErrorKind::BrokenPipe => return Err(e),
+            _ => {}
+        }
+    }
+    let output = child.wait_with_output()?;
+    Ok((output.status, output.stdout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn script(dir: &Path, name: &str, body: &str) {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("write script");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    #[test]
+    fn finds_the_first_match_on_the_path_and_refuses_paths_as_names() {
+        let a = tempfile::tempdir().expect("tempdir");
+        let b = tempfile::tempdir().expect("tempdir");
+        script(b.path(), "ipam", "true");
+        let path = vec![a.path().to_path_buf(), b.path().to_path_buf()];
+        assert_eq!(find_plugin("ipam", &path).expect("found"), b.path().join("ipam"));
+        assert!(matches!(
+            find_plugin("nope", &path),
+            Err(Error::PluginNotFound { .. })
+        ));
+        assert!(matches!(
+            find_plugin("../bin/sh", &path),
+            Err(Error::InvalidPluginName(_))
+        ));
+    }
+
+    #[test]
+    fn passes_the_command_and_stdin_and_reads_the_result() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Echo stdin back inside a result so the test sees what the plugin was given.
+        script(
+            dir.path(),
+            "ipam",
+            r#"[ "$CNI_COMMAND" = ADD ] || exit 3
+cat >/dev/null
+echo '{"cniVersion":"0.3.1","ips":[{"version":"4","address":"10.9.0.7/24"}]}'"#,
+        );
+        let path = vec![dir.path().to_path_buf()];
+        let r = add("ipam", &path, b"{}", Version::V1_0_0).expect("result");
+        assert_eq!(r.ips[0].address.to_string(), "10.9.0.7/24");
+    }
+
+    #[test]
+    fn passes_the_plugins_error_through_with_its_code() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        script(
+            dir.path(),
+            "ipam",
+            r#"echo '{"code": 105, "msg": "no free address", "details": "pool full"}'; exit 1"#,
+        );
+        script(dir.path(), "silent", "exit 2");
+        let path = vec![dir.path().to_path_buf()];
+        match call("ipam", &path, Command::Del, b"{}") {
+            Err(Error::Delegated(e)) => {
+                assert_eq!(e.code.as_u32(), 105);
+                assert_eq!(e.msg, "no free address");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            call("silent", &path, Command::Del, b"{}"),
+            Err(Error::PluginFailedSilently { .. })
+        ));
+    }
+}

@@ -1,1 +1,340 @@
-//! TODO
+//! The common entry point: every plugin's `main` builds its plugin value and calls [`run`].
+//!
+//! The skeleton reads the environment and stdin, validates them in the order libcni's
+//! skeleton does (so the first problem reported is the same), negotiates the version,
+//! dispatches, prints the result or the error object on stdout, and returns the exit code.
+//! It never exits mid-stack: guards and files held by the plugin drop normally.
+
+use std::io::{Read, Write};
+
+use log::LevelFilter;
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::spec::config::NetConf;
+use crate::spec::env::{Command, Environment};
+use crate::spec::error::CniError;
+use crate::spec::result::CniResult;
+use crate::spec::version::{self, Version};
+
+/// One invocation, validated: what every verb gets.
+pub struct Request<'a> {
+    pub env: &'a Environment,
+    pub conf: &'a NetConf,
+    /// The config exactly as read from stdin, for delegation and for plugin-specific parsing.
+    pub stdin: &'a [u8],
+    /// The negotiated version: results are printed in it.
+    pub version: Version,
+}
+
+impl Request<'_> {
+    /// The previous plugin's result, if the runtime passed one.
+    pub fn prev_result(&self) -> Result<Option<CniResult>, Error> {
+        self.conf.prev_result(self.version)
+    }
+}
+
+/// An attachment the runtime still wants (GC keeps these).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Attachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// What a plugin implements. GC and STATUS default to success: a plugin with nothing to
+/// collect and no dependency to probe is always ready.
+pub trait Plugin {
+    /// The crate's error type, converted once into a CNI error at the skeleton.
+    type Error: Into<CniError> + std::fmt::Display;
+
+    /// The binary's name, for logs and the about line.
+    fn name(&self) -> &'static str;
+
+    /// The versions this plugin speaks.
+    fn supported_versions(&self) -> &'static [Version] {
+        &Version::ALL
+    }
+
+    fn add(&self, req: &Request) -> Result<CniResult, Self::Error>;
+    fn del(&self, req: &Request) -> Result<(), Self::Error>;
+    fn check(&self, req: &Request) -> Result<(), Self::Error>;
+
+    fn gc(&self, _req: &Request, _valid: &[Attachment]) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn status(&self, _req: &Request) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+/// The process entry point: real environment, stdin and stdout. Returns the exit code.
+pub fn run<P: Plugin>(plugin: &P) -> i32 {
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let code = run_with(
+        plugin,
+        |k| std::env::var(k).ok(),
+        stdin.lock(),
+        &mut stdout.lock(),
+    );
+    let _ = stdout.lock().flush();
+    code
+}
+
+/// [`run`] with everything injected, for tests.
+pub fn run_with<P: Plugin>(
+    plugin: &P,
+    lookup: impl Fn(&str) -> Option<String>,
+    stdin: impl Read,
+    stdout: &mut impl Write,
+) -> i32 {
+    let env = match Environment::from_lookup(&lookup) {
+        Ok(env) => env,
+        Err(e) => {
+            if matches!(&e, Error::MissingEnv(m) if m.contains(&"CNI_COMMAND")) {
+                // Someone ran the binary by hand: say what it is, then the error.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "CNI {} plugin {}\nCNI protocol versions supported: {}",
+                    plugin.name(),
+                    env!("CARGO_PKG_VERSION"),
+                    version::list(plugin.supported_versions())
+                );
+            }
+            return fail(stdout, e.into(), None);
+        }
+    };
+    if env.command == Command::Version {
+        let _ = stdout.write_all(version::version_reply(plugin.supported_versions()).as_bytes());
+        return 0;
+    }
+    let mut input = Vec::new();
+    if let Err(e) = { stdin }.read_to_end(&mut input) {
+        return fail(stdout, Error::ReadStdin(e).into(), None);
+    }
+    let conf = match NetConf::parse(&input).and_then(|c| env.validate().map(|_| c)) {
+        Ok(c) => c,
+        Err(e) => return fail(stdout, e.into(), None),
+    };
+    let version = match conf
+        .negotiate_version(plugin.supported_versions())
+        .and_then(|v| allowed(env.command, v).map(|_| v))
+    {
+        Ok(v) => v,
+        Err(e) => return fail(stdout, e.into(), None),
+    };
+    init_logging(plugin.name(), &env, &conf);
+    let req = Request {
+        env: &env,
+        conf: &conf,
+        stdin: &input,
+        version,
+    };
+    log::debug!("{} {}", env.command.as_str(), env.ifname);
+    match dispatch(plugin, &req) {
+        Ok(Some(result)) => {
+            let _ = stdout.write_all(result.to_pretty_json(version).as_bytes());
+            0
+        }
+        Ok(None) => 0,
+        Err(e) => {
+            log::error!("{} failed: {e}", env.command.as_str());
+            fail(stdout, e, Some(version))
+        }
+    }
+}
+
+fn dispatch<P: Plugin>(plugin: &P, req: &Request) -> Result<Option<CniResult>, CniError> {
+    let out = match req.env.command {
+        Command::Add => plugin.add(req).map(Some),
+        Command::Del => plugin.del(req).map(|_| None),
+        Command::Check => plugin.check(req).map(|_| None),
+        Command::Status => plugin.status(req).map(|_| None),
+        Command::Gc => {
+            let valid = valid_attachments(req.conf).map_err(CniError::from)?;
+            plugin.gc(req, &valid).map(|_| None)
+        }
+        // Answered before stdin was read.
+        Command::Version => Ok(None),
+    };
+    out.map_err(Into::into)
+}
+
+/// CHECK came with 0.4.0, GC and STATUS with 1.1.0; an older config cannot ask for them.
+fn allowed(command: Command, config: Version) -> Result<(), Error> {
+    let ok = match command {
+        Command::Check => config.allows_check(),
+        Command::Gc | Command::Status => config.allows_gc_and_status(),
+        _ => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::VersionForbidsCommand {
+            command: command.as_str(),
+            config,
+        })
+    }
+}
+
+/// GC's list of attachments to keep. libcni sends both keys (the 1.1.0 text named the older
+/// one); an absent list means nothing is valid.
+pub fn valid_attachments(conf: &NetConf) -> Result<Vec<Attachment>, Error> {
+    let raw = conf
+        .extra
+        .get("cni.dev/valid-attachments")
+        .or_else(|| conf.extra.get("cni.dev/attachments"));
+    match raw {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+            Error::InvalidConfig(format!(
+                "cni.dev/valid-attachments must be a list of {{containerID, ifname}}: {e}"
+            ))
+        }),
+    }
+}
+
+/// `log_level` and `log_file_path` are Calico's keys; every plugin of the suite honours them.
+fn init_logging(name: &'static str, env: &Environment, conf: &NetConf) {
+    let level = conf
+        .extra
+        .get("log_level")
+        .and_then(Value::as_str)
+        .map(|s| crate::log::parse_level(s, LevelFilter::Warn))
+        .unwrap_or(LevelFilter::Warn);
+    let file = conf
+        .extra
+        .get("log_file_path")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(std::path::Path::new);
+    crate::log::init(name, &env.container_id, level, file);
+}
+
+fn fail(stdout: &mut impl Write, e: CniError, version: Option<Version>) -> i32 {
+    let _ = stdout.write_all(e.to_json(version).as_bytes());
+    1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::error::ErrorCode;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    /// Records what it was asked to do.
+    #[derive(Default)]
+    struct Recorder {
+        calls: RefCell<Vec<(Command, Version)>>,
+        kept: RefCell<Vec<Attachment>>,
+    }
+
+    impl Plugin for Recorder {
+        type Error = CniError;
+        fn name(&self) -> &'static str {
+            "recorder"
+        }
+        fn add(&self, req: &Request) -> Result<CniResult, CniError> {
+            self.calls.borrow_mut().push((Command::Add, req.version));
+            Ok(CniResult::default())
+        }
+        fn del(&self, req: &Request) -> Result<(), CniError> {
+            self.calls.borrow_mut().push((Command::Del, req.version));
+            Err(CniError::new(ErrorCode::Netlink, "boom"))
+        }
+        fn check(&self, req: &Request) -> Result<(), CniError> {
+            self.calls.borrow_mut().push((Command::Check, req.version));
+            Ok(())
+        }
+        fn gc(&self, _req: &Request, valid: &[Attachment]) -> Result<(), CniError> {
+            self.kept.borrow_mut().extend_from_slice(valid);
+            Ok(())
+        }
+    }
+
+    fn invoke(p: &Recorder, cmd: &str, stdin: &str) -> (i32, Value) {
+        let mut env: HashMap<&str, &str> = HashMap::from([
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", "/run/netns/x"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/opt/cni/bin"),
+        ]);
+        env.insert("CNI_COMMAND", cmd);
+        let mut out = Vec::new();
+        let code = run_with(
+            p,
+            |k| env.get(k).map(|v| v.to_string()),
+            stdin.as_bytes(),
+            &mut out,
+        );
+        (code, serde_json::from_slice(&out).unwrap_or(Value::Null))
+    }
+
+    #[test]
+    fn add_prints_the_result_in_the_configs_version() {
+        let p = Recorder::default();
+        let (code, out) = invoke(&p, "ADD", r#"{"cniVersion":"0.3.1","name":"n"}"#);
+        assert_eq!(code, 0);
+        assert_eq!(out["cniVersion"], "0.3.1");
+        assert_eq!(*p.calls.borrow(), vec![(Command::Add, Version::V0_3_1)]);
+    }
+
+    #[test]
+    fn plugin_errors_become_the_error_object_and_exit_1() {
+        let p = Recorder::default();
+        let (code, out) = invoke(&p, "DEL", r#"{"cniVersion":"1.0.0","name":"n"}"#);
+        assert_eq!(code, 1);
+        assert_eq!(out["code"], 100);
+        assert_eq!(out["msg"], "boom");
+        assert_eq!(out["cniVersion"], "1.0.0");
+    }
+
+    #[test]
+    fn check_needs_0_4_0_and_gc_needs_1_1_0() {
+        let p = Recorder::default();
+        let (code, out) = invoke(&p, "CHECK", r#"{"cniVersion":"0.3.1","name":"n"}"#);
+        assert_eq!((code, out["code"].clone()), (1, 1.into()));
+        let (code, out) = invoke(&p, "GC", r#"{"cniVersion":"1.0.0","name":"n"}"#);
+        assert_eq!((code, out["code"].clone()), (1, 1.into()));
+        assert!(p.calls.borrow().is_empty(), "nothing dispatched");
+    }
+
+    #[test]
+    fn gc_reads_valid_attachments_under_either_key() {
+        let p = Recorder::default();
+        let (code, _) = invoke(
+            &p,
+            "GC",
+            r#"{"cniVersion":"1.1.0","name":"n",
+                "cni.dev/attachments":[{"containerID":"a","ifname":"eth0"}]}"#,
+        );
+        assert_eq!(code, 0);
+        assert_eq!(p.kept.borrow()[0].container_id, "a");
+    }
+
+    #[test]
+    fn version_ignores_stdin() {
+        let p = Recorder::default();
+        let (code, out) = invoke(&p, "VERSION", "garbage");
+        assert_eq!(code, 0);
+        assert_eq!(out["cniVersion"], "1.1.0");
+        assert_eq!(out["supportedVersions"][0], "0.3.0");
+    }
+
+    #[test]
+    fn problems_are_reported_in_libcni_order() {
+        let p = Recorder::default();
+        // Bad JSON is reported before the version.
+        let (_, out) = invoke(&p, "ADD", "{");
+        assert_eq!(out["code"], 6);
+        // The network name before the version.
+        let (_, out) = invoke(&p, "ADD", r#"{"cniVersion":"7.0.0"}"#);
+        assert_eq!(out["code"], 7);
+        let (_, out) = invoke(&p, "ADD", r#"{"cniVersion":"7.0.0","name":"n"}"#);
+        assert_eq!(out["code"], 1);
+        assert!(p.calls.borrow().is_empty());
+    }
+}

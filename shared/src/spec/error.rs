@@ -142,7 +142,7 @@ impl CniError {
         self
     }
 
-    /// The error as printed on stdout: indented JSON, `cniVersion` when known (the spec asks
+    /// The error as printed on stdout: indented JSON and a newline, `cniVersion` when known (the spec asks
     /// for it; libcni ignores it), `details` only when there are some.
     pub fn to_json(&self, version: Option<Version>) -> String {
         let wire = WireError {
@@ -158,6 +158,7 @@ impl CniError {
         if wire.serialize(&mut ser).is_err() {
             return format!("{{\"code\": {}, \"msg\": \"internal error\"}}", wire.code);
         }
+        out.push(b'\n');
         String::from_utf8_lossy(&out).into_owned()
     }
 

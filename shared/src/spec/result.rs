@@ -197,9 +197,16 @@ impl CniResult {
         Value::Object(out)
     }
 
-    /// The result as printed by a plugin: indented JSON.
+    /// The result as printed by a plugin: JSON indented by four spaces, as the Go plugins
+    /// print it, and a final newline.
     pub fn to_pretty_json(&self, version: Version) -> String {
-        serde_json::to_string_pretty(&self.to_value(version)).unwrap_or_default()
+        let mut out = Vec::new();
+        let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+        let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+        // A Value of strings, numbers and lists always serialises.
+        let _ = self.to_value(version).serialize(&mut ser);
+        out.push(b'\n');
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     fn strip_1_1_fields(&mut self) {

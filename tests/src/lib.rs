@@ -1,1 +1,25 @@
+//! End-to-end harness for the CNI plugin suite.
+//!
+//! - [`conflist`]: network configuration lists, loaded as libcni loads them;
+//! - [`runner`]: ADD/DEL/CHECK/GC/STATUS over a conflist with libcni's semantics, plugins
+//!   optionally run inside a per-test "node" network namespace;
+//! - [`cache`]: libcni's on-disk result cache, byte-compatible;
+//! - [`exec`]: running one plugin binary and decoding its answer;
+//! - [`fixtures`]: network namespaces, temp dirs, free ports, binary locations;
+//! - [`cnitool`]: the pieces of the `cnitool` command (argument handling, container ids).
 
+pub mod cache;
+pub mod cnitool;
+pub mod config;
+pub mod conflist;
+pub mod exec;
+pub mod fixtures;
+pub mod runner;
+pub mod version;
+
+pub use cache::{CachedAttachment, CachedInfo, ResultCache};
+pub use config::GcAttachment;
+pub use conflist::{ConfError, ConfList, PluginConf};
+pub use exec::ExecError;
+pub use fixtures::{TestDir, TestNetns};
+pub use runner::{Op, RunError, Runner, RuntimeConf};

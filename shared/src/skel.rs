@@ -25,13 +25,9 @@ pub struct Request<'a> {
     pub stdin: &'a [u8],
     /// The negotiated version: results are printed in it.
     pub version: Version,
-}
-
-impl Request<'_> {
-    /// The previous plugin's result, if the runtime passed one.
-    pub fn prev_result(&self) -> Result<Option<CniResult>, Error> {
-        self.conf.prev_result(self.version)
-    }
+    /// The previous plugin's result, already parsed: a malformed one is refused before the
+    /// plugin changes anything.
+    pub prev_result: Option<CniResult>,
 }
 
 /// An attachment the runtime still wants (GC keeps these).
@@ -126,11 +122,21 @@ pub fn run_with<P: Plugin>(
         Err(e) => return fail(stdout, e.into(), None),
     };
     init_logging(plugin.name(), &env, &conf);
+    let prev_result = match conf.prev_result(version) {
+        Ok(prev) => prev,
+        // DEL must clean up whatever the runtime kept; it can do without the previous result.
+        Err(e) if env.command == Command::Del => {
+            log::warn!("ignoring unreadable prevResult on DEL: {e}");
+            None
+        }
+        Err(e) => return fail(stdout, e.into(), Some(version)),
+    };
     let req = Request {
         env: &env,
         conf: &conf,
         stdin: &input,
         version,
+        prev_result,
     };
     log::debug!("{} {}", env.command.as_str(), env.ifname);
     match dispatch(plugin, &req) {
@@ -313,6 +319,17 @@ mod tests {
         );
         assert_eq!(code, 0);
         assert_eq!(p.kept.borrow()[0].container_id, "a");
+    }
+
+    #[test]
+    fn a_malformed_prev_result_stops_add_but_not_del() {
+        let p = Recorder::default();
+        let conf = r#"{"cniVersion":"1.0.0","name":"n","prevResult":{"ips":[{"address":"x"}]}}"#;
+        let (code, out) = invoke(&p, "ADD", conf);
+        assert_eq!((code, out["code"].clone()), (1, 6.into()));
+        assert!(p.calls.borrow().is_empty(), "ADD must not run");
+        invoke(&p, "DEL", conf);
+        assert_eq!(*p.calls.borrow(), vec![(Command::Del, Version::V1_0_0)]);
     }
 
     #[test]

@@ -62,8 +62,8 @@ impl Plugin for Loopback {
             return Err(LoopbackError::NonLoopbackAddress(bad.net.to_string()));
         }
         // A chained loopback passes the previous result through unchanged.
-        if let Some(prev) = req.prev_result()? {
-            return Ok(prev);
+        if let Some(prev) = &req.prev_result {
+            return Ok(prev.clone());
         }
         let first_v4 = addrs.iter().find(|a| a.net.is_ipv4());
         let first_v6 = addrs.iter().find(|a| a.net.is_ipv6());

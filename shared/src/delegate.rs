@@ -120,7 +120,10 @@ mod tests {
         let b = tempfile::tempdir().expect("tempdir");
         script(b.path(), "ipam", "true");
         let path = vec![a.path().to_path_buf(), b.path().to_path_buf()];
-        assert_eq!(find_plugin("ipam", &path).expect("found"), b.path().join("ipam"));
+        assert_eq!(
+            find_plugin("ipam", &path).expect("found"),
+            b.path().join("ipam")
+        );
         assert!(matches!(
             find_plugin("nope", &path),
             Err(Error::PluginNotFound { .. })

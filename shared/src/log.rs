@@ -131,22 +131,10 @@ mod tests {
 
     #[test]
     fn reads_calico_level_names() {
-        assert_eq!(
-            parse_level("WARNING", LevelFilter::Info),
-            LevelFilter::Warn
-        );
-        assert_eq!(
-            parse_level("debug", LevelFilter::Info),
-            LevelFilter::Debug
-        );
-        assert_eq!(
-            parse_level("fatal", LevelFilter::Info),
-            LevelFilter::Error
-        );
+        assert_eq!(parse_level("WARNING", LevelFilter::Info), LevelFilter::Warn);
+        assert_eq!(parse_level("debug", LevelFilter::Info), LevelFilter::Debug);
+        assert_eq!(parse_level("fatal", LevelFilter::Info), LevelFilter::Error);
         assert_eq!(parse_level("none", LevelFilter::Info), LevelFilter::Off);
-        assert_eq!(
-            parse_level("loud", LevelFilter::Info),
-            LevelFilter::Info
-        );
+        assert_eq!(parse_level("loud", LevelFilter::Info), LevelFilter::Info);
     }
 }

@@ -119,3 +119,37 @@ fn plugin_errors_reach_stderr_with_exit_1() {
         "{err}"
     );
 }
+
+#[test]
+fn gc_deletes_every_cached_attachment_and_status_succeeds() {
+    let (dir, ns) = setup();
+    let netns = ns.path_str();
+    let out = cnitool(&dir, &["add", "lo-net", &netns]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(lo_is_up(&ns));
+
+    // Like the Go tool, `gc` passes no valid attachments: every cached one is deleted.
+    let out = cnitool(&dir, &["gc", "lo-net", &netns]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!lo_is_up(&ns));
+    let left = fs::read_dir(dir.cache_dir().join("results"))
+        .expect("results dir")
+        .count();
+    assert_eq!(left, 0);
+
+    // A 1.0.0 list has no STATUS: success without running anything.
+    let out = cnitool(&dir, &["status", "lo-net", &netns]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

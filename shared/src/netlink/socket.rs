@@ -16,6 +16,8 @@ use crate::netns::NetNs;
 const NLMSGERR_ATTR_MSG: u16 = 1;
 /// Size of `struct nlmsghdr`.
 const NLMSG_HDRLEN: usize = 16;
+/// Message types below this are netlink's own (NOOP, ERROR, DONE, OVERRUN).
+const NLMSG_MIN_TYPE: u16 = 0x10;
 /// A dump that raced with a change (`NLM_F_DUMP_INTR`) is retried this many times.
 const DUMP_ATTEMPTS: usize = 5;
 
@@ -162,6 +164,7 @@ impl Handle {
                         // hide all the others.
                         log::warn!("netlink: skipping a reply we cannot decode: {reason}");
                     }
+                    Payload::Malformed(reason) => return Err(Failure::io(invalid(reason))),
                     Payload::Ack => {
                         if !dump {
                             return Ok(replies);
@@ -201,7 +204,10 @@ fn encode(msg: RouteNetlinkMessage, flags: u16, seq: u32) -> Vec<u8> {
 #[derive(Debug)]
 enum Payload {
     Message(RouteNetlinkMessage),
+    /// A data message we cannot parse: skipped.
     Undecodable(String),
+    /// A control message we cannot parse: the request's outcome is unknown.
+    Malformed(String),
     Ack,
     Done,
     Refused {
@@ -263,6 +269,10 @@ fn decode(frame: &[u8]) -> (NetlinkHeader, Payload) {
             // NOOP and OVERRUN never answer a request of ours.
             _ => Payload::Undecodable(format!("message type {}", header.message_type)),
         },
+        // An ACK, error or DONE we cannot read would leave us waiting forever.
+        Err(e) if header.message_type < NLMSG_MIN_TYPE => {
+            Payload::Malformed(format!("control message type {}: {e}", header.message_type))
+        }
         Err(e) => Payload::Undecodable(format!("type {}: {e}", header.message_type)),
     };
     (header, payload)
@@ -377,6 +387,17 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_unreadable_error_reply_is_malformed_not_skipped() {
+        // NLMSG_ERROR with a 2-byte body: too short for its errno.
+        let mut bytes = vec![0u8; NLMSG_HDRLEN + 2];
+        let mut raw = NetlinkBuffer::new(&mut bytes[..]);
+        raw.set_length((NLMSG_HDRLEN + 2) as u32);
+        raw.set_message_type(2);
+        let (_, payload) = decode(&bytes);
+        assert!(matches!(payload, Payload::Malformed(_)), "{payload:?}");
     }
 
     #[test]

@@ -95,8 +95,7 @@ impl Environment {
         if raw_command.is_empty() {
             return Err(Error::MissingEnv(vec!["CNI_COMMAND"]));
         }
-        let command =
-            Command::parse(&raw_command).ok_or_else(|| Error::UnknownCommand(raw_command))?;
+        let command = Command::parse(&raw_command).ok_or(Error::UnknownCommand(raw_command))?;
         let missing: Vec<&'static str> = command
             .required()
             .iter()

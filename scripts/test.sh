@@ -12,6 +12,7 @@ fi
 # command-or-file -> Debian package that provides it
 declare -A needs=(
     [ip]=iproute2
+    [nsenter]=util-linux
     [iptables-restore]=iptables
     [nft]=nftables
     [etcd]=etcd-server

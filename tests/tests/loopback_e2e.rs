@@ -7,7 +7,7 @@ use cni_tests::{ConfList, Runner, RuntimeConf, TestDir, TestNetns};
 use serde_json::{json, Value};
 
 struct Setup {
-    _dir: TestDir,
+    dir: TestDir,
     _node: TestNetns,
     pod: TestNetns,
     runner: Runner,
@@ -19,7 +19,7 @@ fn setup(bin_dir: std::path::PathBuf) -> Setup {
     let pod = TestNetns::new("lo-pod").expect("pod netns");
     let runner = Runner::new(vec![bin_dir], dir.cache_dir()).host_netns(Some(node.path().into()));
     Setup {
-        _dir: dir,
+        dir,
         _node: node,
         pod,
         runner,
@@ -151,4 +151,33 @@ fn same_result_and_state_as_the_reference_loopback() {
         s.runner.del(&conf, &rt).expect(label);
         assert!(!is_up(&s.pod), "{label}: lo down after DEL");
     }
+}
+
+/// `log_level` / `log_file_path` send the plugin's log to a file; stdout carries only the
+/// result (the runner would fail to parse it otherwise).
+#[test]
+fn logs_go_to_log_file_path_never_stdout() {
+    let s = setup(plugin_dir());
+    let log_dir = s.dir.subdir("log").expect("log dir");
+    let log_file = log_dir.join("cni.log");
+    let raw = json!({"cniVersion": "1.0.0", "name": "lo-log",
+                     "plugins": [{"type": "loopback", "log_level": "debug",
+                                  "log_file_path": log_file}]});
+    let conf = ConfList::from_bytes(raw.to_string().as_bytes()).expect("conflist");
+    let rt = RuntimeConf::new("lo-e2e-log", s.pod.path_str(), "eth0");
+    s.runner.add(&conf, &rt).expect("ADD");
+    s.pod
+        .exec_checked(&["ip", "link", "set", "lo", "down"])
+        .expect("set lo down");
+    assert!(s.runner.check(&conf, &rt).is_err());
+    let log = std::fs::read_to_string(&log_file).expect("the log file exists");
+    assert!(
+        log.contains("[debug] loopback") && log.contains("container=lo-e2e-log"),
+        "{log}"
+    );
+    assert!(
+        log.contains("[error] loopback") && log.contains("loopback interface is down"),
+        "{log}"
+    );
+    s.runner.del(&conf, &rt).expect("DEL");
 }

@@ -3,7 +3,9 @@
 //! Runtimes call it for every pod besides the main network, so its ADD is on the hot path;
 //! it opens one netlink socket in the namespace and sends one request.
 
-use shared::netlink::Handle;
+use std::path::Path;
+
+use shared::netlink::{Handle, Link};
 use shared::netns::NetNs;
 use shared::skel::{Plugin, Request};
 use shared::spec::error::{CniError, ErrorCode};
@@ -42,6 +44,16 @@ impl From<LoopbackError> for CniError {
 
 pub struct Loopback;
 
+/// A netlink handle bound to the container's namespace, and its `lo`.
+fn open_loopback(netns: &Path) -> Result<(Handle, Link), LoopbackError> {
+    let ns = NetNs::open(netns)?;
+    let mut handle = Handle::in_netns(&ns)?;
+    let lo = handle
+        .link_by_name(LOOPBACK)?
+        .ok_or(LoopbackError::Missing)?;
+    Ok((handle, lo))
+}
+
 impl Plugin for Loopback {
     type Error = LoopbackError;
 
@@ -51,11 +63,7 @@ impl Plugin for Loopback {
 
     fn add(&self, req: &Request) -> Result<CniResult, LoopbackError> {
         let netns_path = req.env.netns.clone().unwrap_or_default();
-        let ns = NetNs::open(&netns_path)?;
-        let mut handle = Handle::in_netns(&ns)?;
-        let lo = handle
-            .link_by_name(LOOPBACK)?
-            .ok_or(LoopbackError::Missing)?;
+        let (mut handle, lo) = open_loopback(&netns_path)?;
         handle.set_up(lo.index)?;
         let addrs = handle.addresses(Some(lo.index))?;
         if let Some(bad) = addrs.iter().find(|a| !a.net.ip().is_loopback()) {
@@ -106,11 +114,7 @@ impl Plugin for Loopback {
 
     fn check(&self, req: &Request) -> Result<(), LoopbackError> {
         let netns_path = req.env.netns.clone().unwrap_or_default();
-        let ns = NetNs::open(&netns_path)?;
-        let mut handle = Handle::in_netns(&ns)?;
-        let lo = handle
-            .link_by_name(LOOPBACK)?
-            .ok_or(LoopbackError::Missing)?;
+        let (_, lo) = open_loopback(&netns_path)?;
         if !lo.up {
             return Err(LoopbackError::Down);
         }

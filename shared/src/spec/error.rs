@@ -52,6 +52,9 @@ pub enum ErrorCode {
     TrafficControl,
     /// 109: CHECK found the container's networking differs from what ADD set up.
     CheckFailed,
+    /// 110: a specific address cannot be given: taken, a gateway, outside every range, or
+    /// the container already holds one.
+    AddressConflict,
     /// 999: anything without a more specific code (a bug if it ever shows up).
     Internal,
     /// Any other code, as received from a delegated plugin.
@@ -81,13 +84,14 @@ impl ErrorCode {
             ErrorCode::Firewall => 107,
             ErrorCode::TrafficControl => 108,
             ErrorCode::CheckFailed => 109,
+            ErrorCode::AddressConflict => 110,
             ErrorCode::Internal => 999,
             ErrorCode::Other(n) => n,
         }
     }
 
     pub fn from_u32(n: u32) -> ErrorCode {
-        const KNOWN: [ErrorCode; 21] = [
+        const KNOWN: [ErrorCode; 22] = [
             ErrorCode::IncompatibleVersion,
             ErrorCode::UnsupportedField,
             ErrorCode::UnknownContainer,
@@ -108,6 +112,7 @@ impl ErrorCode {
             ErrorCode::Firewall,
             ErrorCode::TrafficControl,
             ErrorCode::CheckFailed,
+            ErrorCode::AddressConflict,
             ErrorCode::Internal,
         ];
         KNOWN
@@ -206,7 +211,9 @@ mod tests {
 
     #[test]
     fn codes_round_trip_through_numbers() {
-        for n in [1, 2, 3, 4, 5, 6, 7, 11, 50, 51, 100, 105, 109, 999, 4242] {
+        for n in [
+            1, 2, 3, 4, 5, 6, 7, 11, 50, 51, 100, 105, 109, 110, 999, 4242,
+        ] {
             assert_eq!(ErrorCode::from_u32(n).as_u32(), n);
         }
         assert_eq!(ErrorCode::from_u32(7), ErrorCode::InvalidNetworkConfig);

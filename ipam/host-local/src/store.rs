@@ -1,0 +1,355 @@
+//! The reservation store, byte-compatible with the reference plugin's disk backend so a
+//! node can switch binaries with pods running:
+//!
+//! ```text
+//! <dataDir>/<network>/lock                  flock(LOCK_EX) around every operation
+//! <dataDir>/<network>/<ip>                  "<containerID>\r\n<ifname>", no newline
+//! <dataDir>/<network>/last_reserved_ip.<N>  the last address handed out by range set N
+//! ```
+//!
+//! A reservation appears atomically with its content: it is written to a temporary file and
+//! hard-linked to its address name (`link` fails if the name exists, which is the exclusive
+//! create), so a crash never leaves an empty reservation that no DEL could match. A crash
+//! between the write and the link leaves the temporary file, whose content names the
+//! container, so the DEL that follows removes it like any other reservation of that
+//! container (the reference's DEL does the same, since it matches on content).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+/// The line break between container id and interface name.
+const LINE_BREAK: &str = "\r\n";
+const LOCK_FILE: &str = "lock";
+const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
+/// Temporary files start with a dot: never an address, never `lock`.
+const TEMP_PREFIX: &str = ".reserving.";
+
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {}: {source}", .path.display())]
+pub struct StoreError {
+    pub op: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Who holds a reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// `<id>\r\n<ifname>`
+    Attachment { id: String, ifname: String },
+    /// A file from before interface names were recorded: just the id.
+    Legacy { id: String },
+}
+
+impl Owner {
+    fn parse(content: &str) -> Owner {
+        let content = content.trim();
+        match content.split_once(LINE_BREAK) {
+            Some((id, ifname)) => Owner::Attachment {
+                id: id.to_string(),
+                ifname: ifname.to_string(),
+            },
+            None => Owner::Legacy {
+                id: content.to_string(),
+            },
+        }
+    }
+}
+
+/// One reservation file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub ip: IpAddr,
+    pub owner: Owner,
+}
+
+/// The store of one network, locked for as long as this value lives.
+pub struct Store {
+    dir: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl Store {
+    /// Opens `<data_dir>/<network>`, creating it, and takes its lock (waiting for it).
+    pub fn open(data_dir: &Path, network: &str) -> Result<Store> {
+        let dir = data_dir.join(network);
+        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io_err("open lock file", &lock_path))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| io_err("lock", &lock_path)(errno.into()))?;
+        Ok(Store { dir, _lock: lock })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reserves `ip` for (id, ifname); `false` when someone holds it already.
+    pub fn reserve(&self, ip: IpAddr, id: &str, ifname: &str) -> Result<bool> {
+        let target = self.dir.join(ip.to_string());
+        let temp = self
+            .dir
+            .join(format!("{TEMP_PREFIX}{ip}.{}", std::process::id()));
+        let content = format!("{}{LINE_BREAK}{ifname}", id.trim());
+        write_new(&temp, content.as_bytes())?;
+        let linked = fs::hard_link(&temp, &target);
+        let removed = fs::remove_file(&temp);
+        match linked {
+            Ok(()) => {
+                removed.map_err(io_err("remove", &temp))?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(io_err("reserve", &target)(e)),
+        }
+    }
+
+    /// Removes one reservation; a missing file is fine.
+    pub fn release(&self, ip: IpAddr) -> Result<()> {
+        remove_if_present(&self.dir.join(ip.to_string()))
+    }
+
+    /// Every reservation in the network directory. Files that are not addresses (`lock`,
+    /// `last_reserved_ip.*`, temporaries) are not reservations.
+    pub fn reservations(&self) -> Result<Vec<Reservation>> {
+        let mut out = Vec::new();
+        for (name, path) in self.entries()? {
+            let Ok(ip) = name.parse::<IpAddr>() else {
+                continue;
+            };
+            // A file that vanished or cannot be read is not ours to judge.
+            if let Ok(content) = fs::read_to_string(&path) {
+                out.push(Reservation {
+                    ip,
+                    owner: Owner::parse(&content),
+                });
+            }
+        }
+        out.sort_by_key(|r| r.ip);
+        Ok(out)
+    }
+
+    /// The addresses held by (id, ifname); if none, those of a legacy file for `id`.
+    pub fn held_by(&self, id: &str, ifname: &str) -> Result<Vec<IpAddr>> {
+        let all = self.reservations()?;
+        Ok(held_by(&all, id, ifname))
+    }
+
+    /// Releases everything (id, ifname) holds, legacy files as a fallback, and temporaries
+    /// left by a crash in the middle of a reservation for it. Returns what was released.
+    pub fn release_owner(&self, id: &str, ifname: &str) -> Result<Vec<IpAddr>> {
+        let ips = self.held_by(id, ifname)?;
+        for ip in &ips {
+            self.release(*ip)?;
+        }
+        let wanted = Owner::Attachment {
+            id: id.trim().to_string(),
+            ifname: ifname.to_string(),
+        };
+        for path in self.temporaries()? {
+            if fs::read_to_string(&path).is_ok_and(|c| Owner::parse(&c) == wanted) {
+                remove_if_present(&path)?;
+            }
+        }
+        Ok(ips)
+    }
+
+    /// Temporary files: only a crash leaves one behind, since every reservation removes its
+    /// own while holding the lock.
+    pub fn temporaries(&self) -> Result<Vec<PathBuf>> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(TEMP_PREFIX))
+            .map(|(_, path)| path)
+            .collect())
+    }
+
+    pub fn last_reserved(&self, range_set: usize) -> Option<IpAddr> {
+        fs::read_to_string(self.last_reserved_path(range_set))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Records the last address handed out by a range set, replacing the file atomically.
+    pub fn set_last_reserved(&self, range_set: usize, ip: IpAddr) -> Result<()> {
+        let path = self.last_reserved_path(range_set);
+        let temp = self.dir.join(format!(
+            "{TEMP_PREFIX}last.{range_set}.{}",
+            std::process::id()
+        ));
+        write_new(&temp, ip.to_string().as_bytes())?;
+        fs::rename(&temp, &path).map_err(io_err("replace", &path))
+    }
+
+    fn last_reserved_path(&self, range_set: usize) -> PathBuf {
+        self.dir.join(format!("{LAST_RESERVED_PREFIX}{range_set}"))
+    }
+
+    fn entries(&self) -> Result<Vec<(String, PathBuf)>> {
+        let read = fs::read_dir(&self.dir).map_err(io_err("list", &self.dir))?;
+        Ok(read
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+            .collect())
+    }
+}
+
+/// The addresses of (id, ifname) among `all`; legacy id-only files when there are none.
+pub fn held_by(all: &[Reservation], id: &str, ifname: &str) -> Vec<IpAddr> {
+    let id = id.trim();
+    let exact: Vec<IpAddr> = all
+        .iter()
+        .filter(|r| matches!(&r.owner, Owner::Attachment { id: i, ifname: f } if i == id && f == ifname))
+        .map(|r| r.ip)
+        .collect();
+    if !exact.is_empty() {
+        return exact;
+    }
+    all.iter()
+        .filter(|r| matches!(&r.owner, Owner::Legacy { id: i } if i == id))
+        .map(|r| r.ip)
+        .collect()
+}
+
+/// Creates `path` (replacing a stale one) and writes `bytes` to it.
+///
+/// No fsync: a killed process loses nothing that was written, and a power loss ends every
+/// pod of the node anyway; an empty or torn file it might leave is no one's reservation,
+/// which GC removes (and an unreadable `last_reserved_ip` only restarts the round robin).
+fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err("create", path))?;
+    f.write_all(bytes).map_err(io_err("write", path))
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", path)(e)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn reservation_files_match_the_reference_layout() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path(), "net").expect("open");
+        assert!(store
+            .reserve(ip("10.1.2.2"), "  ctr1\n ", "eth0")
+            .expect("reserve"));
+        assert!(store
+            .reserve(ip("2001:db8:1::2"), "ctr1", "eth0")
+            .expect("reserve"));
+        assert!(!store
+            .reserve(ip("10.1.2.2"), "ctr2", "eth0")
+            .expect("taken"));
+        store.set_last_reserved(0, ip("10.1.2.2")).expect("last");
+        let dir = tmp.path().join("net");
+        assert_eq!(
+            fs::read(dir.join("10.1.2.2")).expect("file"),
+            b"ctr1\r\neth0"
+        );
+        assert_eq!(
+            fs::read(dir.join("2001:db8:1::2")).expect("file"),
+            b"ctr1\r\neth0"
+        );
+        assert_eq!(
+            fs::read(dir.join("last_reserved_ip.0")).expect("file"),
+            b"10.1.2.2"
+        );
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["10.1.2.2", "2001:db8:1::2", "last_reserved_ip.0", "lock"]
+        );
+    }
+
+    #[test]
+    fn release_by_owner_falls_back_to_legacy_files() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path(), "net").expect("open");
+        let dir = tmp.path().join("net");
+        fs::write(dir.join("10.0.0.5"), "legacy-id").expect("seed");
+        store
+            .reserve(ip("10.0.0.6"), "other", "eth0")
+            .expect("reserve");
+        assert_eq!(
+            store.held_by("legacy-id", "eth0").expect("held"),
+            [ip("10.0.0.5")]
+        );
+        assert_eq!(
+            store.release_owner("legacy-id", "eth0").expect("release"),
+            [ip("10.0.0.5")]
+        );
+        assert!(!dir.join("10.0.0.5").exists());
+        assert!(dir.join("10.0.0.6").exists());
+        assert!(store
+            .release_owner("nobody", "eth0")
+            .expect("release")
+            .is_empty());
+    }
+
+    #[test]
+    fn a_temporary_left_by_a_crash_is_released_with_its_owner() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path(), "net").expect("open");
+        let stale = store.dir().join(format!("{TEMP_PREFIX}10.0.0.7.4242"));
+        fs::write(&stale, "ctr\r\neth0").expect("seed");
+        assert!(store.reservations().expect("list").is_empty());
+        store.release_owner("ctr", "eth0").expect("release");
+        assert!(!stale.exists());
+    }
+
+    #[test]
+    fn unreadable_last_reserved_means_none() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path(), "net").expect("open");
+        assert_eq!(store.last_reserved(0), None);
+        fs::write(store.dir().join("last_reserved_ip.0"), "garbage").expect("seed");
+        assert_eq!(store.last_reserved(0), None);
+    }
+}

@@ -14,6 +14,7 @@ pub mod config;
 pub mod conflist;
 pub mod exec;
 pub mod fixtures;
+pub mod host_local;
 pub mod runner;
 pub mod version;
 

@@ -75,15 +75,35 @@ fn parse_requested(text: &str) -> Option<IpAddr> {
 }
 
 pub fn load(stdin: &[u8], env_args: &CniArgs) -> Result<IpamConfig, HostLocalError> {
-    let raw: RawConf = serde_json::from_slice(stdin)
-        .map_err(|e| invalid(format!("invalid host-local configuration: {e}")))?;
+    // The path names the field at fault ("ipam.ranges: invalid type ...").
+    let raw: RawConf =
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(stdin))
+            .map_err(|e| {
+                invalid(format!(
+                    "invalid host-local configuration: {}: {}",
+                    e.path(),
+                    e.inner()
+                ))
+            })?;
     let ipam = raw
         .ipam
         .ok_or_else(|| invalid("IPAM config missing 'ipam' key"))?;
+    let runtime = raw.runtime_config.unwrap_or_default();
+    let all_ranges = runtime
+        .ip_ranges
+        .iter()
+        .chain(ipam.ranges.iter())
+        .flatten()
+        .flatten()
+        .chain(std::iter::once(&ipam.legacy));
+    for range in all_ranges {
+        range.check_syntax().map_err(|e| invalid(e.to_string()))?;
+    }
 
     let mut requested: Vec<IpAddr> = Vec::new();
     env_args.check_known(&["IP"])?;
-    if let Some(text) = env_args.get("IP") {
+    // `IP=` with nothing after it asks for nothing, as the reference reads it.
+    if let Some(text) = env_args.get("IP").filter(|t| !t.is_empty()) {
         let ip = parse_requested(text).ok_or_else(|| shared::Error::ArgsBadValue {
             pair: format!("IP={text}"),
             reason: format!("invalid IP address {text}"),
@@ -101,7 +121,6 @@ pub fn load(stdin: &[u8], env_args: &CniArgs) -> Result<IpamConfig, HostLocalErr
         Some(v) => serde_json::from_value(v)
             .map_err(|e| invalid(format!("args.cni.ips must be a list of addresses: {e}")))?,
     };
-    let runtime = raw.runtime_config.unwrap_or_default();
     for text in from_args.iter().chain(runtime.ips.iter().flatten()) {
         let ip = parse_requested(text)
             .ok_or_else(|| invalid(format!("cannot understand ip: {text:?} is not an address")))?;
@@ -231,6 +250,17 @@ mod tests {
             "FOO=1"
         )
         .contains("unknown args"));
+        assert_eq!(
+            err(
+                json!({"name": "n", "ipam": {"ranges": [[{"subnet": "bogus"}]]}}),
+                ""
+            ),
+            "invalid CIDR address: bogus"
+        );
+        assert!(
+            err(json!({"name": "n", "ipam": {"ranges": "10.1.2.0/24"}}), "")
+                .contains("ipam.ranges")
+        );
         assert!(err(
             json!({"name": "n", "ipam": {"ranges": [[{"subnet": "usePodCidr"}]]}}),
             ""

@@ -7,17 +7,34 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnetwork::IpNetwork;
 use serde::Deserialize;
 
-/// One range as written in the config; everything but `subnet` is optional.
+/// One range as written in the config; everything but `subnet` is optional. Kept as text
+/// until [`RangeConf::check_syntax`], so a malformed address is reported by its value.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct RangeConf {
     #[serde(default)]
     pub subnet: Option<String>,
     #[serde(rename = "rangeStart", default)]
-    pub range_start: Option<IpAddr>,
+    pub range_start: Option<String>,
     #[serde(rename = "rangeEnd", default)]
-    pub range_end: Option<IpAddr>,
+    pub range_end: Option<String>,
     #[serde(default)]
-    pub gateway: Option<IpAddr>,
+    pub gateway: Option<String>,
+}
+
+/// A value that is not an address at all. The reference reports these while decoding its
+/// JSON, before any range is checked, so they carry no range-set number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SyntaxError {
+    #[error("invalid CIDR address: {0}")]
+    Cidr(String),
+    #[error("invalid IP address: {0}")]
+    Ip(String),
+}
+
+fn parse_ip(text: &Option<String>) -> Result<Option<IpAddr>, SyntaxError> {
+    text.as_deref()
+        .map(|t| t.parse().map_err(|_| SyntaxError::Ip(t.to_string())))
+        .transpose()
 }
 
 /// A canonical range: every field known, `start..=end` inside `subnet`.
@@ -44,8 +61,8 @@ pub enum RangeError {
     Empty,
     #[error("a range has no subnet")]
     NoSubnet,
-    #[error("invalid CIDR address: {0}")]
-    BadSubnet(String),
+    #[error(transparent)]
+    Syntax(#[from] SyntaxError),
     #[error(
         "subnet {0:?} must be replaced by the calico plugin before host-local runs: use the \
          calico plugin with \"ipam\": {{\"type\": \"host-local\"}}, or write the node's pod CIDR"
@@ -102,6 +119,18 @@ fn bits(ip: IpAddr) -> u8 {
 }
 
 impl RangeConf {
+    /// Every address of the range must at least be an address (`usePodCidr` is left for
+    /// [`Self::canonicalize`] to explain).
+    pub fn check_syntax(&self) -> Result<(), SyntaxError> {
+        if let Some(text) = self.subnet.as_deref().filter(|t| *t != USE_POD_CIDR) {
+            parse_cidr(text)?;
+        }
+        parse_ip(&self.range_start)?;
+        parse_ip(&self.range_end)?;
+        parse_ip(&self.gateway)?;
+        Ok(())
+    }
+
     /// Checks and completes one range, in the reference's order: size, host bits, then the
     /// defaults (gateway and start at network+1, end at the last address, minus the broadcast
     /// for IPv4).
@@ -110,12 +139,10 @@ impl RangeConf {
         if text == USE_POD_CIDR {
             return Err(RangeError::UsePodCidr(text.to_string()));
         }
-        if !text.contains('/') {
-            return Err(RangeError::BadSubnet(text.to_string()));
-        }
-        let given: IpNetwork = text
-            .parse()
-            .map_err(|_| RangeError::BadSubnet(text.to_string()))?;
+        let given = parse_cidr(text)?;
+        let range_start = parse_ip(&self.range_start)?;
+        let range_end = parse_ip(&self.range_end)?;
+        let gateway = parse_ip(&self.gateway)?;
         let ip = given.ip();
         let prefix = given.prefix();
         if prefix > bits(ip) - 2 {
@@ -140,15 +167,15 @@ impl RangeConf {
         let within = |a: IpAddr| {
             a.is_ipv4() == ip.is_ipv4()
                 && subnet.contains(a)
-                && self.range_start.is_none_or(|s| to_u128(a) >= to_u128(s))
-                && self.range_end.is_none_or(|e| to_u128(a) <= to_u128(e))
+                && range_start.is_none_or(|s| to_u128(a) >= to_u128(s))
+                && range_end.is_none_or(|e| to_u128(a) <= to_u128(e))
         };
-        let start = match self.range_start {
+        let start = match range_start {
             Some(s) if !within(s) => return Err(RangeError::StartOutside(s, subnet)),
             Some(s) => s,
             None => first,
         };
-        let end = match self.range_end {
+        let end = match range_end {
             Some(e) if !within(e) => return Err(RangeError::EndOutside(e, subnet)),
             Some(e) => e,
             None => last,
@@ -157,9 +184,18 @@ impl RangeConf {
             subnet,
             start,
             end,
-            gateway: self.gateway.unwrap_or(first),
+            gateway: gateway.unwrap_or(first),
         })
     }
+}
+
+/// CIDR notation with an explicit prefix; host bits are kept (and checked later).
+fn parse_cidr(text: &str) -> Result<IpNetwork, SyntaxError> {
+    if !text.contains('/') {
+        return Err(SyntaxError::Cidr(text.to_string()));
+    }
+    text.parse()
+        .map_err(|_| SyntaxError::Cidr(text.to_string()))
 }
 
 impl Range {
@@ -313,20 +349,20 @@ mod tests {
         );
         assert!(conf("10.9.0.0/30").canonicalize().is_ok());
         let mut c = conf("10.1.2.0/24");
-        c.range_start = Some(ip("10.1.3.5"));
+        c.range_start = Some("10.1.3.5".into());
         assert_eq!(
             c.canonicalize().expect_err("invalid").to_string(),
             "RangeStart 10.1.3.5 not in network 10.1.2.0/24"
         );
         let mut c = conf("10.1.2.0/24");
-        c.range_end = Some(ip("10.1.3.5"));
+        c.range_end = Some("10.1.3.5".into());
         assert_eq!(
             c.canonicalize().expect_err("invalid").to_string(),
             "RangeEnd 10.1.3.5 not in network 10.1.2.0/24"
         );
         let mut c = conf("10.1.2.0/24");
-        c.range_start = Some(ip("10.1.2.50"));
-        c.range_end = Some(ip("10.1.2.40"));
+        c.range_start = Some("10.1.2.50".into());
+        c.range_end = Some("10.1.2.40".into());
         assert!(matches!(
             c.canonicalize(),
             Err(RangeError::StartOutside(..))
@@ -335,10 +371,17 @@ mod tests {
             conf("usePodCidr").canonicalize(),
             Err(RangeError::UsePodCidr(_))
         ));
-        assert!(matches!(
-            conf("10.1.2.0").canonicalize(),
-            Err(RangeError::BadSubnet(_))
-        ));
+        assert_eq!(
+            conf("10.1.2.0").check_syntax(),
+            Err(SyntaxError::Cidr("10.1.2.0".into()))
+        );
+        let mut c = conf("10.1.2.0/24");
+        c.gateway = Some("10.1.2.x".into());
+        assert_eq!(
+            c.check_syntax().expect_err("bad gateway").to_string(),
+            "invalid IP address: 10.1.2.x"
+        );
+        assert!(conf("usePodCidr").check_syntax().is_ok());
     }
 
     #[test]
@@ -361,8 +404,8 @@ mod tests {
         let r = |s: &str, a: Option<&str>, b: Option<&str>| {
             RangeConf {
                 subnet: Some(s.into()),
-                range_start: a.map(ip),
-                range_end: b.map(ip),
+                range_start: a.map(String::from),
+                range_end: b.map(String::from),
                 gateway: None,
             }
             .canonicalize()
@@ -411,7 +454,7 @@ mod tests {
         let r = conf("10.0.0.0/29").canonicalize().expect("valid");
         assert_eq!(r.capacity(), 5); // .2 to .6
         let mut c = conf("10.0.0.0/29");
-        c.range_start = Some(ip("10.0.0.4"));
+        c.range_start = Some("10.0.0.4".into());
         assert_eq!(c.canonicalize().expect("valid").capacity(), 3);
     }
 }

@@ -5,6 +5,7 @@
 #   scripts/bench.sh            every benchmark
 #   scripts/bench.sh version    only the VERSION probe
 #   scripts/bench.sh loopback   only loopback ADD+DEL on a real namespace
+#   scripts/bench.sh host-local only host-local ADD and DEL (dual-stack, data dir in target/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,6 +57,22 @@ if [ "$what" = all ] || [ "$what" = loopback ]; then
     bench loopback-del -S sh \
         -n "ours loopback DEL" "$(run_of DEL "$ours")" \
         -n "reference loopback DEL" "$(run_of DEL "$ref")"
+fi
+
+if [ "$what" = all ] || [ "$what" = host-local ]; then
+    # One data directory per binary; each ADD is preceded by the DEL that frees its address
+    # (and each DEL by the ADD that makes it), outside the timed part.
+    hl_run() { # binary-dir, command, data-dir
+        printf '{"cniVersion":"1.0.0","name":"bench","ipam":{"type":"host-local","ranges":[[{"subnet":"10.250.0.0/16"}],[{"subnet":"fd00:250::/64"}]],"dataDir":"%s"}}' "$3" >"$3.json"
+        echo "CNI_COMMAND=$2 CNI_CONTAINERID=bench CNI_NETNS=/run/netns/$ns CNI_IFNAME=eth0 CNI_PATH=$1 $1/host-local <$3.json >/dev/null"
+    }
+    rm -rf "$out/hl-ours" "$out/hl-ref"
+    bench host-local-add -S sh \
+        -n "ours host-local ADD" --prepare "$(hl_run "$ours" DEL "$out/hl-ours")" "$(hl_run "$ours" ADD "$out/hl-ours")" \
+        -n "reference host-local ADD" --prepare "$(hl_run "$ref" DEL "$out/hl-ref")" "$(hl_run "$ref" ADD "$out/hl-ref")"
+    bench host-local-del -S sh \
+        -n "ours host-local DEL" --prepare "$(hl_run "$ours" DEL "$out/hl-ours"); $(hl_run "$ours" ADD "$out/hl-ours")" "$(hl_run "$ours" DEL "$out/hl-ours")" \
+        -n "reference host-local DEL" --prepare "$(hl_run "$ref" DEL "$out/hl-ref"); $(hl_run "$ref" ADD "$out/hl-ref")" "$(hl_run "$ref" DEL "$out/hl-ref")"
 fi
 
 python3 - "$out" "${tables[@]}" <<'PY' | tee "$out/results.md"

@@ -43,10 +43,20 @@ pub enum HostLocalError {
     RequestedNotInAnyRange(Vec<IpAddr>),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("GC could not release every stale reservation: {}", join_errors(.0))]
+    Gc(Vec<StoreError>),
     #[error("host-local: Failed to find address added by container {0}")]
     NotFound(String),
     #[error("range set {index} has no free address: {set}")]
     Full { index: usize, set: String },
+}
+
+fn join_errors(errors: &[StoreError]) -> String {
+    errors
+        .iter()
+        .map(StoreError::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn join(ips: &[IpAddr]) -> String {
@@ -59,14 +69,13 @@ fn join(ips: &[IpAddr]) -> String {
 impl From<HostLocalError> for CniError {
     fn from(e: HostLocalError) -> CniError {
         use ErrorCode as C;
+        let e = match e {
+            HostLocalError::Shared(inner) => return inner.into(),
+            other => other,
+        };
         let msg = e.to_string();
         let (code, details) = match &e {
-            HostLocalError::Shared(_) => {
-                if let HostLocalError::Shared(inner) = e {
-                    return inner.into();
-                }
-                (C::Internal, String::new())
-            }
+            HostLocalError::Shared(_) => (C::Internal, String::new()),
             HostLocalError::Config(_)
             | HostLocalError::RangeSet { .. }
             | HostLocalError::SetsOverlap(..) => (
@@ -103,7 +112,7 @@ impl From<HostLocalError> for CniError {
                  configuration"
                     .to_string(),
             ),
-            HostLocalError::Store(_) => (C::State, String::new()),
+            HostLocalError::Store(_) | HostLocalError::Gc(_) => (C::State, String::new()),
             HostLocalError::NotFound(_) => (
                 C::CheckFailed,
                 "no reservation of this container and interface is in the data directory"
@@ -215,9 +224,10 @@ impl Plugin for HostLocal {
                 log::warn!("gc: cannot remove {}: {e}", path.display());
             }
         }
-        match failures.into_iter().next() {
-            Some(first) => Err(first.into()),
-            None => Ok(()),
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(HostLocalError::Gc(failures))
         }
     }
 

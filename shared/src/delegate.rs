@@ -26,9 +26,18 @@ pub fn find_plugin(name: &str, path: &[PathBuf]) -> Result<PathBuf> {
         })
 }
 
+/// Variables to set for the delegated plugin on top of our own environment.
+pub type ExtraEnv<'a> = &'a [(&'a str, &'a str)];
+
 /// ADD through the delegated plugin; its result, read in `version` if it names none.
-pub fn add(name: &str, path: &[PathBuf], stdin: &[u8], version: Version) -> Result<CniResult> {
-    let out = exec(name, path, Command::Add, stdin)?;
+pub fn add(
+    name: &str,
+    path: &[PathBuf],
+    env: ExtraEnv,
+    stdin: &[u8],
+    version: Version,
+) -> Result<CniResult> {
+    let out = exec(name, path, Command::Add, env, stdin)?;
     CniResult::from_slice(&out, version).map_err(|e| Error::PluginBadOutput {
         name: name.to_string(),
         reason: e.to_string(),
@@ -36,8 +45,14 @@ pub fn add(name: &str, path: &[PathBuf], stdin: &[u8], version: Version) -> Resu
 }
 
 /// DEL, CHECK, GC or STATUS through the delegated plugin; these print nothing on success.
-pub fn call(name: &str, path: &[PathBuf], command: Command, stdin: &[u8]) -> Result<()> {
-    exec(name, path, command, stdin).map(|_| ())
+pub fn call(
+    name: &str,
+    path: &[PathBuf],
+    command: Command,
+    env: ExtraEnv,
+    stdin: &[u8],
+) -> Result<()> {
+    exec(name, path, command, env, stdin).map(|_| ())
 }
 
 /// How often to retry when the plugin binary is being replaced under us ("text file busy"),
@@ -45,11 +60,17 @@ pub fn call(name: &str, path: &[PathBuf], command: Command, stdin: &[u8]) -> Res
 const BUSY_RETRIES: u32 = 5;
 const BUSY_WAIT: Duration = Duration::from_millis(200);
 
-fn exec(name: &str, path: &[PathBuf], command: Command, stdin: &[u8]) -> Result<Vec<u8>> {
+fn exec(
+    name: &str,
+    path: &[PathBuf],
+    command: Command,
+    env: ExtraEnv,
+    stdin: &[u8],
+) -> Result<Vec<u8>> {
     let binary = find_plugin(name, path)?;
     let mut attempt = 0;
     loop {
-        match run_once(&binary, command, stdin) {
+        match run_once(&binary, command, env, stdin) {
             Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < BUSY_RETRIES => {
                 attempt += 1;
                 std::thread::sleep(BUSY_WAIT);
@@ -84,9 +105,11 @@ fn exec(name: &str, path: &[PathBuf], command: Command, stdin: &[u8]) -> Result<
 fn run_once(
     binary: &Path,
     command: Command,
+    env: ExtraEnv,
     stdin: &[u8],
 ) -> std::io::Result<(std::process::ExitStatus, Vec<u8>)> {
     let mut child = Process::new(binary)
+        .envs(env.iter().copied())
         .env("CNI_COMMAND", command.as_str())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -135,18 +158,26 @@ mod tests {
     }
 
     #[test]
-    fn passes_the_command_and_stdin_and_reads_the_result() {
+    fn passes_the_command_and_extra_env_and_reads_the_result() {
         let dir = tempfile::tempdir().expect("tempdir");
         // Echo stdin back inside a result so the test sees what the plugin was given.
         script(
             dir.path(),
             "ipam",
             r#"[ "$CNI_COMMAND" = ADD ] || exit 3
+[ "$CNI_ARGS" = "IgnoreUnknown=1;IP=10.9.0.7" ] || exit 4
 cat >/dev/null
 echo '{"cniVersion":"0.3.1","ips":[{"version":"4","address":"10.9.0.7/24"}]}'"#,
         );
         let path = vec![dir.path().to_path_buf()];
-        let r = add("ipam", &path, b"{}", Version::V1_0_0).expect("result");
+        let r = add(
+            "ipam",
+            &path,
+            &[("CNI_ARGS", "IgnoreUnknown=1;IP=10.9.0.7")],
+            b"{}",
+            Version::V1_0_0,
+        )
+        .expect("result");
         assert_eq!(r.ips[0].address.to_string(), "10.9.0.7/24");
     }
 
@@ -160,7 +191,7 @@ echo '{"cniVersion":"0.3.1","ips":[{"version":"4","address":"10.9.0.7/24"}]}'"#,
         );
         script(dir.path(), "silent", "exit 2");
         let path = vec![dir.path().to_path_buf()];
-        match call("ipam", &path, Command::Del, b"{}") {
+        match call("ipam", &path, Command::Del, &[], b"{}") {
             Err(Error::Delegated(e)) => {
                 assert_eq!(e.code.as_u32(), 105);
                 assert_eq!(e.msg, "no free address");
@@ -168,7 +199,7 @@ echo '{"cniVersion":"0.3.1","ips":[{"version":"4","address":"10.9.0.7/24"}]}'"#,
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            call("silent", &path, Command::Del, b"{}"),
+            call("silent", &path, Command::Del, &[], b"{}"),
             Err(Error::PluginFailedSilently { .. })
         ));
     }

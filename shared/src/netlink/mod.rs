@@ -22,7 +22,9 @@ use std::net::IpAddr;
 pub use addr::{Address, AddressOptions};
 pub use link::{Link, VethOptions};
 pub use neigh::Neighbour;
-pub use route::{protocol as route_protocol, Route, RouteFilter, RT_TABLE_MAIN};
+pub use route::{
+    default_destination, protocol as route_protocol, Route, RouteFilter, RT_TABLE_MAIN,
+};
 pub use socket::Handle;
 
 /// IPv4 or IPv6, for filtering dumps.

@@ -219,7 +219,8 @@ const DEFAULT_V6: Ipv6Network = match Ipv6Network::new_checked(Ipv6Addr::UNSPECI
     None => panic!("::/0"),
 };
 
-fn default_destination(family: IpFamily) -> IpNetwork {
+/// `0.0.0.0/0` or `::/0`.
+pub fn default_destination(family: IpFamily) -> IpNetwork {
     match family {
         IpFamily::V4 => IpNetwork::V4(DEFAULT_V4),
         IpFamily::V6 => IpNetwork::V6(DEFAULT_V6),

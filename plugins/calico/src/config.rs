@@ -1,0 +1,333 @@
+//! The calico plugin's configuration: the keys of Calico's network config that matter on
+//! Linux, with Calico's defaults. Unknown keys are accepted (Calico ignores them too).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::CalicoError;
+
+pub const DEFAULT_NODENAME_FILE: &str = "/var/lib/calico/nodename";
+/// Written by calico-node with the MTU it detected for pods.
+pub const DEFAULT_MTU_FILE: &str = "/var/lib/calico/mtu";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CalicoConf {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub nodename: Option<String>,
+    #[serde(default)]
+    pub nodename_file: Option<String>,
+    #[serde(default)]
+    pub nodename_file_optional: bool,
+    /// Deprecated fallback for the node name.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub mtu: i64,
+    /// Ours: where the MTU file lives (Calico hard-codes `/var/lib/calico/mtu`).
+    #[serde(default)]
+    pub mtu_file: Option<String>,
+    #[serde(default)]
+    pub require_mtu_file: bool,
+    #[serde(default)]
+    pub num_queues: i64,
+    #[serde(default)]
+    pub device_type: Option<String>,
+    #[serde(default)]
+    pub datastore_type: Option<String>,
+    #[serde(default)]
+    pub etcd_endpoints: Option<String>,
+    #[serde(default)]
+    pub etcd_key_file: Option<String>,
+    #[serde(default)]
+    pub etcd_cert_file: Option<String>,
+    #[serde(default)]
+    pub etcd_ca_cert_file: Option<String>,
+    #[serde(default)]
+    pub ipam: IpamConf,
+    #[serde(default)]
+    pub policy: Option<Value>,
+    #[serde(default)]
+    pub kubernetes: Option<Value>,
+    #[serde(default)]
+    pub container_settings: ContainerSettings,
+    #[serde(default)]
+    pub feature_control: FeatureControl,
+    #[serde(default)]
+    pub include_default_routes: bool,
+    #[serde(default)]
+    pub dataplane_options: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct IpamConf {
+    #[serde(rename = "type", default)]
+    pub plugin_type: String,
+    /// host-local's container routes: only their destinations are used.
+    #[serde(default)]
+    pub routes: Vec<IpamRoute>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct IpamRoute {
+    pub dst: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ContainerSettings {
+    #[serde(default)]
+    pub allow_ip_forwarding: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct FeatureControl {
+    #[serde(default)]
+    pub ip_addrs_no_ipam: bool,
+    #[serde(default)]
+    pub floating_ips: bool,
+}
+
+impl CalicoConf {
+    pub fn parse(stdin: &[u8]) -> Result<CalicoConf, CalicoError> {
+        let conf: CalicoConf =
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(stdin))
+                .map_err(|e| {
+                    CalicoError::Config(format!(
+                        "invalid calico configuration: {}: {}",
+                        e.path(),
+                        e.inner()
+                    ))
+                })?;
+        conf.validate()?;
+        Ok(conf)
+    }
+
+    /// What Calico refuses before touching anything.
+    fn validate(&self) -> Result<(), CalicoError> {
+        match self.device_type.as_deref() {
+            None | Some("") | Some("veth") => {}
+            Some("netkit") => {
+                return Err(CalicoError::Unsupported(
+                    "device_type \"netkit\" is not supported by this plugin; use \"veth\"".into(),
+                ))
+            }
+            Some(other) => {
+                return Err(CalicoError::Config(format!(
+                    "unknown device_type {other:?}: use \"veth\""
+                )))
+            }
+        }
+        if let Some(options) = &self.dataplane_options {
+            return Err(match options.get("type").and_then(Value::as_str) {
+                Some("grpc") => CalicoError::Unsupported(
+                    "dataplane_options type \"grpc\" (an external dataplane) is not supported; \
+                     remove dataplane_options to use the Linux dataplane"
+                        .into(),
+                ),
+                _ => CalicoError::Config(
+                    "invalid dataplane type: remove dataplane_options to use the Linux dataplane"
+                        .into(),
+                ),
+            });
+        }
+        if self.ipam.plugin_type.is_empty() {
+            return Err(CalicoError::Config(
+                "missing \"ipam\".\"type\": name the IPAM plugin (calico-ipam, host-local, ...)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Calico's order: `nodename`, the contents of `nodename_file` (raw), the deprecated
+    /// `hostname`, then the machine's host name, lower-cased. The nodename file is required
+    /// unless `nodename_file_optional`: it is how calico/node tells the plugin it runs.
+    pub fn node_name(&self) -> Result<String, CalicoError> {
+        let file = self
+            .nodename_file
+            .as_deref()
+            .filter(|f| !f.is_empty())
+            .unwrap_or(DEFAULT_NODENAME_FILE);
+        let from_file = match std::fs::read_to_string(file) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !self.nodename_file_optional {
+                    return Err(CalicoError::NodenameFileMissing(file.to_string()));
+                }
+                None
+            }
+            Err(e) => {
+                return Err(CalicoError::NodeState(format!(
+                    "cannot read nodename file {file}: {e}"
+                )))
+            }
+        };
+        if let Some(name) = self.nodename.as_deref().filter(|n| !n.is_empty()) {
+            return Ok(name.to_string());
+        }
+        if let Some(name) = from_file.filter(|n| !n.is_empty()) {
+            return Ok(name);
+        }
+        if let Some(name) = self.hostname.as_deref().filter(|n| !n.is_empty()) {
+            return Ok(name.to_string());
+        }
+        Ok(nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().to_lowercase())
+            .unwrap_or_default())
+    }
+
+    /// The MTU for both ends of the veth: the config's, else the MTU file's, else `None` (the
+    /// kernel's default).
+    pub fn mtu(&self) -> Result<Option<u32>, CalicoError> {
+        if self.mtu > 0 {
+            return u32::try_from(self.mtu)
+                .map(Some)
+                .map_err(|_| CalicoError::Config(format!("mtu {} is too large", self.mtu)));
+        }
+        if self.mtu < 0 {
+            return Err(CalicoError::Config(format!(
+                "mtu {} is negative: set a positive MTU or 0 for calico/node's",
+                self.mtu
+            )));
+        }
+        let file = self
+            .mtu_file
+            .as_deref()
+            .filter(|f| !f.is_empty())
+            .unwrap_or(DEFAULT_MTU_FILE);
+        read_mtu_file(Path::new(file), self.require_mtu_file)
+    }
+
+    /// TX and RX queues of the veth: at least one.
+    pub fn num_queues(&self) -> u32 {
+        u32::try_from(self.num_queues.max(1)).unwrap_or(1)
+    }
+
+    pub fn nodename_file(&self) -> PathBuf {
+        PathBuf::from(
+            self.nodename_file
+                .as_deref()
+                .unwrap_or(DEFAULT_NODENAME_FILE),
+        )
+    }
+}
+
+fn read_mtu_file(path: &Path, required: bool) -> Result<Option<u32>, CalicoError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .trim()
+            .parse::<u32>()
+            .map(Some)
+            .map_err(|_| CalicoError::MtuFile {
+                path: path.display().to_string(),
+                reason: format!("{:?} is not an MTU", text.trim()),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(CalicoError::MtuFileMissing(path.display().to_string()))
+        }
+        Err(e) => Err(CalicoError::MtuFile {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn conf(v: Value) -> Result<CalicoConf, CalicoError> {
+        CalicoConf::parse(v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn reads_calicos_keys_and_accepts_unknown_ones() {
+        let c = conf(json!({
+            "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico",
+            "log_level": "info", "datastore_type": "kubernetes", "mtu": 1440,
+            "nodename": "node-a", "num_queues": 4, "something_new": {"x": 1},
+            "ipam": {"type": "calico-ipam", "assign_ipv6": "true"},
+            "policy": {"type": "k8s"}, "kubernetes": {"kubeconfig": "/etc/cni/net.d/calico-kubeconfig"},
+            "container_settings": {"allow_ip_forwarding": true}
+        }))
+        .expect("valid");
+        assert_eq!(c.mtu().expect("mtu"), Some(1440));
+        assert_eq!(c.num_queues(), 4);
+        assert!(c.container_settings.allow_ip_forwarding);
+        assert_eq!(c.ipam.plugin_type, "calico-ipam");
+    }
+
+    #[test]
+    fn refuses_what_calico_refuses() {
+        let base = || json!({"name": "n", "ipam": {"type": "host-local"}});
+        let mut v = base();
+        v["device_type"] = json!("netkit");
+        assert!(matches!(conf(v), Err(CalicoError::Unsupported(_))));
+        let mut v = base();
+        v["device_type"] = json!("macvlan");
+        assert!(matches!(conf(v), Err(CalicoError::Config(_))));
+        let mut v = base();
+        v["dataplane_options"] = json!({"type": "bogus"});
+        assert!(
+            matches!(conf(v), Err(CalicoError::Config(m)) if m.contains("invalid dataplane type"))
+        );
+        assert!(matches!(
+            conf(json!({"name": "n"})),
+            Err(CalicoError::Config(_))
+        ));
+        let mut v = base();
+        v["mtu"] = json!("1500");
+        assert!(matches!(conf(v), Err(CalicoError::Config(m)) if m.contains("mtu")));
+    }
+
+    #[test]
+    fn node_name_order_and_the_missing_file_message() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("nodename");
+        let mut c = conf(json!({"name": "n", "ipam": {"type": "host-local"},
+                                "nodename_file": file}))
+        .expect("valid");
+        match c.node_name() {
+            Err(e @ CalicoError::NodenameFileMissing(_)) => assert_eq!(
+                e.to_string(),
+                format!(
+                    "stat {}: no such file or directory: check that the calico/node container \
+                     is running and has mounted /var/lib/calico/",
+                    file.display()
+                )
+            ),
+            other => panic!("{other:?}"),
+        }
+        std::fs::write(&file, "node-from-file").expect("write");
+        assert_eq!(c.node_name().expect("name"), "node-from-file");
+        c.nodename = Some("node-a".into());
+        assert_eq!(c.node_name().expect("name"), "node-a");
+        c.nodename = None;
+        std::fs::remove_file(&file).expect("rm");
+        c.nodename_file_optional = true;
+        c.hostname = Some("legacy".into());
+        assert_eq!(c.node_name().expect("name"), "legacy");
+    }
+
+    #[test]
+    fn mtu_from_the_file_when_unset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("mtu");
+        let mut c = conf(json!({"name": "n", "ipam": {"type": "host-local"},
+                                "mtu_file": file}))
+        .expect("valid");
+        assert_eq!(c.mtu().expect("no file"), None);
+        std::fs::write(&file, "1410\n").expect("write");
+        assert_eq!(c.mtu().expect("file"), Some(1410));
+        std::fs::write(&file, "big").expect("write");
+        assert!(matches!(c.mtu(), Err(CalicoError::MtuFile { .. })));
+        std::fs::remove_file(&file).expect("rm");
+        c.require_mtu_file = true;
+        assert!(matches!(c.mtu(), Err(CalicoError::MtuFileMissing(_))));
+    }
+}

@@ -1,0 +1,354 @@
+//! The calico CNI plugin: wires a pod into the node the way Calico does (a veth pair,
+//! routed, no bridge), with addresses from whichever IPAM plugin the config names.
+//!
+//! ADD is all or nothing: once the IPAM plugin has handed out addresses, any later failure
+//! removes the veth (its routes go with it) and gives the addresses back. DEL tries every
+//! step and reports every failure.
+
+pub mod config;
+pub mod dataplane;
+pub mod identity;
+
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+use shared::delegate;
+use shared::netlink::{default_destination, IpFamily};
+use shared::netns::NetNs;
+use shared::skel::{Attachment, Plugin, Request};
+use shared::spec::env::Command;
+use shared::spec::error::{CniError, ErrorCode};
+use shared::spec::result::{CniResult, Interface, IpConfig};
+
+use config::CalicoConf;
+use dataplane::Plan;
+use identity::{Workload, INTERFACE_PREFIX_ENV};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CalicoError {
+    #[error(transparent)]
+    Shared(#[from] shared::Error),
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error(
+        "stat {0}: no such file or directory: check that the calico/node container is running \
+         and has mounted /var/lib/calico/"
+    )]
+    NodenameFileMissing(String),
+    #[error("{0}")]
+    NodeState(String),
+    #[error("failed to read MTU file {0}: it does not exist and require_mtu_file is set")]
+    MtuFileMissing(String),
+    #[error("failed to read MTU file {path}: {reason}")]
+    MtuFile { path: String, reason: String },
+    #[error("IPAM plugin returned missing IP config")]
+    NoAddresses,
+    #[error("{0}")]
+    Dataplane(String),
+    #[error(
+        "route (Ifindex: {index}, Dst: {dst}, Scope: link) already exists for an interface \
+         other than '{veth}': route (Dst: {dst}, Iface: {other})"
+    )]
+    RouteConflict {
+        dst: IpNetwork,
+        veth: String,
+        index: u32,
+        other: String,
+    },
+    #[error("{0}")]
+    CheckFailed(String),
+    /// DEL went through every step; these failed.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Several(Vec<CniError>),
+}
+
+impl From<CalicoError> for CniError {
+    fn from(e: CalicoError) -> CniError {
+        use ErrorCode as C;
+        let e = match e {
+            CalicoError::Shared(inner) => return inner.into(),
+            other => other,
+        };
+        let msg = e.to_string();
+        let (code, details) = match &e {
+            CalicoError::Shared(_) => (C::Internal, ""),
+            CalicoError::Config(_) => (C::InvalidNetworkConfig, ""),
+            CalicoError::Unsupported(_) => (C::UnsupportedField, ""),
+            CalicoError::NodenameFileMissing(_) | CalicoError::MtuFileMissing(_) => (
+                C::TryAgainLater,
+                "calico/node writes this file when it starts; or set nodename / mtu in the \
+                 network configuration",
+            ),
+            CalicoError::NodeState(_) | CalicoError::MtuFile { .. } => (
+                C::State,
+                "fix or remove the file; calico/node rewrites it when it starts",
+            ),
+            CalicoError::NoAddresses => (
+                C::Delegation,
+                "the IPAM plugin succeeded without an address: check its configuration",
+            ),
+            CalicoError::Dataplane(_) => (C::Netlink, ""),
+            CalicoError::RouteConflict { .. } => (
+                C::AddressConflict,
+                "another interface already routes this address: it was probably handed out \
+                 twice, or a deleted pod's route is stale; find the owner with `ip route`",
+            ),
+            CalicoError::CheckFailed(_) => (C::CheckFailed, ""),
+            // The first failure decides the code; the message lists them all.
+            CalicoError::Several(all) => (all.first().map(|f| f.code).unwrap_or(C::Internal), ""),
+        };
+        CniError::new(code, msg).with_details(details)
+    }
+}
+
+pub struct Calico;
+
+/// Everything ADD, DEL and CHECK derive from the request.
+struct Invocation<'a> {
+    conf: CalicoConf,
+    req: &'a Request<'a>,
+    host_veth: String,
+    /// CNI_ARGS for the IPAM plugin: Calico makes it ignore the Kubernetes keys it does not
+    /// know.
+    ipam_args: String,
+}
+
+impl<'a> Invocation<'a> {
+    fn new(req: &'a Request<'a>) -> Result<Invocation<'a>, CalicoError> {
+        let conf = CalicoConf::parse(req.stdin)?;
+        conf.node_name()?;
+        let workload = Workload::from_args(&req.env.args, &req.env.container_id);
+        let prefix = std::env::var(INTERFACE_PREFIX_ENV).ok();
+        let host_veth = workload.host_veth_name(prefix.as_deref());
+        let ipam_args = if req.env.args_raw.is_empty() {
+            "IgnoreUnknown=1".to_string()
+        } else {
+            format!("IgnoreUnknown=1;{}", req.env.args_raw)
+        };
+        Ok(Invocation {
+            conf,
+            req,
+            host_veth,
+            ipam_args,
+        })
+    }
+
+    fn ipam(&self, command: Command) -> Result<(), shared::Error> {
+        delegate::call(
+            &self.conf.ipam.plugin_type,
+            &self.req.env.path,
+            command,
+            &[("CNI_ARGS", &self.ipam_args)],
+            self.req.stdin,
+        )
+    }
+
+    fn ipam_add(&self) -> Result<CniResult, shared::Error> {
+        delegate::add(
+            &self.conf.ipam.plugin_type,
+            &self.req.env.path,
+            &[("CNI_ARGS", &self.ipam_args)],
+            self.req.stdin,
+            self.req.version,
+        )
+    }
+
+    /// The pod's routes: host-local's `routes` when given (only their destinations; the
+    /// defaults too with `include_default_routes`), else a default route per family.
+    fn route_destinations(&self) -> Result<Vec<IpNetwork>, CalicoError> {
+        let defaults = || {
+            vec![
+                default_destination(IpFamily::V4),
+                default_destination(IpFamily::V6),
+            ]
+        };
+        let custom: Vec<IpNetwork> = if self.conf.ipam.plugin_type == "host-local" {
+            self.conf
+                .ipam
+                .routes
+                .iter()
+                .map(|r| {
+                    r.dst.parse::<IpNetwork>().map_err(|_| {
+                        CalicoError::Config(format!(
+                            "ipam route destination {:?} is not a CIDR",
+                            r.dst
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
+        if custom.is_empty() {
+            return Ok(defaults());
+        }
+        let mut routes = if self.conf.include_default_routes {
+            defaults()
+        } else {
+            Vec::new()
+        };
+        routes.extend(custom);
+        Ok(routes)
+    }
+
+    fn plan<'n>(
+        &'n self,
+        netns: &'n NetNs,
+        addresses: Vec<IpNetwork>,
+    ) -> Result<Plan<'n>, CalicoError> {
+        Ok(Plan {
+            host_veth: &self.host_veth,
+            ifname: &self.req.env.ifname,
+            netns,
+            mtu: self.conf.mtu()?,
+            num_queues: self.conf.num_queues(),
+            addresses,
+            routes: self.route_destinations()?,
+            allow_ip_forwarding: self.conf.container_settings.allow_ip_forwarding,
+        })
+    }
+
+    fn netns(&self) -> Result<NetNs, CalicoError> {
+        let path = self.req.env.netns.clone().unwrap_or_default();
+        Ok(NetNs::open(&path)?)
+    }
+}
+
+/// A pod address as the pod gets it: a single host (/32, /128), whatever the pool's prefix.
+fn host_network(ip: IpAddr) -> IpNetwork {
+    match ip {
+        IpAddr::V4(v4) => IpNetwork::V4(v4.into()),
+        IpAddr::V6(v6) => IpNetwork::V6(v6.into()),
+    }
+}
+
+impl Plugin for Calico {
+    type Error = CalicoError;
+
+    fn name(&self) -> &'static str {
+        "calico"
+    }
+
+    fn add(&self, req: &Request) -> Result<CniResult, CalicoError> {
+        let inv = Invocation::new(req)?;
+        // Everything that can be checked before an address is taken is checked first.
+        let netns = inv.netns()?;
+        inv.conf.mtu()?;
+        inv.route_destinations()?;
+
+        let ipam_result = inv.ipam_add()?;
+        match wire(&inv, &netns, ipam_result) {
+            Ok(result) => Ok(result),
+            Err(e) => {
+                log::error!("ADD failed after IPAM: {e}; rolling back");
+                if let Err(undo) = dataplane::remove_host_veth(&inv.host_veth) {
+                    log::error!("rollback: removing {}: {undo}", inv.host_veth);
+                }
+                if let Err(undo) = inv.ipam(Command::Del) {
+                    log::error!("rollback: releasing the addresses: {undo}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn del(&self, req: &Request) -> Result<(), CalicoError> {
+        let inv = Invocation::new(req)?;
+        let mut failures: Vec<CniError> = Vec::new();
+        if let Err(e) = dataplane::teardown(req.env.netns.as_deref(), &req.env.ifname) {
+            failures.push(e.into());
+        }
+        if let Err(e) = inv.ipam(Command::Del) {
+            failures.push(e.into());
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(CalicoError::Several(failures))
+        }
+    }
+
+    fn check(&self, req: &Request) -> Result<(), CalicoError> {
+        let inv = Invocation::new(req)?;
+        let Some(prev) = &req.prev_result else {
+            return Err(CalicoError::CheckFailed(
+                "CHECK needs the ADD result as prevResult".into(),
+            ));
+        };
+        let addresses = prev
+            .ips
+            .iter()
+            .map(|ip| host_network(ip.address.ip()))
+            .collect();
+        let netns = inv.netns()?;
+        dataplane::check(&inv.plan(&netns, addresses)?)?;
+        inv.ipam(Command::Check)?;
+        Ok(())
+    }
+
+    fn gc(&self, req: &Request, _valid: &[Attachment]) -> Result<(), CalicoError> {
+        let conf = CalicoConf::parse(req.stdin)?;
+        delegate::call(
+            &conf.ipam.plugin_type,
+            &req.env.path,
+            Command::Gc,
+            &[],
+            req.stdin,
+        )?;
+        Ok(())
+    }
+
+    fn status(&self, req: &Request) -> Result<(), CalicoError> {
+        let conf = CalicoConf::parse(req.stdin)?;
+        delegate::call(
+            &conf.ipam.plugin_type,
+            &req.env.path,
+            Command::Status,
+            &[],
+            req.stdin,
+        )?;
+        Ok(())
+    }
+}
+
+/// The dataplane part of ADD, and the result it reports.
+fn wire(inv: &Invocation, netns: &NetNs, ipam: CniResult) -> Result<CniResult, CalicoError> {
+    if ipam.ips.is_empty() {
+        return Err(CalicoError::NoAddresses);
+    }
+    let addresses: Vec<IpNetwork> = ipam
+        .ips
+        .iter()
+        .map(|ip| host_network(ip.address.ip()))
+        .collect();
+    let plan = inv.plan(netns, addresses.clone())?;
+    let wired = dataplane::setup(&plan)?;
+    let netns_path = inv.req.env.netns.clone().unwrap_or_default();
+    Ok(CniResult {
+        interfaces: vec![
+            Interface {
+                name: inv.host_veth.clone(),
+                ..Interface::default()
+            },
+            Interface {
+                name: inv.req.env.ifname.clone(),
+                mac: wired.container_mac,
+                sandbox: netns_path.display().to_string(),
+                mtu: plan.mtu,
+                ..Interface::default()
+            },
+        ],
+        ips: addresses
+            .into_iter()
+            .map(|address| IpConfig {
+                address,
+                gateway: None,
+                interface: Some(1),
+            })
+            .collect(),
+        routes: ipam.routes,
+        dns: ipam.dns,
+    })
+}

@@ -175,7 +175,9 @@ impl Plugin for HostLocal {
         let cfg = Self::config(req)?;
         let store = Store::open(&cfg.data_dir, &cfg.name)?;
         let released = store.release_owner(&req.env.container_id, &req.env.ifname)?;
-        log::info!("released {}", join(&released));
+        if !released.is_empty() {
+            log::info!("released {}", join(&released));
+        }
         Ok(())
     }
 

@@ -15,6 +15,7 @@ pub mod conflist;
 pub mod exec;
 pub mod fixtures;
 pub mod host_local;
+pub mod pod;
 pub mod runner;
 pub mod version;
 

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Benchmarks our plugins side by side with Debian's reference binaries (/usr/lib/cni), with
-# hyperfine. Writes a markdown table to target/bench/results.md and prints it.
+# Benchmarks our plugins side by side with Debian's reference binaries (/usr/lib/cni) in the
+# same run, with hyperfine, and writes a markdown table to target/bench/results.md.
 #
-#   scripts/bench.sh            every benchmark
-#   scripts/bench.sh version    only the VERSION probe
-#   scripts/bench.sh loopback   only loopback ADD+DEL on a real namespace
-#   scripts/bench.sh host-local only host-local ADD and DEL (dual-stack, data dir in target/)
+#   scripts/bench.sh             every benchmark
+#   scripts/bench.sh version     the VERSION probe of loopback
+#   scripts/bench.sh loopback    loopback ADD and DEL on a real namespace
+#   scripts/bench.sh host-local  host-local ADD and DEL, dual stack
+#   scripts/bench.sh calico      calico + host-local against ptp + host-local, ADD and DEL
+#
+# Every command runs without a shell (hyperfine -N, stdin from --input), so the figures are
+# the plugin's own cost: process start, its work, and any plugin it executes. ADD is timed
+# after an untimed DEL of the same container, DEL after an untimed ADD.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,10 +18,15 @@ if [ "$(id -u)" != 0 ]; then
     echo "scripts/bench.sh: run as root: it creates network namespaces" >&2
     exit 1
 fi
-if ! command -v hyperfine >/dev/null || [ ! -x /usr/lib/cni/loopback ]; then
+if [ ! -x /usr/lib/cni/ptp ] || ! command -v ip >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends hyperfine containernetworking-plugins >/dev/null
+    apt-get install -y -qq --no-install-recommends containernetworking-plugins iproute2 >/dev/null
+fi
+# Debian's hyperfine (1.15) cannot feed stdin without a shell; 1.20 can (--input).
+hf=$PWD/target/tools/bin/hyperfine
+if [ ! -x "$hf" ]; then
+    cargo install hyperfine@1.20.0 --locked --root "$PWD/target/tools"
 fi
 
 cargo build --release --workspace --bins
@@ -24,67 +34,111 @@ ours=$PWD/target/release
 ref=/usr/lib/cni
 out=$PWD/target/bench
 mkdir -p "$out"
+rm -f "$out"/*.json
 what=${1:-all}
 runs=${RUNS:-300}
+tag=$$
 
-ns="bench-$$"
-cleanup() { ip netns del "$ns" 2>/dev/null || true; }
+namespaces=()
+new_netns() { ip netns add "$1"; namespaces+=("$1"); }
+cleanup() { for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done; }
 trap cleanup EXIT
-ip netns add "$ns"
 
-tables=()
-bench() { # name, then hyperfine options and commands
-    local name=$1; shift
-    hyperfine --warmup 20 --runs "$runs" --export-json "$out/$name.json" "$@" >/dev/null
-    tables+=("$name")
+# measure TABLE LABEL INPUT PREPARE [VAR=VALUE...] COMMAND...
+# Runs COMMAND with stdin from INPUT and the given CNI_* variables, after PREPARE (a shell
+# line, untimed) before each run.
+measure() {
+    local table=$1 label=$2 input=$3 prepare=$4
+    shift 4
+    local -a vars=()
+    while [[ $1 == *=* ]]; do vars+=("$1"); shift; done
+    local -a opts=(-N --warmup 20 --runs "$runs" --input "$input" -n "$label"
+                   --export-json "$out/$table--${label// /_}.json")
+    if [ -n "$prepare" ]; then opts+=(--prepare "sh -c '${prepare//\'/}'"); fi
+    env "${vars[@]}" "$hf" "${opts[@]}" "$*" >/dev/null
 }
 
+# cni COMMAND CONTAINER NETNS IFNAME BIN-DIR: the variables of one invocation.
+cni() { echo "CNI_COMMAND=$1 CNI_CONTAINERID=$2 CNI_NETNS=$3 CNI_IFNAME=$4 CNI_PATH=$5"; }
+# again COMMAND ... BINARY INPUT: the same invocation as an untimed shell line.
+again() { echo "$(cni "$1" "$2" "$3" "$4" "$5") $6 <$7 >/dev/null"; }
+
 if [ "$what" = all ] || [ "$what" = version ]; then
-    bench version -N \
-        -n "ours loopback VERSION" "env CNI_COMMAND=VERSION $ours/loopback" \
-        -n "reference loopback VERSION" "env CNI_COMMAND=VERSION $ref/loopback"
+    : >"$out/empty"
+    for side in ours ref; do
+        dir=${!side}
+        measure version "$side loopback VERSION" "$out/empty" "" CNI_COMMAND=VERSION "$dir/loopback"
+    done
 fi
 
 if [ "$what" = all ] || [ "$what" = loopback ]; then
-    conf='{"cniVersion":"1.0.0","name":"bench","type":"loopback"}'
-    printf '%s' "$conf" >"$out/loopback.json"
-    # stdin needs a redirection, so these run through sh; hyperfine subtracts the shell's
-    # own start-up time from every measurement.
-    run_of() { echo "CNI_COMMAND=$1 CNI_CONTAINERID=bench CNI_NETNS=/run/netns/$ns CNI_IFNAME=lo CNI_PATH=$2 $2/loopback <$out/loopback.json >/dev/null"; }
-    bench loopback-add -S sh \
-        -n "ours loopback ADD" "$(run_of ADD "$ours")" \
-        -n "reference loopback ADD" "$(run_of ADD "$ref")"
-    bench loopback-del -S sh \
-        -n "ours loopback DEL" "$(run_of DEL "$ours")" \
-        -n "reference loopback DEL" "$(run_of DEL "$ref")"
+    new_netns "bench-lo-$tag"
+    printf '{"cniVersion":"1.0.0","name":"bench","type":"loopback"}' >"$out/loopback.json"
+    for side in ours ref; do
+        dir=${!side}
+        vars=(bench "/run/netns/bench-lo-$tag" lo "$dir")
+        measure loopback-add "$side loopback ADD" "$out/loopback.json" "" \
+            $(cni ADD "${vars[@]}") "$dir/loopback"
+        measure loopback-del "$side loopback DEL" "$out/loopback.json" "" \
+            $(cni DEL "${vars[@]}") "$dir/loopback"
+    done
 fi
 
 if [ "$what" = all ] || [ "$what" = host-local ]; then
-    # One data directory per binary; each ADD is preceded by the DEL that frees its address
-    # (and each DEL by the ADD that makes it), outside the timed part.
-    hl_run() { # binary-dir, command, data-dir
-        printf '{"cniVersion":"1.0.0","name":"bench","ipam":{"type":"host-local","ranges":[[{"subnet":"10.250.0.0/16"}],[{"subnet":"fd00:250::/64"}]],"dataDir":"%s"}}' "$3" >"$3.json"
-        echo "CNI_COMMAND=$2 CNI_CONTAINERID=bench CNI_NETNS=/run/netns/$ns CNI_IFNAME=eth0 CNI_PATH=$1 $1/host-local <$3.json >/dev/null"
-    }
-    rm -rf "$out/hl-ours" "$out/hl-ref"
-    bench host-local-add -S sh \
-        -n "ours host-local ADD" --prepare "$(hl_run "$ours" DEL "$out/hl-ours")" "$(hl_run "$ours" ADD "$out/hl-ours")" \
-        -n "reference host-local ADD" --prepare "$(hl_run "$ref" DEL "$out/hl-ref")" "$(hl_run "$ref" ADD "$out/hl-ref")"
-    bench host-local-del -S sh \
-        -n "ours host-local DEL" --prepare "$(hl_run "$ours" DEL "$out/hl-ours"); $(hl_run "$ours" ADD "$out/hl-ours")" "$(hl_run "$ours" DEL "$out/hl-ours")" \
-        -n "reference host-local DEL" --prepare "$(hl_run "$ref" DEL "$out/hl-ref"); $(hl_run "$ref" ADD "$out/hl-ref")" "$(hl_run "$ref" DEL "$out/hl-ref")"
+    for side in ours ref; do
+        dir=${!side} data="$out/hl-$side"
+        rm -rf "$data"
+        printf '{"cniVersion":"1.0.0","name":"bench","ipam":{"type":"host-local","ranges":[[{"subnet":"10.250.0.0/16"}],[{"subnet":"fd00:250::/64"}]],"dataDir":"%s"}}' \
+            "$data" >"$data.json"
+        vars=(bench /run/netns/none eth0 "$dir")
+        measure host-local-add "$side host-local ADD" "$data.json" \
+            "$(again DEL "${vars[@]}" "$dir/host-local" "$data.json")" \
+            $(cni ADD "${vars[@]}") "$dir/host-local"
+        measure host-local-del "$side host-local DEL" "$data.json" \
+            "$(again DEL "${vars[@]}" "$dir/host-local" "$data.json"); $(again ADD "${vars[@]}" "$dir/host-local" "$data.json")" \
+            $(cni DEL "${vars[@]}") "$dir/host-local"
+    done
 fi
 
-python3 - "$out" "${tables[@]}" <<'PY' | tee "$out/results.md"
-import json, statistics, sys
-out, names = sys.argv[1], sys.argv[2:]
+if [ "$what" = all ] || [ "$what" = calico ]; then
+    # A node namespace (an uplink and a default route, as a node has) in which both chains
+    # run, one pod namespace each. Ours: calico + host-local; reference: ptp + host-local.
+    node="bench-node-$tag"
+    new_netns "$node"
+    ip -n "$node" link set lo up
+    ip -n "$node" link add up0 type veth peer name up1
+    ip -n "$node" link set up0 up
+    ip -n "$node" link set up1 up
+    ip -n "$node" route add default dev up0
+    for side in ours ref; do
+        dir=${!side} data="$out/chain-$side" pod="bench-pod-$side-$tag"
+        new_netns "$pod"
+        rm -rf "$data"
+        if [ "$side" = ours ]; then plugin=calico; else plugin=ptp; fi
+        printf '{"cniVersion":"1.0.0","name":"bench-%s","type":"%s","nodename":"bench","nodename_file_optional":true,"ipam":{"type":"host-local","ranges":[[{"subnet":"10.251.0.0/16"}]],"dataDir":"%s"}}' \
+            "$plugin" "$plugin" "$data" >"$data.json"
+        vars=(bench "/run/netns/$pod" eth0 "$dir")
+        label="$side $plugin + host-local"
+        ip netns exec "$node" bash -c "$(declare -f measure cni again); hf=$hf runs=$runs out=$out
+            measure chain-add '$label ADD' '$data.json' '$(again DEL "${vars[@]}" "$dir/$plugin" "$data.json")' \
+                $(cni ADD "${vars[@]}") '$dir/$plugin'
+            measure chain-del '$label DEL' '$data.json' \
+                '$(again DEL "${vars[@]}" "$dir/$plugin" "$data.json"); $(again ADD "${vars[@]}" "$dir/$plugin" "$data.json")' \
+                $(cni DEL "${vars[@]}") '$dir/$plugin'"
+    done
+fi
+
+python3 - "$out" <<'PY' | tee "$out/results.md"
+import glob, json, os, statistics, sys
+out = sys.argv[1]
 print("| benchmark | command | median | p10–p90 | mean ± σ | runs |")
 print("|---|---|---|---|---|---|")
-for name in names:
-    for r in json.load(open(f"{out}/{name}.json"))["results"]:
+for path in sorted(glob.glob(f"{out}/*--*.json")):
+    table = os.path.basename(path).split("--")[0]
+    for r in json.load(open(path))["results"]:
         t = sorted(x * 1000 for x in r["times"])
         q = statistics.quantiles(t, n=10)
-        print(f"| {name} | {r['command']} | {statistics.median(t):.2f} ms | "
+        print(f"| {table} | {r['command']} | {statistics.median(t):.2f} ms | "
               f"{q[0]:.2f}–{q[-1]:.2f} ms | {r['mean']*1000:.2f} ± {r['stddev']*1000:.2f} ms | {len(t)} |")
 PY
 echo

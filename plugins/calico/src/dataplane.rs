@@ -69,7 +69,6 @@ fn bool_flag(on: bool) -> &'static str {
 /// rollback ([`remove_host_veth`] removes all of it: the pair, and the host routes with it).
 pub fn setup(plan: &Plan) -> Result<Wired, CalicoError> {
     let mut host = Handle::new()?;
-    let mut pod = Handle::in_netns(plan.netns)?;
 
     // A leftover of an earlier ADD, or of a pod whose DEL never came.
     if host.delete_link_by_name(plan.host_veth)? {
@@ -87,16 +86,26 @@ pub fn setup(plan: &Plan) -> Result<Wired, CalicoError> {
         },
     )?;
     let host_link = find(&mut host, plan.host_veth)?;
-    let pod_link = find(&mut pod, plan.ifname)?;
 
-    // IPv6: no duplicate address detection on the pod side; set before the link goes up.
+    // One trip into the pod's namespace: its sysctls (no IPv6 duplicate address detection
+    // on the pod side, set before the link goes up; IPv6 enabled; forwarding as configured)
+    // and a netlink socket that stays bound there for the rest.
     let (ifname, has_v4, has_v6) = (plan.ifname, plan.has_v4(), plan.has_v6());
-    plan.netns.run(|| -> Result<(), CalicoError> {
+    let forwarding = bool_flag(plan.allow_ip_forwarding);
+    let mut pod = plan.netns.run(|| -> Result<Handle, CalicoError> {
         if has_v6 {
             sysctl::set(&["net", "ipv6", "conf", ifname, "accept_dad"], "0")?;
+            for which in ["all", "default", "lo"] {
+                sysctl::set(&["net", "ipv6", "conf", which, "disable_ipv6"], "0")?;
+            }
+            sysctl::set(&["net", "ipv6", "conf", "all", "forwarding"], forwarding)?;
         }
-        Ok(())
+        if has_v4 {
+            sysctl::set(&["net", "ipv4", "ip_forward"], forwarding)?;
+        }
+        Ok(Handle::new()?)
     })??;
+    let pod_link = find(&mut pod, plan.ifname)?;
     host_sysctls(plan.host_veth, has_v4, has_v6)?;
 
     host.set_up(host_link.index)?;
@@ -120,12 +129,6 @@ pub fn setup(plan: &Plan) -> Result<Wired, CalicoError> {
         }
     }
     if has_v6 {
-        plan.netns.run(|| -> Result<(), CalicoError> {
-            for which in ["all", "default", "lo"] {
-                sysctl::set(&["net", "ipv6", "conf", which, "disable_ipv6"], "0")?;
-            }
-            Ok(())
-        })??;
         let gateway = host_link_local(&mut host, &host_link)?;
         for dst in plan.routes.iter().filter(|d| d.is_ipv6()) {
             pod.add_route(&Route::via(*dst, gateway, Some(pod_link.index)))?;
@@ -134,17 +137,6 @@ pub fn setup(plan: &Plan) -> Result<Wired, CalicoError> {
     for address in &plan.addresses {
         pod.add_address(pod_link.index, *address)?;
     }
-    let forwarding = bool_flag(plan.allow_ip_forwarding);
-    plan.netns.run(|| -> Result<(), CalicoError> {
-        if has_v4 {
-            sysctl::set(&["net", "ipv4", "ip_forward"], forwarding)?;
-        }
-        if has_v6 {
-            sysctl::set(&["net", "ipv6", "conf", "all", "forwarding"], forwarding)?;
-        }
-        Ok(())
-    })??;
-
     for address in &plan.addresses {
         add_host_route(&mut host, &host_link, address.ip())?;
     }

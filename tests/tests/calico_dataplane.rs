@@ -361,6 +361,31 @@ fn plain_container_host_veth_is_named_by_container_id() {
     assert_networked(&node, &pod, &want);
     assert_result(&result, "0.4.0", &pod, &want, None);
     runner.del(&list, &pod.rt).expect("DEL");
+
+    // Kubernetes needs both the pod's name and namespace (spec §1): with one of them only,
+    // or one empty, the pod is a plain container.
+    for (n, args) in [
+        vec![("K8S_POD_NAME", "nginx")],
+        vec![("K8S_POD_NAMESPACE", "default")],
+        vec![("K8S_POD_NAMESPACE", ""), ("K8S_POD_NAME", "nginx")],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("{n}a5e0000000000000000000000000000");
+        let mut pod = node.pod(&id);
+        pod.rt = pod.rt.clone().with_arg("IgnoreUnknown", "1");
+        for (k, v) in &args {
+            pod.rt = pod.rt.clone().with_arg(*k, *v);
+        }
+        let result = runner.add(&list, &pod.rt).expect("ADD");
+        assert_eq!(
+            result["interfaces"][0]["name"],
+            cni_host_veth(&id).as_str(),
+            "{args:?}"
+        );
+        runner.del(&list, &pod.rt).expect("DEL");
+    }
 }
 
 /// Containerd always sends IgnoreUnknown=1, but Calico prepends it itself (spec §0) so that
@@ -460,16 +485,23 @@ fn num_queues_sets_tx_and_rx_queues_of_both_ends() {
     assert_eq!(queues(&host), (json!(4), json!(4)), "host end");
     assert_eq!(queues(&pod.iface()), (json!(4), json!(4)), "container end");
 
-    let (node, pod, _) = one_pod(Stack::V4, "1.0.0", |_, _| {});
-    let host = node
-        .link(&cni_host_veth(&pod.rt.container_id))
-        .expect("host");
-    assert_eq!(queues(&host), (json!(1), json!(1)), "host end, default");
-    assert_eq!(
-        queues(&pod.iface()),
-        (json!(1), json!(1)),
-        "container end, default"
-    );
+    // Absent or 0: one queue each.
+    for conf in [json!(null), json!(0)] {
+        let (node, pod, _) = one_pod(Stack::V4, "1.0.0", |_, p| {
+            if !conf.is_null() {
+                p["num_queues"] = conf.clone();
+            }
+        });
+        let host = node
+            .link(&cni_host_veth(&pod.rt.container_id))
+            .expect("host");
+        assert_eq!(queues(&host), (json!(1), json!(1)), "host end, {conf}");
+        assert_eq!(
+            queues(&pod.iface()),
+            (json!(1), json!(1)),
+            "container end, {conf}"
+        );
+    }
 }
 
 /// `device_type: "veth"` is the default spelled out.
@@ -637,11 +669,13 @@ fn ipam_routes_replace_the_default_container_routes() {
 }
 
 /// With `include_default_routes: true` the defaults come back next to the IPAM routes.
+/// A route's `gw` is ignored: the next hop is always Calico's.
 #[test]
 fn include_default_routes_keeps_the_defaults_next_to_ipam_routes() {
     let node = Node::new();
     let mut plugin = node.plugin(Stack::Dual);
-    plugin["ipam"]["routes"] = json!([{"dst": "192.168.77.0/24"}, {"dst": "fd77::/64"}]);
+    plugin["ipam"]["routes"] = json!([{"dst": "192.168.77.0/24", "gw": "10.99.99.99"},
+                                      {"dst": "fd77::/64", "gw": "fd99::99"}]);
     plugin["include_default_routes"] = json!(true);
     let list = node.conflist("1.0.0", &plugin);
     let runner = node.runner();
@@ -690,4 +724,60 @@ fn result_shape_per_cni_version() {
             runner.del(&list, &pod.rt).expect("DEL");
         }
     }
+}
+
+/// A burst of pods on one node (kubelet starts sandboxes concurrently): every ADD runs at
+/// the same time, each pod gets its own address and veth, and each is reachable.
+#[test]
+fn pods_added_concurrently_on_one_node_all_work() {
+    let node = Node::new();
+    let list = node.conflist("1.0.0", &node.plugin(Stack::Dual));
+    let runner = node.runner();
+    let pods: Vec<Pod> = (0..8)
+        .map(|n| {
+            node.k8s_pod(
+                &format!("b0b{n}000000000000000000000000000"),
+                "burst",
+                &format!("p{n}"),
+            )
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for pod in &pods {
+            let (runner, list) = (&runner, &list);
+            s.spawn(move || runner.add(list, &pod.rt).expect("ADD"));
+        }
+    });
+    let mut seen = BTreeSet::new();
+    for (n, pod) in pods.iter().enumerate() {
+        let veth = k8s_host_veth("cali", "burst", &format!("p{n}"));
+        let addrs = pod.addresses();
+        assert_eq!(addrs.len(), 2, "{addrs:?}");
+        for a in &addrs {
+            assert!(seen.insert(a.clone()), "{a} handed out twice");
+        }
+        let want = Expect {
+            host_veth: &veth,
+            ips: addrs.clone(),
+            mtu: 1500,
+        };
+        assert_networked(&node, pod, &want);
+        for a in &addrs {
+            let ip: IpAddr = bare(a).parse().expect("address");
+            let from: IpAddr = if ip.is_ipv4() {
+                node.address_v4().into()
+            } else {
+                node.address_v6().into()
+            };
+            assert_tcp(&pod.netns, ip, &node.netns, from, "node to pod");
+        }
+    }
+    std::thread::scope(|s| {
+        for pod in &pods {
+            let (runner, list) = (&runner, &list);
+            s.spawn(move || runner.del(list, &pod.rt).expect("DEL"));
+        }
+    });
+    assert!(node.cali_links().is_empty(), "{:?}", node.cali_links());
+    assert!(node.reservations().is_empty(), "{:?}", node.reservations());
 }

@@ -113,6 +113,40 @@ fn host_route_owned_by_another_interface_fails_and_rolls_back() {
     node.assert_nothing_left(&pod, "after a route clash");
 }
 
+/// CNI_NETNS names no namespace: ADD fails after host-local handed out the addresses, which
+/// are released again; no veth appears in the node.
+#[test]
+fn add_into_a_missing_netns_releases_the_address() {
+    let node = Node::new();
+    let mut pod = node.pod("bad0000000000000000000000000000c");
+    pod.rt.netns = "/run/netns/calico-e2e-no-such-netns".into();
+    let out = add_direct(&node, &pod, &node.plugin(Stack::Dual));
+    failed(&out, "ADD into a missing netns");
+    node.assert_node_clean("after ADD into a missing netns");
+}
+
+/// The pod already has an interface called CNI_IFNAME: ADD fails, releases the addresses,
+/// leaves no host veth, and does not touch the pod's own interface.
+#[test]
+fn existing_container_interface_fails_and_is_left_alone() {
+    let node = Node::new();
+    let pod = node.pod("bad0000000000000000000000000000d");
+    pod.ip(&[
+        "link", "add", IFNAME, "type", "veth", "peer", "name", "theirs",
+    ]);
+    let before = pod.iface();
+    let out = add_direct(&node, &pod, &node.plugin(Stack::Dual));
+    failed(&out, "ADD over an existing eth0");
+    node.assert_node_clean("after ADD over an existing eth0");
+    let after = pod.iface();
+    assert_eq!(
+        after["ifindex"], before["ifindex"],
+        "the pod's eth0 is untouched"
+    );
+    assert_eq!(after["address"], before["address"]);
+    assert!(pod.link("theirs").is_some());
+}
+
 /// Spec §3.1 re-ADD: the same Kubernetes pod comes back in a new sandbox (new container
 /// id) before the old one was DELed. The host veth of the same name is replaced, the new
 /// sandbox gets a new address, and the late DEL of the old sandbox releases only the old

@@ -200,7 +200,8 @@ impl Node {
 
     /// The node's own /64 (pods are outside it).
     pub fn node_subnet_v6(&self) -> String {
-        format!("fd00:{:x}:{:x}::/64", self.x, self.y)
+        let net = Ipv6Addr::new(0xfd00, self.x.into(), self.y.into(), 0, 0, 0, 0, 0);
+        format!("{net}/64")
     }
 
     pub fn pod_subnet_v4(&self) -> String {
@@ -208,7 +209,8 @@ impl Node {
     }
 
     pub fn pod_subnet_v6(&self) -> String {
-        format!("fd00:{:x}:{:x}:1::/120", self.x, self.y)
+        let net = Ipv6Addr::new(0xfd00, self.x.into(), self.y.into(), 1, 0, 0, 0, 0);
+        format!("{net}/120")
     }
 
     /// The `n`th address host-local hands out from [`Node::ipam`]'s v4 range (0-based):
@@ -270,10 +272,12 @@ impl Node {
                                 "rangeEnd": format!("{base}.250")}]));
         }
         if stack.v6() {
-            let base = format!("fd00:{:x}:{:x}:1::", self.x, self.y);
+            let at = |last: u16| {
+                Ipv6Addr::new(0xfd00, self.x.into(), self.y.into(), 1, 0, 0, 0, last).to_string()
+            };
             ranges.push(json!([{"subnet": self.pod_subnet_v6(),
-                                "rangeStart": format!("{base}10"),
-                                "rangeEnd": format!("{base}f0")}]));
+                                "rangeStart": at(0x10),
+                                "rangeEnd": at(0xf0)}]));
         }
         json!({"type": "host-local", "ranges": ranges, "dataDir": self.data_dir()})
     }

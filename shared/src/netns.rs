@@ -67,6 +67,17 @@ impl NetNs {
         })
     }
 
+    /// For DEL: the container's namespace if it still exists. `None` for no path (the
+    /// runtime sends none once the sandbox is gone) or a path that no longer exists: what
+    /// was in the namespace went with it.
+    pub fn open_if_exists(path: Option<&Path>) -> Result<Option<NetNs>> {
+        match path.map(NetNs::open) {
+            None | Some(Err(Error::NetnsNotFound { .. })) => Ok(None),
+            Some(Ok(ns)) => Ok(Some(ns)),
+            Some(Err(e)) => Err(e),
+        }
+    }
+
     /// The calling thread's network namespace.
     pub fn current() -> Result<NetNs> {
         NetNs::open(Path::new(THREAD_SELF_NETNS))
@@ -185,6 +196,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = NetNs::open(&dir.path().join("gone")).unwrap_err();
         assert!(matches!(err, Error::NetnsNotFound { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn open_if_exists_tolerates_only_absence() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(NetNs::open_if_exists(None).unwrap().is_none());
+        assert!(NetNs::open_if_exists(Some(&dir.path().join("gone")))
+            .unwrap()
+            .is_none());
+        assert!(NetNs::open_if_exists(Some(Path::new("/proc/self/ns/net")))
+            .unwrap()
+            .is_some());
+        assert!(matches!(
+            NetNs::open_if_exists(Some(dir.path())),
+            Err(Error::NotANetns { .. })
+        ));
     }
 
     #[test]

@@ -252,13 +252,8 @@ pub fn remove_host_veth(name: &str) -> Result<bool, CalicoError> {
 
 /// DEL: removes the pod's interface, tolerating a namespace or interface that is gone.
 pub fn teardown(netns: Option<&std::path::Path>, ifname: &str) -> Result<(), CalicoError> {
-    let Some(path) = netns else {
+    let Some(ns) = NetNs::open_if_exists(netns)? else {
         return Ok(());
-    };
-    let ns = match NetNs::open(path) {
-        Ok(ns) => ns,
-        Err(shared::Error::NetnsNotFound { .. }) => return Ok(()),
-        Err(e) => return Err(e.into()),
     };
     let mut pod = Handle::in_netns(&ns)?;
     pod.delete_link_by_name(ifname)?;

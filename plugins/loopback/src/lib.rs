@@ -96,14 +96,9 @@ impl Plugin for Loopback {
     }
 
     fn del(&self, req: &Request) -> Result<(), LoopbackError> {
-        let Some(netns_path) = &req.env.netns else {
+        // Gone with its container, the loopback needs nothing more.
+        let Some(ns) = NetNs::open_if_exists(req.env.netns.as_deref())? else {
             return Ok(());
-        };
-        let ns = match NetNs::open(netns_path) {
-            Ok(ns) => ns,
-            // The container is gone, and its loopback with it.
-            Err(shared::Error::NetnsNotFound { .. }) => return Ok(()),
-            Err(e) => return Err(e.into()),
         };
         let mut handle = Handle::in_netns(&ns)?;
         if let Some(lo) = handle.link_by_name(LOOPBACK)? {

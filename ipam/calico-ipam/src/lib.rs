@@ -1,0 +1,8 @@
+//! Calico's IPAM: pools cut into blocks that nodes claim (affinity), addresses handed out
+//! from a node's own blocks first, recorded under a handle per attachment. The engine runs
+//! on any [`store::Store`]: an embedded single-node store, a real etcd, or (with the
+//! Kubernetes datastore) Calico's CRDs, with the same objects Calico itself reads and writes.
+
+pub mod model;
+pub mod names;
+pub mod store;

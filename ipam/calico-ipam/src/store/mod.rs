@@ -1,0 +1,98 @@
+//! The Calico datastore seam: typed get / list / create / update (compare-and-swap on a
+//! revision) / delete of the objects IPAM uses. The engine never knows which backend it runs
+//! on.
+//!
+//! Two backends are key-value stores with Calico's etcd layout ([`kv::KvStore`] over
+//! [`codec`]): `etcdv3` (a real etcd) and `local` (files on one node, same keys and JSON).
+//! The Kubernetes backend maps the same objects to Calico's CRDs.
+
+pub mod codec;
+pub mod kv;
+pub mod memory;
+
+use ipnetwork::IpNetwork;
+
+use crate::model::{
+    BlockAffinity, ClusterInformation, IpPool, IpamBlock, IpamConfig, IpamHandle, Node,
+};
+
+/// An opaque version token: etcd's mod revision, a Kubernetes resourceVersion, a hash of a
+/// local file. Only ever compared for equality by the backend that issued it.
+pub type Revision = String;
+
+/// A value read from the store with the revision to compare-and-swap against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned<T> {
+    pub value: T,
+    pub revision: Revision,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} does not exist")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// The compare-and-swap lost: someone else changed the object first. Re-read and retry.
+    #[error("{0} was modified by someone else")]
+    Conflict(String),
+    /// The datastore cannot be reached right now; worth retrying later.
+    #[error("datastore unreachable: {0}")]
+    Unavailable(String),
+    #[error("object {key} cannot be read: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("datastore refused {op} of {key}: {reason}")]
+    Refused {
+        op: &'static str,
+        key: String,
+        reason: String,
+    },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The typed operations the IPAM engine and the plugins need.
+pub trait Store {
+    /// A real round trip to the datastore (STATUS, `-t`): fails when it is unreachable.
+    fn ping(&self) -> Result<()>;
+
+    fn list_pools(&self) -> Result<Vec<IpPool>>;
+    /// Creating pools is an operator's job; the `local` backend does it for the pools its
+    /// config names.
+    fn create_pool(&self, pool: &IpPool) -> Result<()>;
+    fn get_node(&self, name: &str) -> Result<Option<Node>>;
+    fn get_cluster_information(&self) -> Result<Option<ClusterInformation>>;
+
+    fn get_ipam_config(&self) -> Result<Option<Versioned<IpamConfig>>>;
+    fn create_ipam_config(&self, config: &IpamConfig) -> Result<Revision>;
+
+    fn get_block(&self, cidr: &IpNetwork) -> Result<Option<Versioned<IpamBlock>>>;
+    /// Every block of one IP family.
+    fn list_blocks(&self, v4: bool) -> Result<Vec<Versioned<IpamBlock>>>;
+    fn create_block(&self, block: &IpamBlock) -> Result<Revision>;
+    fn update_block(&self, block: &IpamBlock, revision: &Revision) -> Result<Revision>;
+    fn delete_block(&self, cidr: &IpNetwork, revision: &Revision) -> Result<()>;
+
+    fn get_affinity(
+        &self,
+        affinity_type: &str,
+        node: &str,
+        cidr: &IpNetwork,
+    ) -> Result<Option<Versioned<BlockAffinity>>>;
+    /// The affinities of one node of one type and family (deleted ones left out).
+    fn list_affinities(
+        &self,
+        affinity_type: &str,
+        node: &str,
+        v4: bool,
+    ) -> Result<Vec<Versioned<BlockAffinity>>>;
+    fn create_affinity(&self, affinity: &BlockAffinity) -> Result<Revision>;
+    fn update_affinity(&self, affinity: &BlockAffinity, revision: &Revision) -> Result<Revision>;
+    fn delete_affinity(&self, affinity: &BlockAffinity, revision: &Revision) -> Result<()>;
+
+    fn get_handle(&self, handle_id: &str) -> Result<Option<Versioned<IpamHandle>>>;
+    fn list_handles(&self) -> Result<Vec<Versioned<IpamHandle>>>;
+    fn create_handle(&self, handle: &IpamHandle) -> Result<Revision>;
+    fn update_handle(&self, handle: &IpamHandle, revision: &Revision) -> Result<Revision>;
+    fn delete_handle(&self, handle_id: &str, revision: &Revision) -> Result<()>;
+}

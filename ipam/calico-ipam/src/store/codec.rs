@@ -322,10 +322,10 @@ pub fn decode_ipam_config(key: &str, bytes: &[u8]) -> Result<IpamConfig, StoreEr
 
 // ---- v3 resources --------------------------------------------------------------------------
 
-fn spec_of(
-    key: &str,
-    bytes: &[u8],
-) -> Result<(Map<String, Value>, Map<String, Value>), StoreError> {
+/// A v3 resource's `metadata` and `spec`.
+type MetadataAndSpec = (Map<String, Value>, Map<String, Value>);
+
+fn spec_of(key: &str, bytes: &[u8]) -> Result<MetadataAndSpec, StoreError> {
     let mut m = object(key, bytes)?;
     let metadata = match take(&mut m, "metadata") {
         Value::Object(o) => o,

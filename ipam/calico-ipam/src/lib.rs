@@ -3,6 +3,10 @@
 //! on any [`store::Store`]: an embedded single-node store, a real etcd, or (with the
 //! Kubernetes datastore) Calico's CRDs, with the same objects Calico itself reads and writes.
 
+pub mod lock;
 pub mod model;
 pub mod names;
+pub mod netconf;
+pub mod nodename;
 pub mod store;
+pub mod timestamp;

@@ -1,0 +1,134 @@
+//! The parts of Calico's network configuration calico-ipam reads: which datastore, how to
+//! reach it, which node this is, and what to assign from which pools.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// `/var/run/calico/ipam.lock`: one IPAM operation at a time on a node, as Calico does.
+pub const DEFAULT_LOCK_FILE: &str = "/var/run/calico/ipam.lock";
+/// Where the `local` datastore keeps its objects unless `local_data_dir` says otherwise.
+pub const DEFAULT_LOCAL_DATA_DIR: &str = "/var/lib/calico/local-datastore";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct IpamNetConf {
+    #[serde(default)]
+    pub name: String,
+    /// `etcdv3` (Calico's default when unset), `kubernetes`, or our `local`.
+    #[serde(default)]
+    pub datastore_type: Option<String>,
+    #[serde(default)]
+    pub etcd_endpoints: Option<String>,
+    #[serde(default)]
+    pub etcd_key_file: Option<String>,
+    #[serde(default)]
+    pub etcd_cert_file: Option<String>,
+    #[serde(default)]
+    pub etcd_ca_cert_file: Option<String>,
+    /// Ours: the directory of the `local` datastore.
+    #[serde(default)]
+    pub local_data_dir: Option<String>,
+    #[serde(default)]
+    pub ipam_lock_file: Option<String>,
+    #[serde(default)]
+    pub nodename: Option<String>,
+    #[serde(default)]
+    pub nodename_file: Option<String>,
+    #[serde(default)]
+    pub nodename_file_optional: bool,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub ipam: IpamSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct IpamSection {
+    /// Strings, as Calico reads them: only `"false"` turns IPv4 off.
+    #[serde(default)]
+    pub assign_ipv4: Option<String>,
+    /// Only `"true"` turns IPv6 on.
+    #[serde(default)]
+    pub assign_ipv6: Option<String>,
+    /// Pool CIDRs or IPPool names.
+    #[serde(default)]
+    pub ipv4_pools: Vec<String>,
+    #[serde(default)]
+    pub ipv6_pools: Vec<String>,
+}
+
+/// The datastores calico-ipam can use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Datastore {
+    Etcd,
+    Kubernetes,
+    Local,
+}
+
+impl IpamNetConf {
+    pub fn datastore(&self) -> Result<Datastore, String> {
+        match self.datastore_type.as_deref().unwrap_or("") {
+            "" | "etcdv3" => Ok(Datastore::Etcd),
+            "kubernetes" => Ok(Datastore::Kubernetes),
+            "local" => Ok(Datastore::Local),
+            other => Err(format!(
+                "unknown datastore_type {other:?}: use etcdv3, kubernetes or local"
+            )),
+        }
+    }
+
+    pub fn assign_v4(&self) -> bool {
+        self.ipam.assign_ipv4.as_deref() != Some("false")
+    }
+
+    pub fn assign_v6(&self) -> bool {
+        self.ipam.assign_ipv6.as_deref() == Some("true")
+    }
+
+    pub fn lock_file(&self) -> PathBuf {
+        PathBuf::from(
+            self.ipam_lock_file
+                .as_deref()
+                .filter(|p| !p.is_empty())
+                .unwrap_or(DEFAULT_LOCK_FILE),
+        )
+    }
+
+    pub fn local_data_dir(&self) -> PathBuf {
+        PathBuf::from(
+            self.local_data_dir
+                .as_deref()
+                .filter(|p| !p.is_empty())
+                .unwrap_or(DEFAULT_LOCAL_DATA_DIR),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(json: &str) -> IpamNetConf {
+        serde_json::from_str(json).expect("parses")
+    }
+
+    #[test]
+    fn calicos_defaults() {
+        let c = conf(r#"{"name":"k8s-pod-network","ipam":{"type":"calico-ipam"}}"#);
+        assert_eq!(c.datastore(), Ok(Datastore::Etcd));
+        assert!(c.assign_v4());
+        assert!(!c.assign_v6());
+        assert_eq!(c.lock_file(), PathBuf::from(DEFAULT_LOCK_FILE));
+    }
+
+    #[test]
+    fn families_are_strings() {
+        let c = conf(r#"{"ipam":{"assign_ipv4":"false","assign_ipv6":"true"}}"#);
+        assert!(!c.assign_v4());
+        assert!(c.assign_v6());
+        let c = conf(r#"{"ipam":{"assign_ipv4":"no","assign_ipv6":"yes"}}"#);
+        assert!(c.assign_v4(), "only \"false\" disables IPv4");
+        assert!(!c.assign_v6(), "only \"true\" enables IPv6");
+        assert!(conf(r#"{"datastore_type":"consul"}"#).datastore().is_err());
+    }
+}

@@ -1,0 +1,65 @@
+//! The `timestamp` attribute of an allocation, in the text Go's `time.Time.String()` gives
+//! for UTC (`2025-05-01 10:20:30.123456789 +0000 UTC`): kube-controllers and operators read it.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub fn now() -> String {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format_utc(d.as_secs(), d.subsec_nanos())
+}
+
+pub fn format_utc(secs: u64, nanos: u32) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    let mut text = format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
+    // Go prints the fraction without trailing zeros, and none at all when it is zero.
+    if nanos != 0 {
+        let frac = format!("{nanos:09}");
+        text.push('.');
+        text.push_str(frac.trim_end_matches('0'));
+    }
+    text.push_str(" +0000 UTC");
+    text
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_like_go() {
+        // 2025-05-01 10:20:30 UTC
+        assert_eq!(
+            format_utc(1_746_094_830, 123_456_789),
+            "2025-05-01 10:20:30.123456789 +0000 UTC"
+        );
+        assert_eq!(
+            format_utc(1_746_094_830, 120_000_000),
+            "2025-05-01 10:20:30.12 +0000 UTC"
+        );
+        assert_eq!(format_utc(0, 0), "1970-01-01 00:00:00 +0000 UTC");
+        assert_eq!(format_utc(951_782_400, 0), "2000-02-29 00:00:00 +0000 UTC");
+    }
+}

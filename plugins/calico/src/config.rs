@@ -1,14 +1,14 @@
 //! The calico plugin's configuration: the keys of Calico's network config that matter on
 //! Linux, with Calico's defaults. Unknown keys are accepted (Calico ignores them too).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use calico_ipam::nodename::{self, NodenameError, NodenameSources};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::CalicoError;
 
-pub const DEFAULT_NODENAME_FILE: &str = "/var/lib/calico/nodename";
 /// Written by calico-node with the MTU it detected for pods.
 pub const DEFAULT_MTU_FILE: &str = "/var/lib/calico/mtu";
 
@@ -142,41 +142,18 @@ impl CalicoConf {
         Ok(())
     }
 
-    /// Calico's order: `nodename`, the contents of `nodename_file` (raw), the deprecated
-    /// `hostname`, then the machine's host name, lower-cased. The nodename file is required
-    /// unless `nodename_file_optional`: it is how calico/node tells the plugin it runs.
+    /// The node name, decided as Calico decides it (see [`calico_ipam::nodename`]).
     pub fn node_name(&self) -> Result<String, CalicoError> {
-        let file = self
-            .nodename_file
-            .as_deref()
-            .filter(|f| !f.is_empty())
-            .unwrap_or(DEFAULT_NODENAME_FILE);
-        let from_file = match std::fs::read_to_string(file) {
-            Ok(text) => Some(text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if !self.nodename_file_optional {
-                    return Err(CalicoError::NodenameFileMissing(file.to_string()));
-                }
-                None
-            }
-            Err(e) => {
-                return Err(CalicoError::NodeState(format!(
-                    "cannot read nodename file {file}: {e}"
-                )))
-            }
-        };
-        if let Some(name) = self.nodename.as_deref().filter(|n| !n.is_empty()) {
-            return Ok(name.to_string());
-        }
-        if let Some(name) = from_file.filter(|n| !n.is_empty()) {
-            return Ok(name);
-        }
-        if let Some(name) = self.hostname.as_deref().filter(|n| !n.is_empty()) {
-            return Ok(name.to_string());
-        }
-        Ok(nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().to_lowercase())
-            .unwrap_or_default())
+        nodename::resolve(&NodenameSources {
+            nodename: self.nodename.as_deref(),
+            nodename_file: self.nodename_file.as_deref(),
+            nodename_file_optional: self.nodename_file_optional,
+            hostname: self.hostname.as_deref(),
+        })
+        .map_err(|e| match e {
+            NodenameError::FileMissing(path) => CalicoError::NodenameFileMissing(path),
+            other => CalicoError::NodeState(other.to_string()),
+        })
     }
 
     /// The MTU for both ends of the veth: the config's, else the MTU file's, else `None` (the
@@ -204,14 +181,6 @@ impl CalicoConf {
     /// TX and RX queues of the veth: at least one.
     pub fn num_queues(&self) -> u32 {
         u32::try_from(self.num_queues.max(1)).unwrap_or(1)
-    }
-
-    pub fn nodename_file(&self) -> PathBuf {
-        PathBuf::from(
-            self.nodename_file
-                .as_deref()
-                .unwrap_or(DEFAULT_NODENAME_FILE),
-        )
     }
 }
 

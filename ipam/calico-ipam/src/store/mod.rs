@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod kv;
+pub mod local;
 pub mod memory;
 
 use ipnetwork::IpNetwork;

@@ -7,6 +7,7 @@
 //! The Kubernetes backend maps the same objects to Calico's CRDs.
 
 pub mod codec;
+pub mod etcd;
 pub mod kv;
 pub mod local;
 pub mod memory;

@@ -1,0 +1,713 @@
+//! The `etcdv3` datastore: a [`Kv`] over etcd's JSON gateway (`/v3/kv/range`, `/v3/kv/txn`,
+//! `/v3/maintenance/status`) on blocking HTTP/1.1.
+//!
+//! Why not gRPC: a CNI plugin lives for milliseconds. An async runtime and a gRPC stack cost
+//! start-up time and binary size for nothing; the gateway speaks the same protobuf messages
+//! as JSON (bytes in base64, 64-bit integers as strings) and every etcd since 3.4 serves it
+//! on the client port.
+//!
+//! Compare-and-swap is an etcd transaction: create compares the key's create revision with 0,
+//! update and delete compare its mod revision with the one read. A [`Revision`] is the key's
+//! mod revision in decimal.
+//!
+//! Endpoints are tried in order; a request moves on to the next one when the current one
+//! cannot be reached, and the endpoint that answered is tried first next time. A write whose
+//! outcome is unknown (sent, then the connection broke) is not replayed elsewhere: it reports
+//! [`StoreError::Unavailable`], which the plugin turns into "try again later".
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::kv::{Kv, KvStore};
+use super::{Result, Revision, StoreError};
+
+/// Calico's client default when no endpoint is configured.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
+
+/// A node's etcd is on the cluster network: fail over quickly to the next member.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A whole request, connection included. A healthy etcd answers in milliseconds.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Responses larger than this are refused rather than read into memory.
+const MAX_RESPONSE_BYTES: u64 = 256 << 20;
+
+// ---------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------
+
+/// The `etcd_*` keys of the network configuration, as written there (empty = unset).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcdSettings {
+    /// `etcd_endpoints`: comma-separated URLs.
+    pub endpoints: Option<String>,
+    pub key_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub ca_cert_file: Option<String>,
+}
+
+/// Where etcd is and how to talk to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdConfig {
+    /// Base URLs (`http://host:port` or `https://host:port`), tried in this order.
+    pub endpoints: Vec<String>,
+    /// Client private key (PEM) for TLS client authentication; goes with `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// Client certificate chain (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// The CA (PEM) that signed etcd's server certificates.
+    pub ca_cert_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    /// The whole of one request to one endpoint.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdConfigError {
+    #[error("invalid etcd endpoint {0:?}: only http:// and https:// URLs are supported")]
+    BadEndpoint(String),
+    #[error("etcd_cert_file and etcd_key_file must be given together")]
+    HalfClientCert,
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{path} holds no usable {what}")]
+    BadPem { path: PathBuf, what: &'static str },
+}
+
+impl EtcdConfig {
+    /// Plain endpoints, no TLS files, default timeouts.
+    pub fn new(endpoints: Vec<String>) -> EtcdConfig {
+        EtcdConfig {
+            endpoints,
+            key_file: None,
+            cert_file: None,
+            ca_cert_file: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// The configuration Calico would use: each network-config value that is set wins;
+    /// otherwise `ETCD_ENDPOINTS`, `ETCD_KEY_FILE`, `ETCD_CERT_FILE`, `ETCD_CA_CERT_FILE`
+    /// from this process's environment (Calico exports the config values to the
+    /// environment and reads the environment, so both sources apply).
+    pub fn from_conf_and_env(conf: &EtcdSettings) -> Result<EtcdConfig, EtcdConfigError> {
+        EtcdConfig::from_conf_and(conf, |name| std::env::var(name).ok())
+    }
+
+    /// [`EtcdConfig::from_conf_and_env`] with the environment given as a lookup function.
+    pub fn from_conf_and(
+        conf: &EtcdSettings,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<EtcdConfig, EtcdConfigError> {
+        let pick = |value: &Option<String>, var: &str| -> Option<String> {
+            non_empty(value.clone()).or_else(|| non_empty(env(var)))
+        };
+        let key_file = pick(&conf.key_file, "ETCD_KEY_FILE").map(PathBuf::from);
+        let cert_file = pick(&conf.cert_file, "ETCD_CERT_FILE").map(PathBuf::from);
+        let ca_cert_file = pick(&conf.ca_cert_file, "ETCD_CA_CERT_FILE").map(PathBuf::from);
+        if key_file.is_some() != cert_file.is_some() {
+            return Err(EtcdConfigError::HalfClientCert);
+        }
+        // An endpoint without a scheme is TLS when TLS files are configured, as etcd's Go
+        // client does it.
+        let tls = key_file.is_some() || ca_cert_file.is_some();
+        let listed = pick(&conf.endpoints, "ETCD_ENDPOINTS").unwrap_or_default();
+        let mut endpoints = listed
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(|e| normalize_endpoint(e, tls))
+            .collect::<Result<Vec<_>, _>>()?;
+        if endpoints.is_empty() {
+            endpoints.push(DEFAULT_ENDPOINT.to_string());
+        }
+        Ok(EtcdConfig {
+            key_file,
+            cert_file,
+            ca_cert_file,
+            ..EtcdConfig::new(endpoints)
+        })
+    }
+}
+
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.trim().is_empty())
+}
+
+fn normalize_endpoint(e: &str, tls: bool) -> Result<String, EtcdConfigError> {
+    let e = e.trim_end_matches('/');
+    let url = match e.split_once("://") {
+        Some((scheme, rest)) if (scheme == "http" || scheme == "https") && !rest.is_empty() => {
+            e.to_string()
+        }
+        Some(_) => return Err(EtcdConfigError::BadEndpoint(e.to_string())),
+        None if tls => format!("https://{e}"),
+        None => format!("http://{e}"),
+    };
+    Ok(url)
+}
+
+// ---------------------------------------------------------------------------------------
+// TLS
+// ---------------------------------------------------------------------------------------
+
+fn read_pem(path: &Path) -> Result<Vec<ureq::tls::PemItem<'static>>, EtcdConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| EtcdConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // Unparsable sections are skipped; the callers check that what they need is there.
+    Ok(ureq::tls::parse_pem(&bytes)
+        .filter_map(|i| i.ok())
+        .collect())
+}
+
+fn read_certs(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, EtcdConfigError> {
+    let certs: Vec<_> = read_pem(path)?
+        .into_iter()
+        .filter_map(|item| match item {
+            ureq::tls::PemItem::Certificate(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err(EtcdConfigError::BadPem {
+            path: path.to_path_buf(),
+            what: "certificate",
+        });
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<ureq::tls::PrivateKey<'static>, EtcdConfigError> {
+    read_pem(path)?
+        .into_iter()
+        .find_map(|item| match item {
+            ureq::tls::PemItem::PrivateKey(k) => Some(k),
+            _ => None,
+        })
+        .ok_or_else(|| EtcdConfigError::BadPem {
+            path: path.to_path_buf(),
+            what: "private key",
+        })
+}
+
+fn tls_config(config: &EtcdConfig) -> Result<ureq::tls::TlsConfig, EtcdConfigError> {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) {
+        tls = tls.client_cert(Some(ureq::tls::ClientCert::new_with_certs(
+            &read_certs(cert)?,
+            read_key(key)?,
+        )));
+    }
+    if let Some(ca) = &config.ca_cert_file {
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&read_certs(ca)?));
+    }
+    Ok(tls.build())
+}
+
+// ---------------------------------------------------------------------------------------
+// Gateway messages (only the fields we read; absent = protobuf default)
+// ---------------------------------------------------------------------------------------
+
+/// The gateway writes int64 as a JSON string; accept a number too.
+fn int64<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Int {
+        N(i64),
+        S(String),
+    }
+    match Int::deserialize(d)? {
+        Int::N(n) => Ok(n),
+        Int::S(s) => s.parse().map_err(serde::de::Error::custom),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Header {
+    #[serde(deserialize_with = "int64")]
+    revision: i64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct KeyValue {
+    key: String,
+    value: String,
+    #[serde(deserialize_with = "int64")]
+    mod_revision: i64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RangeResponse {
+    kvs: Vec<KeyValue>,
+    #[serde(deserialize_with = "int64")]
+    count: i64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ResponseOp {
+    response_range: Option<RangeResponse>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TxnResponse {
+    header: Header,
+    succeeded: bool,
+    responses: Vec<ResponseOp>,
+}
+
+/// The gateway's error body (a gRPC status).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct GatewayError {
+    message: String,
+    code: i32,
+}
+
+/// gRPC `UNAVAILABLE`: no leader, or the member is cut off; another member may do better.
+const GRPC_UNAVAILABLE: i32 = 14;
+
+fn b64(bytes: &[u8]) -> String {
+    B64.encode(bytes)
+}
+
+/// The end of the range of keys that start with `prefix`: the prefix with its last byte
+/// incremented (trailing 0xff bytes dropped first); `\0` = no end, as in etcd's clientv3.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+fn parse_revision(revision: &Revision) -> Option<i64> {
+    revision.parse().ok().filter(|r| *r > 0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Transport
+// ---------------------------------------------------------------------------------------
+
+/// Whether a failed request may be sent to another member.
+enum Failure {
+    /// It never left: the next endpoint can have it, whatever it is.
+    NotSent(String),
+    /// It may have been applied; only a read is safe to repeat.
+    Unknown(String),
+    /// etcd answered with an error that another member would repeat.
+    Answered(String),
+}
+
+fn classify(e: ureq::Error) -> Failure {
+    use ureq::Error as E;
+    match &e {
+        E::ConnectionFailed | E::HostNotFound => Failure::NotSent(e.to_string()),
+        // The connect timeout is shorter than the global one, so a global timeout means
+        // the request was probably sent.
+        E::Timeout(ureq::Timeout::Resolve | ureq::Timeout::Connect) => {
+            Failure::NotSent(e.to_string())
+        }
+        E::Io(io)
+            if matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::AddrNotAvailable
+                    | io::ErrorKind::NetworkUnreachable
+                    | io::ErrorKind::HostUnreachable
+                    | io::ErrorKind::NetworkDown
+            ) =>
+        {
+            Failure::NotSent(e.to_string())
+        }
+        // The TLS handshake comes before the request.
+        E::Tls(_) | E::Rustls(_) | E::Pem(_) => Failure::NotSent(e.to_string()),
+        _ => Failure::Unknown(e.to_string()),
+    }
+}
+
+/// A [`Kv`] on a real etcd. One HTTP agent per instance, so one plugin invocation's requests
+/// share a keep-alive connection.
+pub struct EtcdKv {
+    agent: ureq::Agent,
+    endpoints: Vec<String>,
+    /// The endpoint that answered last: tried first, so a dead first member costs one
+    /// failed connect per process, not one per request.
+    current: AtomicUsize,
+}
+
+impl EtcdKv {
+    pub fn new(config: &EtcdConfig) -> Result<EtcdKv, EtcdConfigError> {
+        let agent_config = ureq::Agent::config_builder()
+            .timeout_connect(Some(config.connect_timeout))
+            .timeout_global(Some(config.timeout))
+            // etcd's errors come with a JSON body worth reading.
+            .http_status_as_error(false)
+            // etcd is on the cluster network; an HTTP(S)_PROXY in the runtime's environment
+            // is meant for image pulls, not for it.
+            .proxy(None)
+            .max_redirects(0)
+            .user_agent("calico-ipam")
+            .tls_config(tls_config(config)?)
+            .build();
+        let endpoints = if config.endpoints.is_empty() {
+            vec![DEFAULT_ENDPOINT.to_string()]
+        } else {
+            config.endpoints.clone()
+        };
+        Ok(EtcdKv {
+            agent: ureq::Agent::new_with_config(agent_config),
+            endpoints,
+            current: AtomicUsize::new(0),
+        })
+    }
+
+    /// A [`Store`](super::Store) on etcd with Calico's layout.
+    pub fn store(config: &EtcdConfig) -> Result<KvStore<EtcdKv>, EtcdConfigError> {
+        Ok(KvStore::new(EtcdKv::new(config)?))
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// One gateway call, failing over between endpoints. `repeatable` says whether the
+    /// request may be sent again after an ambiguous failure (reads: yes; writes: no).
+    fn call(
+        &self,
+        op: &'static str,
+        key: &str,
+        path: &str,
+        body: &Value,
+        repeatable: bool,
+    ) -> Result<Vec<u8>> {
+        let body = serde_json::to_vec(body).map_err(|e| StoreError::Refused {
+            op,
+            key: key.to_string(),
+            reason: e.to_string(),
+        })?;
+        let n = self.endpoints.len();
+        let start = self.current.load(Ordering::Relaxed) % n;
+        let mut errors = Vec::new();
+        for i in (0..n).map(|i| (start + i) % n) {
+            let endpoint = &self.endpoints[i];
+            let failure = match self.send(endpoint, path, &body) {
+                Ok(bytes) => {
+                    self.current.store(i, Ordering::Relaxed);
+                    return Ok(bytes);
+                }
+                Err(f) => f,
+            };
+            match failure {
+                Failure::NotSent(e) => errors.push(format!("{endpoint}: {e}")),
+                Failure::Unknown(e) if repeatable => errors.push(format!("{endpoint}: {e}")),
+                Failure::Unknown(e) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "{endpoint}: {e} (the outcome of {op} of {key} is unknown)"
+                    )))
+                }
+                Failure::Answered(reason) => {
+                    return Err(StoreError::Refused {
+                        op,
+                        key: key.to_string(),
+                        reason: format!("{endpoint}: {reason}"),
+                    })
+                }
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "no etcd endpoint answered: {}",
+            errors.join("; ")
+        )))
+    }
+
+    fn send(&self, endpoint: &str, path: &str, body: &[u8]) -> Result<Vec<u8>, Failure> {
+        let mut response = self
+            .agent
+            .post(format!("{endpoint}{path}"))
+            .content_type("application/json")
+            .send(body)
+            .map_err(classify)?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE_BYTES)
+            .read_to_vec()
+            .map_err(classify)?;
+        if status == 200 {
+            return Ok(bytes);
+        }
+        let err: GatewayError = serde_json::from_slice(&bytes).unwrap_or_default();
+        let reason = if err.message.is_empty() {
+            format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes).trim())
+        } else {
+            format!("HTTP {status}: {}", err.message)
+        };
+        // "no leader", "request timed out": this member cannot serve now; for a write the
+        // proposal may still be applied later, so it is not a clean refusal.
+        if err.code == GRPC_UNAVAILABLE || status == 503 {
+            Err(Failure::Unknown(reason))
+        } else {
+            Err(Failure::Answered(reason))
+        }
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        op: &'static str,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<T> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Refused {
+            op,
+            key: key.to_string(),
+            reason: format!("unexpected answer from etcd: {e}"),
+        })
+    }
+
+    fn range(&self, key: &str, range_end: Option<&[u8]>) -> Result<RangeResponse> {
+        let mut request = json!({ "key": b64(key.as_bytes()) });
+        if let Some(end) = range_end {
+            request["range_end"] = json!(b64(end));
+            request["sort_order"] = json!("ASCEND");
+            request["sort_target"] = json!("KEY");
+        }
+        let bytes = self.call("read", key, "/v3/kv/range", &request, true)?;
+        Self::decode("read", key, &bytes)
+    }
+
+    fn txn(&self, op: &'static str, key: &str, request: &Value) -> Result<TxnResponse> {
+        let bytes = self.call(op, key, "/v3/kv/txn", request, false)?;
+        Self::decode(op, key, &bytes)
+    }
+
+    /// A compare-and-swap on the key's mod revision: `success` runs when it matches; a
+    /// failed compare is told apart (NotFound / Conflict) by a count in the same
+    /// transaction, so it costs no second round trip and cannot race.
+    fn cas(&self, op: &'static str, key: &str, revision: &Revision, success: Value) -> Result<i64> {
+        let Some(rev) = parse_revision(revision) else {
+            // Not a revision we issued: it cannot match, so only existence matters.
+            return match self.get(key)? {
+                None => Err(StoreError::NotFound(key.to_string())),
+                Some(_) => Err(StoreError::Conflict(key.to_string())),
+            };
+        };
+        let k = b64(key.as_bytes());
+        let response = self.txn(
+            op,
+            key,
+            &json!({
+                "compare": [{ "key": k, "target": "MOD", "result": "EQUAL",
+                              "mod_revision": rev.to_string() }],
+                "success": [success],
+                "failure": [{ "request_range": { "key": k, "count_only": true } }],
+            }),
+        )?;
+        if response.succeeded {
+            return Ok(response.header.revision);
+        }
+        let count = response
+            .responses
+            .first()
+            .and_then(|r| r.response_range.as_ref())
+            .map_or(0, |r| r.count);
+        Err(if count == 0 {
+            StoreError::NotFound(key.to_string())
+        } else {
+            StoreError::Conflict(key.to_string())
+        })
+    }
+}
+
+fn decode_kv(kv: KeyValue) -> Result<(String, Vec<u8>, Revision)> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        key: kv.key.clone(),
+        reason,
+    };
+    let key = B64
+        .decode(&kv.key)
+        .map_err(|e| corrupt(format!("key is not base64: {e}")))?;
+    let key = String::from_utf8(key).map_err(|e| corrupt(format!("key is not UTF-8: {e}")))?;
+    let value = B64
+        .decode(&kv.value)
+        .map_err(|e| corrupt(format!("value is not base64: {e}")))?;
+    Ok((key, value, kv.mod_revision.to_string()))
+}
+
+impl Kv for EtcdKv {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Revision)>> {
+        let response = self.range(key, None)?;
+        match response.kvs.into_iter().next() {
+            None => Ok(None),
+            Some(kv) => decode_kv(kv).map(|(_, value, rev)| Some((value, rev))),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>, Revision)>> {
+        let end = prefix_end(prefix.as_bytes());
+        self.range(prefix, Some(&end))?
+            .kvs
+            .into_iter()
+            .map(decode_kv)
+            .collect()
+    }
+
+    fn create(&self, key: &str, value: &[u8]) -> Result<Revision> {
+        let k = b64(key.as_bytes());
+        let response = self.txn(
+            "create",
+            key,
+            &json!({
+                "compare": [{ "key": k, "target": "CREATE", "result": "EQUAL",
+                              "create_revision": "0" }],
+                "success": [{ "request_put": { "key": k, "value": b64(value) } }],
+            }),
+        )?;
+        if response.succeeded {
+            Ok(response.header.revision.to_string())
+        } else {
+            Err(StoreError::AlreadyExists(key.to_string()))
+        }
+    }
+
+    fn update(&self, key: &str, value: &[u8], revision: &Revision) -> Result<Revision> {
+        let put = json!({ "request_put": { "key": b64(key.as_bytes()), "value": b64(value) } });
+        // The put happens in this transaction, so its revision is the key's new mod revision.
+        self.cas("update", key, revision, put)
+            .map(|r| r.to_string())
+    }
+
+    fn delete(&self, key: &str, revision: &Revision) -> Result<()> {
+        let delete = json!({ "request_delete_range": { "key": b64(key.as_bytes()) } });
+        self.cas("delete", key, revision, delete).map(|_| ())
+    }
+
+    fn ping(&self) -> Result<()> {
+        self.call("ping", "etcd", "/v3/maintenance/status", &json!({}), true)
+            .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn config_values_win_over_env() {
+        let conf = EtcdSettings {
+            endpoints: Some("http://10.0.0.1:2379, http://10.0.0.2:2379/".into()),
+            ..Default::default()
+        };
+        let c = EtcdConfig::from_conf_and(
+            &conf,
+            env(&[
+                ("ETCD_ENDPOINTS", "http://192.0.2.1:2379"),
+                ("ETCD_CA_CERT_FILE", "/etc/ca.pem"),
+            ]),
+        )
+        .expect("config");
+        assert_eq!(
+            c.endpoints,
+            ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
+        );
+        assert_eq!(c.ca_cert_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(c.timeout, DEFAULT_TIMEOUT);
+    }
+
+    #[test]
+    fn env_and_defaults_apply_when_config_is_empty() {
+        let conf = EtcdSettings {
+            endpoints: Some(String::new()),
+            ..Default::default()
+        };
+        let c = EtcdConfig::from_conf_and(&conf, env(&[("ETCD_ENDPOINTS", "10.0.0.9:2379")]))
+            .expect("config");
+        assert_eq!(c.endpoints, ["http://10.0.0.9:2379"]);
+        let c = EtcdConfig::from_conf_and(&EtcdSettings::default(), env(&[])).expect("config");
+        assert_eq!(c.endpoints, [DEFAULT_ENDPOINT]);
+    }
+
+    #[test]
+    fn schemeless_endpoints_follow_tls_and_bad_ones_are_refused() {
+        let conf = EtcdSettings {
+            endpoints: Some("etcd:2379".into()),
+            ca_cert_file: Some("/ca.pem".into()),
+            ..Default::default()
+        };
+        let c = EtcdConfig::from_conf_and(&conf, env(&[])).expect("config");
+        assert_eq!(c.endpoints, ["https://etcd:2379"]);
+        let bad = EtcdSettings {
+            endpoints: Some("unix:///run/etcd.sock".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            EtcdConfig::from_conf_and(&bad, env(&[])),
+            Err(EtcdConfigError::BadEndpoint(_))
+        ));
+        let half = EtcdSettings {
+            cert_file: Some("/c.pem".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            EtcdConfig::from_conf_and(&half, env(&[])),
+            Err(EtcdConfigError::HalfClientCert)
+        ));
+    }
+
+    #[test]
+    fn prefix_end_increments_the_last_byte() {
+        assert_eq!(prefix_end(b"/calico/a"), b"/calico/b");
+        assert_eq!(prefix_end(b"a\xff\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff"), b"\0");
+        assert_eq!(prefix_end(b""), b"\0");
+    }
+
+    #[test]
+    fn gateway_answers_decode() {
+        let r: TxnResponse = serde_json::from_str(
+            r#"{"header":{"cluster_id":"1","revision":"42","raft_term":"2"},
+                "responses":[{"response_range":{"header":{"revision":"42"},"count":"1"}}]}"#,
+        )
+        .expect("txn");
+        assert!(!r.succeeded);
+        assert_eq!(r.header.revision, 42);
+        assert_eq!(
+            r.responses[0].response_range.as_ref().map(|r| r.count),
+            Some(1)
+        );
+        let r: RangeResponse = serde_json::from_str(
+            r#"{"kvs":[{"key":"L2E=","create_revision":"2","mod_revision":"7","version":"1"}]}"#,
+        )
+        .expect("range");
+        let (k, v, rev) = decode_kv(r.kvs.into_iter().next().expect("kv")).expect("kv");
+        assert_eq!(
+            (k.as_str(), v.as_slice(), rev.as_str()),
+            ("/a", &b""[..], "7")
+        );
+    }
+}

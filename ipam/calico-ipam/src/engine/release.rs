@@ -1,0 +1,165 @@
+//! Giving addresses back: by handle (CNI DEL) or by address (dual-stack rollback, operator
+//! clean-up). Freed ordinals go to the tail of the block's free list; an emptied block
+//! nobody is affine to is deleted, an emptied affine block is kept for its node's next pods.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+
+use super::block_ops::{free_ordinals, ordinals_of_handle};
+use super::pools::selects;
+use super::{Ipam, IpamError, MAX_RETRIES};
+use crate::model::IpamBlock;
+use crate::names::sanitize_handle;
+use crate::store::{StoreError, Versioned};
+
+/// What a block write after a release did.
+enum Written {
+    Done,
+    /// Lost a compare-and-swap (or the block vanished): re-read and try again.
+    Retry,
+}
+
+impl Ipam<'_> {
+    /// Releases every address recorded under `handle_id` (sanitized at the first `\r`), then
+    /// the handle itself. A handle that does not exist is [`IpamError::HandleNotFound`]
+    /// (CNI DEL treats it as success).
+    pub fn release_by_handle(&self, handle_id: &str) -> Result<(), IpamError> {
+        let handle = sanitize_handle(handle_id);
+        let stored = self
+            .store
+            .get_handle(handle)?
+            .ok_or_else(|| IpamError::HandleNotFound(handle.to_string()))?;
+        for block_text in stored.value.block.keys() {
+            let Ok(cidr) = block_text.parse::<IpNetwork>() else {
+                log::warn!("handle {handle} names an invalid block {block_text:?}");
+                continue;
+            };
+            self.release_handle_in_block(handle, &cidr)?;
+        }
+        Ok(())
+    }
+
+    fn release_handle_in_block(&self, handle: &str, cidr: &IpNetwork) -> Result<(), IpamError> {
+        for _ in 0..MAX_RETRIES {
+            let Some(mut block) = self.store.get_block(cidr)? else {
+                // The handle over-estimated: nothing of it is left in a block that is gone.
+                return self.decrement_handle(handle, cidr, None);
+            };
+            let ordinals = ordinals_of_handle(&block.value, handle);
+            if ordinals.is_empty() {
+                return self.decrement_handle(handle, cidr, None);
+            }
+            free_ordinals(&mut block.value, &ordinals);
+            if let Written::Retry = self.write_released(&mut block)? {
+                continue;
+            }
+            // The block now holds nothing of this handle: drop its whole entry, so an
+            // over-estimated count cannot keep the handle alive forever.
+            self.decrement_handle(handle, cidr, None)?;
+            self.ensure_consistent_affinity(&block.value);
+            return Ok(());
+        }
+        Err(IpamError::MaxRetries)
+    }
+
+    /// Releases `ips`, whoever holds them. Returns those that were not allocated.
+    pub fn release_ips(&self, ips: &[IpAddr]) -> Result<Vec<IpAddr>, IpamError> {
+        let mut unallocated = Vec::new();
+        let mut by_block: BTreeMap<IpNetwork, Vec<IpAddr>> = BTreeMap::new();
+        for &ip in ips {
+            match self.block_cidr_for(ip)? {
+                Some(cidr) => {
+                    let group = by_block.entry(cidr).or_default();
+                    // The same address twice in one request is released once.
+                    if !group.contains(&ip) {
+                        group.push(ip);
+                    }
+                }
+                None => unallocated.push(ip),
+            }
+        }
+        for (cidr, group) in by_block {
+            unallocated.extend(self.release_in_block(&cidr, &group)?);
+        }
+        Ok(unallocated)
+    }
+
+    /// Frees `ips` in one block; returns those that were not allocated.
+    fn release_in_block(&self, cidr: &IpNetwork, ips: &[IpAddr]) -> Result<Vec<IpAddr>, IpamError> {
+        for _ in 0..MAX_RETRIES {
+            let Some(mut block) = self.store.get_block(cidr)? else {
+                return Ok(ips.to_vec());
+            };
+            let (allocated, free): (Vec<IpAddr>, Vec<IpAddr>) = ips.iter().partition(|ip| {
+                block
+                    .value
+                    .ordinal_of(**ip)
+                    .is_some_and(|o| block.value.allocations.get(o).is_some_and(Option::is_some))
+            });
+            if allocated.is_empty() {
+                return Ok(free);
+            }
+            let ordinals: Vec<usize> = allocated
+                .iter()
+                .filter_map(|ip| block.value.ordinal_of(*ip))
+                .collect();
+            let per_handle = free_ordinals(&mut block.value, &ordinals);
+            if let Written::Retry = self.write_released(&mut block)? {
+                continue;
+            }
+            for (handle, count) in per_handle {
+                self.decrement_handle(&handle, cidr, Some(count))?;
+            }
+            self.ensure_consistent_affinity(&block.value);
+            return Ok(free);
+        }
+        Err(IpamError::MaxRetries)
+    }
+
+    /// Writes a block after a release: deleted if now empty and affine to nobody, else
+    /// updated.
+    fn write_released(&self, block: &mut Versioned<IpamBlock>) -> Result<Written, IpamError> {
+        let result = if block.value.is_empty() && block.value.affinity.is_none() {
+            self.store.delete_block(&block.value.cidr, &block.revision)
+        } else {
+            self.write_block(&mut block.value, &block.revision)
+                .map(drop)
+        };
+        match result {
+            Ok(()) => Ok(Written::Done),
+            Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => Ok(Written::Retry),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// After a release: if the block's pool is gone or no longer selects the block's node,
+    /// give up the node's affinity once the block is empty (libcalico-go
+    /// `ensureConsistentAffinity`). Best effort: the release itself already happened.
+    fn ensure_consistent_affinity(&self, block: &IpamBlock) {
+        let Some(node) = block
+            .affinity
+            .as_deref()
+            .and_then(|a| a.strip_prefix("host:"))
+        else {
+            return;
+        };
+        let still_selected = (|| -> Result<bool, IpamError> {
+            let Some(pool) = self.pool_containing(block.cidr.network())? else {
+                return Ok(false);
+            };
+            let labels = self.node_labels(node)?;
+            selects(&pool, &labels)
+        })();
+        match still_selected {
+            Ok(true) => {}
+            Ok(false) => {
+                if let Err(e) = self.release_block_affinity(node, &block.cidr, true) {
+                    log::info!("keeping affinity of {node} for {}: {e}", block.cidr);
+                }
+            }
+            Err(e) => log::info!("cannot check affinity of {node} for {}: {e}", block.cidr),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Engine scenarios against the in-memory store.

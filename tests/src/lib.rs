@@ -12,6 +12,7 @@ pub mod cache;
 pub mod cnitool;
 pub mod config;
 pub mod conflist;
+pub mod etcd;
 pub mod exec;
 pub mod fixtures;
 pub mod host_local;

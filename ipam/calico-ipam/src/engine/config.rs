@@ -43,3 +43,20 @@ pub fn effective_block_limit(config: &IpamConfig, requested: u32) -> u32 {
         global
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_limit_request_below_global_wins() {
+        let mut config = IpamConfig::default();
+        assert_eq!(effective_block_limit(&config, 0), 20);
+        assert_eq!(effective_block_limit(&config, 5), 5);
+        assert_eq!(effective_block_limit(&config, 50), 20);
+        config.max_blocks_per_host = 3;
+        assert_eq!(effective_block_limit(&config, 0), 3);
+        assert_eq!(effective_block_limit(&config, 2), 2);
+        assert_eq!(effective_block_limit(&config, 4), 3);
+    }
+}

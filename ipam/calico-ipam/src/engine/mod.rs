@@ -112,10 +112,7 @@ impl<'a> Ipam<'a> {
     }
 
     /// Who holds `ip`: its handle and attributes, or `None` when no block allocates it.
-    pub fn attributes_of(
-        &self,
-        ip: IpAddr,
-    ) -> Result<Option<Holder>, IpamError> {
+    pub fn attributes_of(&self, ip: IpAddr) -> Result<Option<Holder>, IpamError> {
         let Some(block) = self.block_holding(ip)? else {
             return Ok(None);
         };
@@ -145,6 +142,3 @@ fn now_ns() -> u64 {
 fn with_prefix(ip: IpAddr, block: &IpNetwork) -> IpNetwork {
     IpNetwork::new(ip, block.prefix()).unwrap_or_else(|_| IpNetwork::from(ip))
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,1 +1,0 @@
-//! Engine scenarios against the in-memory store.

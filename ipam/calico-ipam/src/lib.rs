@@ -3,6 +3,9 @@
 //! on any [`store::Store`]: an embedded single-node store, a real etcd, or (with the
 //! Kubernetes datastore) Calico's CRDs, with the same objects Calico itself reads and writes.
 
+pub mod cli;
+pub mod cni;
+pub mod datastore;
 pub mod engine;
 pub mod lock;
 pub mod model;

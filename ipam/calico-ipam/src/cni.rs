@@ -1,0 +1,422 @@
+//! calico-ipam as a CNI IPAM plugin: one address per family for each attachment, under the
+//! handle `<network>.<containerID>`, from this node's blocks first.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+use shared::skel::{Attachment, Plugin, Request};
+use shared::spec::error::{CniError, ErrorCode};
+use shared::spec::result::{CniResult, IpConfig};
+
+use crate::datastore::{self, DatastoreError};
+use crate::engine::{AutoAssign, Ipam, IpamError};
+use crate::lock::HostLock;
+use crate::names;
+use crate::netconf::IpamNetConf;
+use crate::nodename::{self, NodenameError, NodenameSources};
+use crate::store::{Store, StoreError};
+use crate::timestamp;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IpamPluginError {
+    #[error(transparent)]
+    Shared(#[from] shared::Error),
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Nodename(#[from] NodenameError),
+    #[error(transparent)]
+    Datastore(#[from] DatastoreError),
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    #[error("failed to request {family} addresses: {detail}")]
+    Short {
+        family: &'static str,
+        detail: String,
+    },
+    #[error("no usable IP pool: {0}")]
+    NoUsablePool(String),
+}
+
+impl From<StoreError> for IpamPluginError {
+    fn from(e: StoreError) -> Self {
+        IpamPluginError::Ipam(IpamError::Store(e))
+    }
+}
+
+/// The code of a datastore failure: unreachable is worth retrying; anything else is the
+/// datastore's problem.
+fn store_code(e: &StoreError) -> ErrorCode {
+    match e {
+        StoreError::Unavailable(_) | StoreError::Conflict(_) => ErrorCode::TryAgainLater,
+        _ => ErrorCode::Datastore,
+    }
+}
+
+/// The engine's errors, by what the operator has to do about them.
+fn ipam_code(e: &IpamError) -> (ErrorCode, &'static str) {
+    use ErrorCode as C;
+    match e {
+        IpamError::Store(s @ StoreError::Unavailable(_)) => (
+            store_code(s),
+            "the datastore did not answer; the runtime will retry",
+        ),
+        IpamError::Store(s) => (store_code(s), ""),
+        IpamError::NoQualifiedPool
+        | IpamError::NoPoolForNode(_)
+        | IpamError::NoPoolForUse(_)
+        | IpamError::PoolNotEnabled(_)
+        | IpamError::WrongFamilyPool { .. }
+        | IpamError::InvalidSelector { .. } => (
+            C::InvalidNetworkConfig,
+            "check ipam.ipv4_pools / ipv6_pools and the IPPools (enabled, nodeSelector, \
+             allowedUses)",
+        ),
+        IpamError::BlockLimit | IpamError::NoBlockClaim => (
+            C::AddressExhausted,
+            "this node may not claim another block: raise maxBlocksPerHost, enable \
+             autoAllocateBlocks, or release stale allocations",
+        ),
+        IpamError::MaxRetries => (C::TryAgainLater, "too many concurrent IPAM writers"),
+        IpamError::AlreadyAssigned(_)
+        | IpamError::NotInPool(_)
+        | IpamError::UseNotAllowed { .. }
+        | IpamError::AffinityMismatch { .. } => (C::AddressConflict, ""),
+        IpamError::HandleNotFound(_) => (
+            C::CheckFailed,
+            "the datastore holds no allocation for this container",
+        ),
+    }
+}
+
+impl From<IpamPluginError> for CniError {
+    fn from(e: IpamPluginError) -> CniError {
+        use ErrorCode as C;
+        let e = match e {
+            IpamPluginError::Shared(inner) => return inner.into(),
+            other => other,
+        };
+        let msg = e.to_string();
+        let (code, details) = match &e {
+            IpamPluginError::Shared(_) => (C::Internal, ""),
+            IpamPluginError::Config(_) => (C::InvalidNetworkConfig, ""),
+            IpamPluginError::Nodename(NodenameError::FileMissing(_)) => (
+                C::TryAgainLater,
+                "calico/node writes this file when it starts; or set nodename in the network \
+                 configuration",
+            ),
+            IpamPluginError::Nodename(_) => (C::State, ""),
+            IpamPluginError::Datastore(d) => match d {
+                DatastoreError::Store(s) => (store_code(s), ""),
+                DatastoreError::Unsupported(_) => (C::UnsupportedField, ""),
+                DatastoreError::Config(_) => (C::InvalidNetworkConfig, ""),
+            },
+            IpamPluginError::Ipam(i) => ipam_code(i),
+            IpamPluginError::Short { .. } => (
+                C::AddressExhausted,
+                "the pools have no free address for this node: add a pool, widen one, or \
+                 release stale allocations (`calico-ipam check`, `calico-ipam release --ip`)",
+            ),
+            IpamPluginError::NoUsablePool(_) => (C::NotAvailable, ""),
+        };
+        CniError::new(code, msg).with_details(details)
+    }
+}
+
+pub struct CalicoIpam;
+
+/// What every verb derives from the request.
+struct Context {
+    conf: IpamNetConf,
+    node: String,
+    store: Box<dyn Store>,
+}
+
+impl Context {
+    fn new(req: &Request) -> Result<Context, IpamPluginError> {
+        let conf: IpamNetConf = serde_json::from_slice(req.stdin).map_err(|e| {
+            IpamPluginError::Config(format!("invalid calico-ipam configuration: {e}"))
+        })?;
+        let node = nodename::resolve(&NodenameSources {
+            nodename: conf.nodename.as_deref(),
+            nodename_file: conf.nodename_file.as_deref(),
+            nodename_file_optional: conf.nodename_file_optional,
+            hostname: conf.hostname.as_deref(),
+        })?;
+        let store = datastore::open(&conf)?;
+        Ok(Context { conf, node, store })
+    }
+
+    fn ipam(&self) -> Ipam<'_> {
+        Ipam::new(self.store.as_ref(), &self.node)
+    }
+
+    /// Pools named in the config, as CIDRs of the right family: a name is looked up among
+    /// the IPPools.
+    fn resolve_pools(
+        &self,
+        entries: &[String],
+        v4: bool,
+    ) -> Result<Vec<IpNetwork>, IpamPluginError> {
+        let family = if v4 { "IPv4" } else { "IPv6" };
+        let mut out = Vec::new();
+        let mut pools = None;
+        for entry in entries {
+            let cidr = match entry.parse::<IpNetwork>() {
+                Ok(cidr) => cidr,
+                Err(_) => {
+                    let all = match &pools {
+                        Some(all) => all,
+                        None => pools.insert(self.store.list_pools()?),
+                    };
+                    all.iter()
+                        .find(|p| &p.name == entry)
+                        .map(|p| p.cidr)
+                        .ok_or_else(|| {
+                            IpamPluginError::Config(format!(
+                                "the given pool ({entry}) does not exist, or is not enabled"
+                            ))
+                        })?
+                }
+            };
+            if cidr.is_ipv4() != v4 {
+                return Err(IpamPluginError::Config(format!(
+                    "pool {entry} in ipam.{}_pools is not an {family} pool",
+                    if v4 { "ipv4" } else { "ipv6" }
+                )));
+            }
+            out.push(cidr);
+        }
+        Ok(out)
+    }
+}
+
+/// The legacy handle Calico also releases on DEL: `<namespace>.<pod>` for a pod, the
+/// container id otherwise.
+fn legacy_handle(req: &Request) -> String {
+    match (
+        req.env
+            .args
+            .get("K8S_POD_NAMESPACE")
+            .filter(|s| !s.is_empty()),
+        req.env.args.get("K8S_POD_NAME").filter(|s| !s.is_empty()),
+    ) {
+        (Some(ns), Some(pod)) => format!("{ns}.{pod}"),
+        _ => req.env.container_id.clone(),
+    }
+}
+
+/// `node`, `timestamp`, and for a pod `pod` and `namespace`: what kube-controllers' IPAM
+/// garbage collection reads to tell a live allocation from a leak.
+fn attributes(req: &Request, node: &str) -> BTreeMap<String, String> {
+    let mut attrs = BTreeMap::new();
+    attrs.insert("node".to_string(), node.to_string());
+    attrs.insert("timestamp".to_string(), timestamp::now());
+    if let (Some(ns), Some(pod)) = (
+        req.env
+            .args
+            .get("K8S_POD_NAMESPACE")
+            .filter(|s| !s.is_empty()),
+        req.env.args.get("K8S_POD_NAME").filter(|s| !s.is_empty()),
+    ) {
+        attrs.insert("namespace".to_string(), ns.to_string());
+        attrs.insert("pod".to_string(), pod.to_string());
+    }
+    attrs
+}
+
+fn result_of(addresses: Vec<IpNetwork>) -> CniResult {
+    CniResult {
+        ips: addresses
+            .into_iter()
+            .map(|address| IpConfig {
+                address,
+                gateway: None,
+                interface: None,
+            })
+            .collect(),
+        ..CniResult::default()
+    }
+}
+
+fn host_prefix(ip: IpAddr) -> IpNetwork {
+    match ip {
+        IpAddr::V4(v4) => IpNetwork::V4(v4.into()),
+        IpAddr::V6(v6) => IpNetwork::V6(v6.into()),
+    }
+}
+
+impl Plugin for CalicoIpam {
+    type Error = IpamPluginError;
+
+    fn name(&self) -> &'static str {
+        "calico-ipam"
+    }
+
+    fn add(&self, req: &Request) -> Result<CniResult, IpamPluginError> {
+        let ctx = Context::new(req)?;
+        let handle = names::handle_id(&ctx.conf.name, &req.env.container_id);
+        let attrs = attributes(req, &ctx.node);
+
+        // A specific address (`IP=` in CNI_ARGS, as the calico plugin passes annotations).
+        if let Some(text) = req.env.args.get("IP").filter(|s| !s.is_empty()) {
+            let ip: IpAddr = text
+                .parse()
+                .map_err(|_| IpamPluginError::Config(format!("IP={text} is not an address")))?;
+            let _lock = HostLock::acquire(&ctx.conf.lock_file());
+            ctx.ipam().assign_ip(ip, &handle, &attrs)?;
+            return Ok(result_of(vec![host_prefix(ip)]));
+        }
+
+        let request = AutoAssign {
+            num4: usize::from(ctx.conf.assign_v4()),
+            num6: usize::from(ctx.conf.assign_v6()),
+            handle_id: handle.clone(),
+            attrs,
+            pools4: ctx.resolve_pools(&ctx.conf.ipam.ipv4_pools, true)?,
+            pools6: ctx.resolve_pools(&ctx.conf.ipam.ipv6_pools, false)?,
+            max_blocks_per_host: 0,
+            usage: "Workload".to_string(),
+        };
+        datastore::ensure_pools(
+            &ctx.conf,
+            ctx.store.as_ref(),
+            &request.pools4,
+            &request.pools6,
+        )?;
+        let _lock = HostLock::acquire(&ctx.conf.lock_file());
+        let ipam = ctx.ipam();
+        let assigned = ipam.auto_assign(&request)?;
+        let short4 = assigned.ipv4.len() < request.num4;
+        let short6 = assigned.ipv6.len() < request.num6;
+        if short4 || short6 {
+            // All or nothing: give back what the other family got.
+            let got: Vec<IpAddr> = assigned
+                .ipv4
+                .iter()
+                .chain(&assigned.ipv6)
+                .map(IpNetwork::ip)
+                .collect();
+            if !got.is_empty() {
+                if let Err(e) = ipam.release_ips(&got) {
+                    log::error!("releasing the partial assignment {got:?}: {e}");
+                }
+            }
+            let (family, wanted, have) = if short4 {
+                ("IPv4", request.num4, assigned.ipv4.len())
+            } else {
+                ("IPv6", request.num6, assigned.ipv6.len())
+            };
+            let mut detail =
+                format!("Assigned {have} out of {wanted} requested {family} addresses");
+            for m in &assigned.messages {
+                detail.push_str("; ");
+                detail.push_str(m);
+            }
+            return Err(IpamPluginError::Short { family, detail });
+        }
+        Ok(result_of(
+            assigned.ipv4.into_iter().chain(assigned.ipv6).collect(),
+        ))
+    }
+
+    fn del(&self, req: &Request) -> Result<(), IpamPluginError> {
+        let ctx = Context::new(req)?;
+        let _lock = HostLock::acquire(&ctx.conf.lock_file());
+        let ipam = ctx.ipam();
+        for handle in [
+            names::handle_id(&ctx.conf.name, &req.env.container_id),
+            legacy_handle(req),
+        ] {
+            match ipam.release_by_handle(&handle) {
+                Ok(()) => log::info!("released handle {handle}"),
+                Err(IpamError::HandleNotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn check(&self, req: &Request) -> Result<(), IpamPluginError> {
+        let ctx = Context::new(req)?;
+        let handle = names::handle_id(&ctx.conf.name, &req.env.container_id);
+        match ctx.store.get_handle(&handle)? {
+            Some(h) if !h.value.block.is_empty() => Ok(()),
+            _ => Err(IpamPluginError::Ipam(IpamError::HandleNotFound(handle))),
+        }
+    }
+
+    /// Releases the handles of this network on this node whose container the runtime no
+    /// longer has.
+    fn gc(&self, req: &Request, valid: &[Attachment]) -> Result<(), IpamPluginError> {
+        let ctx = Context::new(req)?;
+        let live: HashSet<&str> = valid.iter().map(|a| a.container_id.as_str()).collect();
+        let prefix = format!("{}.", ctx.conf.name);
+        let mut stale: Vec<String> = Vec::new();
+        for v4 in [true, false] {
+            for block in ctx.store.list_blocks(v4)? {
+                for attr in &block.value.attributes {
+                    let Some(handle) = attr.handle_id.as_deref().map(names::sanitize_handle) else {
+                        continue;
+                    };
+                    let ours = attr.secondary.get("node").map(String::as_str) == Some(&ctx.node);
+                    let Some(container) = handle.strip_prefix(&prefix) else {
+                        continue;
+                    };
+                    if ours && !live.contains(container) && !stale.iter().any(|s| s == handle) {
+                        stale.push(handle.to_string());
+                    }
+                }
+            }
+        }
+        let _lock = HostLock::acquire(&ctx.conf.lock_file());
+        let ipam = ctx.ipam();
+        let mut failures = Vec::new();
+        for handle in stale {
+            log::info!("gc: releasing {handle}");
+            match ipam.release_by_handle(&handle) {
+                Ok(()) | Err(IpamError::HandleNotFound(_)) => {}
+                Err(e) => failures.push(format!("{handle}: {e}")),
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(IpamPluginError::Config(format!(
+                "GC could not release every stale handle: {}",
+                failures.join("; ")
+            )))
+        }
+    }
+
+    /// Ready when the datastore answers and a pool this plugin may use exists for each
+    /// family it assigns.
+    fn status(&self, req: &Request) -> Result<(), IpamPluginError> {
+        let ctx = Context::new(req)?;
+        ctx.store.ping()?;
+        let pools = ctx.store.list_pools()?;
+        for (wanted, v4, family) in [
+            (ctx.conf.assign_v4(), true, "IPv4"),
+            (ctx.conf.assign_v6(), false, "IPv6"),
+        ] {
+            let usable = pools
+                .iter()
+                .any(|p| p.cidr.is_ipv4() == v4 && !p.disabled && p.allows("Workload"));
+            let configured = if v4 {
+                !ctx.conf.ipam.ipv4_pools.is_empty()
+            } else {
+                !ctx.conf.ipam.ipv6_pools.is_empty()
+            };
+            if wanted
+                && !usable
+                && !(configured && ctx.conf.datastore() == Ok(crate::netconf::Datastore::Local))
+            {
+                return Err(IpamPluginError::NoUsablePool(format!(
+                    "no enabled {family} pool allows workloads"
+                )));
+            }
+        }
+        Ok(())
+    }
+}

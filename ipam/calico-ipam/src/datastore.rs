@@ -1,0 +1,77 @@
+//! Opening the datastore a network configuration names.
+
+use ipnetwork::IpNetwork;
+
+use crate::model::IpPool;
+use crate::netconf::{Datastore, IpamNetConf};
+use crate::store::etcd::{EtcdConfig, EtcdKv, EtcdSettings};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatastoreError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// The store for `conf`: `etcdv3` (Calico's default), `local`, or — with the Kubernetes
+/// datastore — Calico's CRDs.
+pub fn open(conf: &IpamNetConf) -> Result<Box<dyn Store>, DatastoreError> {
+    match conf.datastore().map_err(DatastoreError::Config)? {
+        Datastore::Local => Ok(Box::new(crate::store::local::local_store(
+            &conf.local_data_dir(),
+        )?)),
+        Datastore::Etcd => {
+            let settings = EtcdSettings {
+                endpoints: conf.etcd_endpoints.clone(),
+                key_file: conf.etcd_key_file.clone(),
+                cert_file: conf.etcd_cert_file.clone(),
+                ca_cert_file: conf.etcd_ca_cert_file.clone(),
+            };
+            let config = EtcdConfig::from_conf_and_env(&settings)
+                .map_err(|e| DatastoreError::Config(e.to_string()))?;
+            Ok(Box::new(
+                EtcdKv::store(&config).map_err(|e| DatastoreError::Config(e.to_string()))?,
+            ))
+        }
+        Datastore::Kubernetes => Err(DatastoreError::Unsupported(
+            "datastore_type \"kubernetes\" is not supported by this calico-ipam yet: use \
+             \"etcdv3\" or \"local\""
+                .into(),
+        )),
+    }
+}
+
+/// The `local` datastore has no operator to create pools: the CIDRs the configuration names
+/// become pools (with Calico's default block sizes) the first time they are used.
+pub fn ensure_pools(
+    conf: &IpamNetConf,
+    store: &dyn Store,
+    pools4: &[IpNetwork],
+    pools6: &[IpNetwork],
+) -> Result<(), DatastoreError> {
+    if conf.datastore() != Ok(Datastore::Local) {
+        return Ok(());
+    }
+    let existing = store.list_pools()?;
+    for cidr in pools4.iter().chain(pools6) {
+        if existing.iter().any(|p| p.cidr == *cidr) {
+            continue;
+        }
+        if cidr.network() != cidr.ip() {
+            return Err(DatastoreError::Config(format!(
+                "pool {cidr} has host bits set: use {}/{}",
+                cidr.network(),
+                cidr.prefix()
+            )));
+        }
+        match store.create_pool(&IpPool::new(*cidr)) {
+            Ok(()) | Err(StoreError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}

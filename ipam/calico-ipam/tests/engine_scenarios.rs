@@ -730,3 +730,50 @@ fn ipam_config_is_read_or_defaulted() {
     assert!(!config.strict_affinity && config.auto_allocate_blocks);
     assert!(empty.get_ipam_config().expect("get").is_some(), "persisted");
 }
+
+#[test]
+fn racing_claims_and_releases_from_several_nodes() {
+    let store = store_with(&[("10.0.0.0/26", 29)]);
+    let held: Vec<Vec<IpAddr>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..6)
+            .map(|t| {
+                let store = &store;
+                s.spawn(move || {
+                    let ipam = Ipam::new(store, ["n1", "n2", "n3"][t % 3]);
+                    let mut kept = Vec::new();
+                    for i in 0..12 {
+                        let handle = format!("t{t}-{i}");
+                        let got = ipam.auto_assign(&v4(1, &handle)).expect("assign").ipv4;
+                        if i % 2 == 0 {
+                            ipam.release_by_handle(&handle).expect("release");
+                        } else {
+                            kept.extend(got.iter().map(|n| n.ip()));
+                        }
+                    }
+                    kept
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("thread"))
+            .collect()
+    });
+    let all: Vec<IpAddr> = held.into_iter().flatten().collect();
+    assert_eq!(all.len(), 36);
+    assert_eq!(all.iter().collect::<BTreeSet<_>>().len(), 36);
+    assert_blocks_consistent(&store);
+    let allocated: usize = blocks(&store, true)
+        .iter()
+        .map(|b| b.allocations.iter().flatten().count())
+        .sum();
+    assert_eq!(allocated, 36, "released addresses are free in the store");
+    for b in blocks(&store, true) {
+        if let Some(node) = b.affinity.as_deref().and_then(|a| a.strip_prefix("host:")) {
+            assert_eq!(
+                affinity_state(&store, node, &b.cidr),
+                Some(AffinityState::Confirmed)
+            );
+        }
+    }
+}

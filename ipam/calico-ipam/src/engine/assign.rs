@@ -122,7 +122,11 @@ impl Ipam<'_> {
     ) -> Result<(), IpamError> {
         let labels = self.node_labels(&self.node)?;
         let requested = if v4 { &req.pools4 } else { &req.pools6 };
-        let pools = self.qualified_pools(v4, requested, &req.usage, &labels)?;
+        // An unset use is a workload, the only use CNI has.
+        let usage = Some(req.usage.as_str())
+            .filter(|u| !u.is_empty())
+            .unwrap_or(USE_WORKLOAD);
+        let pools = self.qualified_pools(v4, requested, usage, &labels)?;
         let affine = self.affine_blocks(v4, &pools.chosen, &pools.enabled, &labels)?;
         let config = self.ipam_config()?;
         let limit = effective_block_limit(&config, req.max_blocks_per_host) as usize;

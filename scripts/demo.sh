@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job, by hand: build the suite, install it into a temporary CNI_PATH, and wire two
-# pods on a node through the single-node conflist with the cnitool-compatible runner, as a
-# container runtime does for every pod. Then prove the pods talk to each other and to the
-# node, tear everything down, and show that nothing is left.
+# pods on a node through the single-node conflist (calico + calico-ipam on the embedded
+# datastore) with the cnitool-compatible runner, as a container runtime does for every pod.
+# Then prove the pods talk to each other and to the node, tear everything down, and show
+# that nothing is left.
 #
 # The "node" is a network namespace of its own (with an uplink and a default route, as a real
 # node has), so the demo never changes this machine's own network.
@@ -35,11 +36,12 @@ in_node() { ip netns exec "$node" "$@"; }
 
 step "install the plugins into a temporary CNI_PATH and render the single-node conflist"
 mkdir -p "$work/bin" "$work/net.d"
-for plugin in calico host-local loopback cnitool; do
+for plugin in calico calico-ipam loopback cnitool; do
     install -m 0755 "target/release/$plugin" "$work/bin/$plugin"
 done
 sed -e "s|__KUBERNETES_NODE_NAME__|demo-node|" -e "s|__CNI_MTU__|1450|" \
-    -e "s|/var/lib/cni/networks|$work/ipam|" \
+    -e "s|/var/lib/calico/local-datastore|$work/datastore|" \
+    -e "s|/var/run/calico/ipam.lock|$work/ipam.lock|" \
     conflists/10-calico-single-node.conflist >"$work/net.d/10-calico.conflist"
 # Runtimes bring up the pod's lo with the loopback plugin, as a network of its own.
 printf '{"cniVersion": "1.0.0", "name": "lo", "plugins": [{"type": "loopback"}]}\n' \
@@ -62,7 +64,7 @@ in_node sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
 export NETCONFPATH=$work/net.d CNI_PATH=$work/bin CNI_CACHE_DIR=$work/cache
 for pod in "$pod_a" "$pod_b"; do
     ip netns add "$pod"
-    step "cnitool add single-node /run/netns/$pod   (calico + host-local, then loopback for lo)"
+    step "cnitool add single-node /run/netns/$pod   (calico + calico-ipam, then loopback for lo)"
     CNI_ARGS="K8S_POD_NAMESPACE=default;K8S_POD_NAME=$pod" in_node "$work/bin/cnitool" add single-node "/run/netns/$pod"
     in_node "$work/bin/cnitool" add lo "/run/netns/$pod" >/dev/null
 done
@@ -86,6 +88,9 @@ step "node -> pod A ($a4, $a6)"
 in_node ping -c 2 -W 1 "$a4"
 in_node ping -c 2 -W 1 "$a6"
 
+step "the node's IPAM state (calico-ipam show): one block per family, affine to this node"
+"$work/bin/calico-ipam" --config "$work/net.d/10-calico.conflist" show
+
 step "CHECK both pods"
 for pod in "$pod_a" "$pod_b"; do
     CNI_ARGS="K8S_POD_NAMESPACE=default;K8S_POD_NAME=$pod" in_node "$work/bin/cnitool" check single-node "/run/netns/$pod"
@@ -102,11 +107,13 @@ done
 
 step "nothing left"
 leftover=$( (ip -n "$node" -br link show | grep cali; ip -n "$node" route | grep cali; \
-             ip -n "$node" -6 route | grep cali; ls "$work/ipam/single-node" | grep -v -e '^lock$' -e '^last_reserved_ip') || true)
+             ip -n "$node" -6 route | grep cali; \
+             ls "$work/datastore/calico/ipam/v2/handle" 2>/dev/null) || true)
 if [ -n "$leftover" ]; then
     echo "left behind:"; echo "$leftover"; exit 1
 fi
-echo "no veth, no host route, no address reservation left on the node"
+"$work/bin/calico-ipam" --config "$work/net.d/10-calico.conflist" show
+echo "no veth, no host route, no IPAM handle left; the node keeps its (empty) blocks, as Calico does"
 echo "pod A's interfaces now: $(ip -n "$pod_a" -br link | awk '{print $1, $2}' | xargs)"
 echo
 echo "demo finished"

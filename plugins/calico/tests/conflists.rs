@@ -96,7 +96,13 @@ fn single_node_conflist_needs_no_service() {
         "no calico/node to write the nodename file"
     );
     assert_eq!(calico.node_name().expect("node name"), "node-a");
-    assert_eq!(calico.ipam.plugin_type, "host-local");
-    let ranges = &list["plugins"][0]["ipam"]["ranges"];
-    assert_eq!(ranges.as_array().map(Vec::len), Some(2), "dual stack");
+    assert_eq!(calico.ipam.plugin_type, "calico-ipam");
+    // calico-ipam reads the same entry: the embedded datastore, dual stack.
+    let mut entry = list["plugins"][0].clone();
+    entry["name"] = list["name"].clone();
+    let ipam: calico_ipam::netconf::IpamNetConf =
+        serde_json::from_value(entry).expect("calico-ipam accepts it");
+    assert_eq!(ipam.datastore(), Ok(calico_ipam::netconf::Datastore::Local));
+    assert!(ipam.assign_v4() && ipam.assign_v6());
+    assert_eq!(ipam.ipam.ipv4_pools, ["10.244.0.0/16"]);
 }

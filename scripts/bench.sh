@@ -7,6 +7,8 @@
 #   scripts/bench.sh loopback    loopback ADD and DEL on a real namespace
 #   scripts/bench.sh host-local  host-local ADD and DEL, dual stack
 #   scripts/bench.sh calico      calico + host-local against ptp + host-local, ADD and DEL
+#   scripts/bench.sh calico-ipam calico-ipam ADD and DEL on the local store and on etcd, and
+#                                one raw etcd transaction round trip for scale
 #
 # Every command runs without a shell (hyperfine -N, stdin from --input), so the figures are
 # the plugin's own cost: process start, its work, and any plugin it executes. ADD is timed
@@ -125,6 +127,70 @@ if [ "$what" = all ] || [ "$what" = calico ]; then
             measure chain-del '$label DEL' '$data.json' \
                 '$(again DEL "${vars[@]}" "$dir/$plugin" "$data.json"); $(again ADD "${vars[@]}" "$dir/$plugin" "$data.json")' \
                 $(cni DEL "${vars[@]}") '$dir/$plugin'"
+    done
+fi
+
+if [ "$what" = all ] || [ "$what" = calico-ipam ]; then
+    # calico-ipam ADD and DEL on the embedded store and on a real etcd (Debian's, started here
+    # on loopback ports), and, for scale, one raw etcd transaction round trip.
+    command -v etcd >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq etcd-server >/dev/null; }
+    port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+    cport=$(port) pport=$(port)
+    rm -rf "$out/etcd"
+    etcd --name bench --data-dir "$out/etcd" \
+        --listen-client-urls "http://127.0.0.1:$cport" --advertise-client-urls "http://127.0.0.1:$cport" \
+        --listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
+        --initial-cluster "bench=http://127.0.0.1:$pport" >"$out/etcd.log" 2>&1 &
+    etcd_pid=$!
+    trap 'cleanup; kill $etcd_pid 2>/dev/null' EXIT
+    endpoint="http://127.0.0.1:$cport"
+    python3 - "$endpoint" "$out/etcd-rtt.json" <<'PY'
+import base64, http.client, json, statistics, sys, time, urllib.parse
+url = urllib.parse.urlparse(sys.argv[1])
+for _ in range(100):
+    try:
+        c = http.client.HTTPConnection(url.hostname, url.port, timeout=2); c.request("POST", "/v3/maintenance/status", "{}"); c.getresponse().read(); break
+    except OSError:
+        time.sleep(0.1)
+b64 = lambda s: base64.b64encode(s.encode()).decode()
+def post(path, body):
+    c.request("POST", path, json.dumps(body)); r = c.getresponse(); return json.loads(r.read())
+# The pools the benchmark allocates from, as Calico's v3 resources.
+for name, cidr in [("bench-v4", "10.253.0.0/16")]:
+    post("/v3/kv/put", {"key": b64(f"/calico/resources/v3/projectcalico.org/ippools/{name}"),
+                        "value": b64(json.dumps({"kind": "IPPool", "apiVersion": "projectcalico.org/v3",
+                                                 "metadata": {"name": name}, "spec": {"cidr": cidr, "blockSize": 26}}))})
+key = b64("/bench/rtt")
+rev = int(post("/v3/kv/put", {"key": key, "value": b64("0")})["header"]["revision"])
+times = []
+for i in range(300):
+    t = time.perf_counter()
+    r = post("/v3/kv/txn", {"compare": [{"key": key, "target": "MOD", "result": "EQUAL", "mod_revision": str(rev)}],
+                            "success": [{"request_put": {"key": key, "value": b64(str(i))}}]})
+    times.append(time.perf_counter() - t)
+    rev = int(r["header"]["revision"])
+json.dump({"results": [{"command": "raw etcd CAS transaction (one HTTP round trip, kept-alive connection, Python client)",
+                        "times": times, "mean": statistics.mean(times), "stddev": statistics.stdev(times)}]},
+          open(sys.argv[2], "w"))
+PY
+    mv "$out/etcd-rtt.json" "$out/calico-ipam-rtt--raw.json"
+    for backend in local etcdv3; do
+        conf="$out/cipam-$backend.json"
+        if [ "$backend" = local ]; then
+            rm -rf "$out/cipam-local"
+            store="\"datastore_type\":\"local\",\"local_data_dir\":\"$out/cipam-local\""
+        else
+            store="\"datastore_type\":\"etcdv3\",\"etcd_endpoints\":\"$endpoint\""
+        fi
+        printf '{"cniVersion":"1.0.0","name":"bench","%s,"ipam_lock_file":"%s","nodename":"bench","nodename_file_optional":true,"ipam":{"type":"calico-ipam","ipv4_pools":["10.253.0.0/16"]}}' \
+            "${store#\"}" "$out/ipam.lock" >"$conf"
+        vars=(bench /run/netns/none eth0 "$ours")
+        measure "calico-ipam-$backend" "ours calico-ipam ADD ($backend)" "$conf" \
+            "$(again DEL "${vars[@]}" "$ours/calico-ipam" "$conf")" \
+            $(cni ADD "${vars[@]}") "$ours/calico-ipam"
+        measure "calico-ipam-$backend" "ours calico-ipam DEL ($backend)" "$conf" \
+            "$(again DEL "${vars[@]}" "$ours/calico-ipam" "$conf"); $(again ADD "${vars[@]}" "$ours/calico-ipam" "$conf")" \
+            $(cni DEL "${vars[@]}") "$ours/calico-ipam"
     done
 fi
 

@@ -16,6 +16,7 @@ pub mod etcd;
 pub mod exec;
 pub mod fixtures;
 pub mod host_local;
+pub mod ipam;
 pub mod pod;
 pub mod runner;
 pub mod version;

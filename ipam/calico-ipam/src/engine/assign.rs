@@ -11,9 +11,9 @@ use super::block_ops::{allocate_exact, allocate_from_head};
 use super::candidates::{block_of, BlockCandidates};
 use super::claim::ClaimFailure;
 use super::config::effective_block_limit;
-use super::pools::selects;
+use super::memo::Memo;
 use super::{with_prefix, Assigned, AutoAssign, Ipam, IpamError, MAX_RETRIES, USE_WORKLOAD};
-use crate::model::{to_u128, IpPool, IpamBlock, IpamConfig};
+use crate::model::{to_u128, BlockAffinity, IpPool, IpamBlock, IpamConfig};
 use crate::names::sanitize_handle;
 use crate::store::{StoreError, Versioned};
 
@@ -23,8 +23,8 @@ struct FamilyRequest<'r> {
     handle: Option<&'r str>,
     attrs: &'r BTreeMap<String, String>,
     pools: Vec<IpPool>,
-    /// This node's blocks in the chosen pools, not yet looked at.
-    affine: VecDeque<IpNetwork>,
+    /// This node's affinities in the chosen pools, as listed, not yet looked at.
+    affine: VecDeque<Versioned<BlockAffinity>>,
     /// Blocks this node owns in the chosen pools, against the per-host limit.
     owned: usize,
     limit: usize,
@@ -61,6 +61,23 @@ fn family_name(v4: bool) -> u8 {
 impl Ipam<'_> {
     /// IPv4 first, then IPv6. An error leaves nothing of this request allocated.
     pub fn auto_assign(&self, req: &AutoAssign) -> Result<Assigned, IpamError> {
+        self.auto_assign_in(&Memo::default(), req)
+    }
+
+    /// [`Ipam::auto_assign`] with the IPPools the caller has already listed for this request
+    /// (all of them, as [`crate::store::Store::list_pools`] returns them), so the request
+    /// does not list them again.
+    pub fn auto_assign_with_pools(
+        &self,
+        req: &AutoAssign,
+        pools: Vec<IpPool>,
+    ) -> Result<Assigned, IpamError> {
+        self.auto_assign_in(&Memo::with_pools(pools), req)
+    }
+
+    /// Both families share one memo: pools, config, node labels and the handle are read
+    /// once for the request, not once per family.
+    fn auto_assign_in(&self, memo: &Memo, req: &AutoAssign) -> Result<Assigned, IpamError> {
         for (pools, v4) in [(&req.pools4, true), (&req.pools6, false)] {
             if pools.iter().any(|p| p.is_ipv4() != v4) {
                 return Err(IpamError::WrongFamilyPool {
@@ -71,13 +88,13 @@ impl Ipam<'_> {
         }
         let mut out = Assigned::default();
         if req.num4 > 0 {
-            out.ipv4 = self.auto_assign_family(true, req.num4, req, &mut out.messages)?;
+            out.ipv4 = self.auto_assign_family(memo, true, req.num4, req, &mut out.messages)?;
         }
         if req.num6 > 0 {
-            match self.auto_assign_family(false, req.num6, req, &mut out.messages) {
+            match self.auto_assign_family(memo, false, req.num6, req, &mut out.messages) {
                 Ok(ips) => out.ipv6 = ips,
                 Err(e) => {
-                    self.roll_back(&out.ipv4);
+                    self.roll_back(memo, &out.ipv4);
                     return Err(e);
                 }
             }
@@ -87,48 +104,49 @@ impl Ipam<'_> {
 
     /// Releases what a failed request had already got; the original error is what the
     /// caller needs to see, so a failure here is only logged.
-    fn roll_back(&self, assigned: &[IpNetwork]) {
+    fn roll_back(&self, memo: &Memo, assigned: &[IpNetwork]) {
         if assigned.is_empty() {
             return;
         }
         let ips: Vec<IpAddr> = assigned.iter().map(IpNetwork::ip).collect();
-        if let Err(e) = self.release_ips(&ips) {
+        if let Err(e) = self.release_ips_in(memo, &ips) {
             log::warn!("cannot release {ips:?} after a failed assignment: {e}");
         }
     }
 
     fn auto_assign_family(
         &self,
+        memo: &Memo,
         v4: bool,
         num: usize,
         req: &AutoAssign,
         messages: &mut Vec<String>,
     ) -> Result<Vec<IpNetwork>, IpamError> {
         let mut ips = Vec::new();
-        let result = self.auto_assign_family_into(v4, num, req, messages, &mut ips);
+        let result = self.auto_assign_family_into(memo, v4, num, req, messages, &mut ips);
         if result.is_err() {
-            self.roll_back(&ips);
+            self.roll_back(memo, &ips);
         }
         result.map(|()| ips)
     }
 
     fn auto_assign_family_into(
         &self,
+        memo: &Memo,
         v4: bool,
         num: usize,
         req: &AutoAssign,
         messages: &mut Vec<String>,
         ips: &mut Vec<IpNetwork>,
     ) -> Result<(), IpamError> {
-        let labels = self.node_labels(&self.node)?;
         let requested = if v4 { &req.pools4 } else { &req.pools6 };
         // An unset use is a workload, the only use CNI has.
         let usage = Some(req.usage.as_str())
             .filter(|u| !u.is_empty())
             .unwrap_or(USE_WORKLOAD);
-        let pools = self.qualified_pools(v4, requested, usage, &labels)?;
-        let affine = self.affine_blocks(v4, &pools.chosen, &pools.enabled, &labels)?;
-        let config = self.ipam_config()?;
+        let pools = self.qualified_pools(memo, v4, requested, usage)?;
+        let affine = self.affine_blocks(memo, v4, &pools.chosen, &pools.enabled)?;
+        let config = self.memo_config(memo)?;
         let limit = effective_block_limit(&config, req.max_blocks_per_host) as usize;
         let handle = Some(sanitize_handle(&req.handle_id)).filter(|h| !h.is_empty());
         let mut family = FamilyRequest {
@@ -157,6 +175,7 @@ impl Ipam<'_> {
                 Err(NoBlock::Failed(e)) => return Err(e),
             };
             let got = self.assign_from_block(
+                memo,
                 block,
                 num - ips.len(),
                 family.handle,
@@ -176,7 +195,7 @@ impl Ipam<'_> {
 
         // Borrowing from blocks affine to other nodes (or to none).
         if ips.len() < num && !family.config.strict_affinity {
-            self.borrow(&family, num, ips)?;
+            self.borrow(memo, &family, num, ips)?;
             if ips.len() < num {
                 let cidrs: Vec<String> = family.pools.iter().map(|p| p.cidr.to_string()).collect();
                 messages.push(format!("No IPs available in pools: [{}]", cidrs.join(" ")));
@@ -185,26 +204,31 @@ impl Ipam<'_> {
         Ok(())
     }
 
-    /// This node's blocks inside the chosen pools, in list order. Affinities to blocks of
-    /// pools that no longer select this node (or no longer exist) are released when their
-    /// blocks are empty; those of pools merely not chosen this time are kept.
+    /// This node's affinities to blocks inside the chosen pools, in list order. Affinities
+    /// to blocks of pools that no longer select this node (or no longer exist) are released
+    /// when their blocks are empty; those of pools merely not chosen this time are kept.
     fn affine_blocks(
         &self,
+        memo: &Memo,
         v4: bool,
         chosen: &[IpPool],
         enabled: &[IpPool],
-        labels: &BTreeMap<String, String>,
-    ) -> Result<Vec<IpNetwork>, IpamError> {
+    ) -> Result<Vec<Versioned<BlockAffinity>>, IpamError> {
         let mut usable = Vec::new();
         for affinity in self.store.list_affinities("host", &self.node, v4)? {
             let cidr = affinity.value.cidr;
             let inside = |p: &IpPool| p.cidr.contains(cidr.network());
             if chosen.iter().any(inside) {
-                usable.push(cidr);
+                usable.push(affinity);
                 continue;
             }
             let still_selected = match enabled.iter().find(|p| inside(p)) {
-                Some(pool) => selects(pool, labels).unwrap_or(true),
+                Some(pool) => match self.selects(memo, pool, &self.node) {
+                    Ok(selected) => selected,
+                    // A selector nobody can parse is no reason to give a block up.
+                    Err(IpamError::InvalidSelector { .. }) => true,
+                    Err(e) => return Err(e),
+                },
                 None => false,
             };
             if !still_selected {
@@ -222,8 +246,8 @@ impl Ipam<'_> {
         &self,
         family: &mut FamilyRequest<'_>,
     ) -> Result<Versioned<IpamBlock>, NoBlock> {
-        while let Some(cidr) = family.affine.pop_front() {
-            if let Some(block) = self.own_block_with_space(&cidr)? {
+        while let Some(affinity) = family.affine.pop_front() {
+            if let Some(block) = self.own_block_with_space(affinity)? {
                 return Ok(block);
             }
         }
@@ -235,15 +259,23 @@ impl Ipam<'_> {
             return Err(IpamError::NoBlockClaim.into());
         }
         for _ in 0..MAX_RETRIES {
-            let cidr = self.find_usable_block(family)?;
+            let (cidr, exists) = self.find_usable_block(family)?;
             for _ in 0..MAX_RETRIES {
-                let affinity = match self.pending_affinity(&cidr) {
+                let (affinity, created) = match self.pending_affinity(&cidr) {
                     Ok(a) => a,
                     Err(ClaimFailure::Conflict) => continue,
                     Err(ClaimFailure::Failed(e)) => return Err(e.into()),
                     Err(_) => break,
                 };
-                match self.block_from_affinity(affinity) {
+                // A pending affinity we just created, for a block the list just showed
+                // missing: nothing to re-read or re-mark, create the block straight away
+                // (a block created meanwhile is caught by that create).
+                let claimed = if created && !exists {
+                    self.claim_affine_block(affinity)
+                } else {
+                    self.block_from_affinity(affinity)
+                };
+                match claimed {
                     Ok(block) => {
                         family.owned += 1;
                         if block.value.free_count() == 0 {
@@ -263,18 +295,26 @@ impl Ipam<'_> {
 
     /// The block of one of this node's affinities, if it has a free address. Conflicts are
     /// retried; other failures move on to the next block, as Calico does.
+    ///
+    /// The affinity as listed is used first, without reading it again: a revision that has
+    /// gone stale since only loses a compare-and-swap, and that re-reads it.
     fn own_block_with_space(
         &self,
-        cidr: &IpNetwork,
+        listed: Versioned<BlockAffinity>,
     ) -> Result<Option<Versioned<IpamBlock>>, NoBlock> {
+        let cidr = listed.value.cidr;
+        let mut listed = Some(listed);
         for _ in 0..MAX_RETRIES {
-            let affinity = match self.store.get_affinity("host", &self.node, cidr) {
-                Ok(Some(a)) => a,
-                Ok(None) => return Ok(None),
-                Err(e) => {
-                    log::warn!("cannot read affinity for {cidr}: {e}");
-                    return Ok(None);
-                }
+            let affinity = match listed.take() {
+                Some(a) => a,
+                None => match self.store.get_affinity("host", &self.node, &cidr) {
+                    Ok(Some(a)) => a,
+                    Ok(None) => return Ok(None),
+                    Err(e) => {
+                        log::warn!("cannot read affinity for {cidr}: {e}");
+                        return Ok(None);
+                    }
+                },
             };
             match self.block_from_affinity(affinity) {
                 Ok(block) if block.value.free_count() > 0 => return Ok(Some(block)),
@@ -290,8 +330,9 @@ impl Ipam<'_> {
     }
 
     /// The first block, in this node's candidate order over the chosen pools, that does
-    /// not exist yet (and overlaps none that does) or is this node's with a free address.
-    fn find_usable_block(&self, family: &FamilyRequest<'_>) -> Result<IpNetwork, NoBlock> {
+    /// not exist yet (and overlaps none that does) or is this node's with a free address;
+    /// with whether its block exists.
+    fn find_usable_block(&self, family: &FamilyRequest<'_>) -> Result<(IpNetwork, bool), NoBlock> {
         let ours = self.host_affinity();
         // Existing blocks by first address: (last address, block).
         let existing: BTreeMap<u128, (u128, IpamBlock)> = self
@@ -316,7 +357,7 @@ impl Ipam<'_> {
                         if block.affinity.as_deref() == Some(ours.as_str())
                             && block.free_count() > 0
                         {
-                            return Ok(cidr);
+                            return Ok((cidr, true));
                         }
                     }
                     _ => {
@@ -327,7 +368,7 @@ impl Ipam<'_> {
                             .next_back()
                             .is_some_and(|(_, (end, _))| *end >= first);
                         if !overlaps {
-                            return Ok(cidr);
+                            return Ok((cidr, false));
                         }
                     }
                 }
@@ -341,10 +382,15 @@ impl Ipam<'_> {
     /// possible block CIDR one read at a time; the order and outcome are the same).
     fn borrow(
         &self,
+        memo: &Memo,
         family: &FamilyRequest<'_>,
         num: usize,
         ips: &mut Vec<IpNetwork>,
     ) -> Result<(), IpamError> {
+        // Listed once for all the pools: what this loop writes lies in the pools already
+        // walked, and a block another writer changed meanwhile only loses a
+        // compare-and-swap, which re-reads it.
+        let existing = self.store.list_blocks(family.v4)?;
         for pool in &family.pools {
             if ips.len() >= num {
                 break;
@@ -352,11 +398,9 @@ impl Ipam<'_> {
             let Some(walk) = BlockCandidates::new(pool, &self.node) else {
                 continue;
             };
-            let mut blocks: Vec<(u128, Versioned<IpamBlock>)> = self
-                .store
-                .list_blocks(family.v4)?
-                .into_iter()
-                .filter_map(|b| Some((walk.position_of_block(&b.value.cidr)?, b)))
+            let mut blocks: Vec<(u128, Versioned<IpamBlock>)> = existing
+                .iter()
+                .filter_map(|b| Some((walk.position_of_block(&b.value.cidr)?, b.clone())))
                 .collect();
             blocks.sort_by_key(|(position, _)| *position);
             for (_, block) in blocks {
@@ -367,6 +411,7 @@ impl Ipam<'_> {
                     continue;
                 }
                 let got = self.assign_from_block(
+                    memo,
                     block,
                     num - ips.len(),
                     family.handle,
@@ -383,6 +428,7 @@ impl Ipam<'_> {
     /// attribute; the handle is counted before the block write and uncounted if it fails.
     fn assign_from_block(
         &self,
+        memo: &Memo,
         mut block: Versioned<IpamBlock>,
         num: usize,
         handle: Option<&str>,
@@ -405,7 +451,7 @@ impl Ipam<'_> {
             }
             let count = ordinals.len() as u64;
             if let Some(h) = handle {
-                self.increment_handle(h, &cidr, count)?;
+                self.increment_handle(memo, h, &cidr, count)?;
             }
             match self.write_block(&mut updated, &block.revision) {
                 Ok(_) => {
@@ -416,7 +462,7 @@ impl Ipam<'_> {
                 }
                 Err(e) => {
                     if let Some(h) = handle {
-                        if let Err(d) = self.decrement_handle(h, &cidr, Some(count)) {
+                        if let Err(d) = self.decrement_handle(memo, h, &cidr, Some(count)) {
                             log::warn!("cannot uncount {count} addresses of handle {h}: {d}");
                         }
                     }
@@ -442,7 +488,10 @@ impl Ipam<'_> {
         handle_id: &str,
         attrs: &BTreeMap<String, String>,
     ) -> Result<IpNetwork, IpamError> {
-        let pool = self.pool_containing(ip)?.ok_or(IpamError::NotInPool(ip))?;
+        let memo = Memo::default();
+        let pool = self
+            .pool_containing(&memo, ip)?
+            .ok_or(IpamError::NotInPool(ip))?;
         if !pool.allows(USE_WORKLOAD) {
             return Err(IpamError::UseNotAllowed {
                 ip,
@@ -459,7 +508,7 @@ impl Ipam<'_> {
                 Some(block) => block,
                 None => match self
                     .pending_affinity(&cidr)
-                    .and_then(|a| self.claim_affine_block(a))
+                    .and_then(|(a, _)| self.claim_affine_block(a))
                 {
                     Ok(block) => block,
                     Err(ClaimFailure::Failed(e)) => return Err(e),
@@ -479,7 +528,7 @@ impl Ipam<'_> {
             }
             // As in Calico: the block is the truth; a missing count only costs a
             // release-by-handle its hint.
-            let counted = handle.filter(|h| match self.increment_handle(h, &cidr, 1) {
+            let counted = handle.filter(|h| match self.increment_handle(&memo, h, &cidr, 1) {
                 Ok(()) => true,
                 Err(e) => {
                     log::warn!("cannot count {ip} for handle {h}: {e}");
@@ -490,7 +539,7 @@ impl Ipam<'_> {
                 Ok(_) => return Ok(with_prefix(ip, &cidr)),
                 Err(e) => {
                     if let Some(h) = counted {
-                        if let Err(d) = self.decrement_handle(h, &cidr, Some(1)) {
+                        if let Err(d) = self.decrement_handle(&memo, h, &cidr, Some(1)) {
                             log::warn!("cannot uncount {ip} of handle {h}: {d}");
                         }
                     }

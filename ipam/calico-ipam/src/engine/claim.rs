@@ -64,30 +64,33 @@ impl Ipam<'_> {
     }
 
     /// Our affinity for `cidr`, created `pending` or moved back to `pending` unless it is
-    /// already confirmed.
+    /// already confirmed. The flag says whether this call created it.
     pub(super) fn pending_affinity(
         &self,
         cidr: &IpNetwork,
-    ) -> Result<Versioned<BlockAffinity>, ClaimFailure> {
+    ) -> Result<(Versioned<BlockAffinity>, bool), ClaimFailure> {
         let fresh = BlockAffinity::host(&self.node, *cidr, AffinityState::Pending);
         match self.store.create_affinity(&fresh) {
-            Ok(revision) => Ok(Versioned {
-                value: fresh,
-                revision,
-            }),
+            Ok(revision) => Ok((
+                Versioned {
+                    value: fresh,
+                    revision,
+                },
+                true,
+            )),
             Err(StoreError::AlreadyExists(_)) => {
                 let Some(mut existing) = self.store.get_affinity("host", &self.node, cidr)? else {
                     // Deleted between our create and our read.
                     return Err(ClaimFailure::Conflict);
                 };
                 if existing.value.state == AffinityState::Confirmed {
-                    return Ok(existing);
+                    return Ok((existing, false));
                 }
                 existing.value.state = AffinityState::Pending;
                 existing.revision = self
                     .store
                     .update_affinity(&existing.value, &existing.revision)?;
-                Ok(existing)
+                Ok((existing, false))
             }
             Err(e) => Err(e.into()),
         }

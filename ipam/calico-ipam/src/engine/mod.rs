@@ -13,7 +13,12 @@
 //! Node objects are optional: when the store has no Node named after this node (the
 //! embedded single-node store keeps none), the node is taken to have no labels, so only
 //! pools whose `nodeSelector` is empty, `all()`, or satisfied by no labels (`!has(x)`)
-//! select it. Calico itself fails in that case.
+//! select it. Calico itself fails in that case. The Node is read only when a selector needs
+//! its labels: with `all()` pools (the usual case) an ADD does without that round trip.
+//!
+//! Each operation reads pools, the IPAM config and node labels at most once, and writes a
+//! handle or an affinity it has just read against that read's revision (see `memo`): on
+//! etcd every read is a network round trip on a pod's start path.
 
 mod assign;
 mod block_ops;
@@ -22,6 +27,7 @@ mod claim;
 mod config;
 mod error;
 mod handles;
+mod memo;
 mod pools;
 mod release;
 pub mod selector;

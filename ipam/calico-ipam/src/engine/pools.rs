@@ -1,12 +1,12 @@
 //! Which pools a request may use (the pool half of libcalico-go's
 //! `prepareAffinityBlocksForHost`), and which pool or block holds an address.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
 use super::candidates::{block_count, block_of};
+use super::memo::Memo;
 use super::selector::Selector;
 use super::{Ipam, IpamError};
 use crate::model::{IpPool, IpamBlock};
@@ -28,17 +28,6 @@ fn masked(pool: &IpNetwork) -> IpNetwork {
     IpNetwork::new(pool.network(), pool.prefix()).unwrap_or(*pool)
 }
 
-/// Whether a pool's `nodeSelector` selects a node with `labels`.
-pub(super) fn selects(pool: &IpPool, labels: &BTreeMap<String, String>) -> Result<bool, IpamError> {
-    let selector =
-        Selector::parse(&pool.node_selector).map_err(|reason| IpamError::InvalidSelector {
-            pool: pool.name.clone(),
-            selector: pool.node_selector.clone(),
-            reason,
-        })?;
-    Ok(selector.matches(labels))
-}
-
 /// The pools of one family a request may draw from, in the order to try them, and every
 /// enabled pool of that family (to judge affinities outside the chosen pools).
 pub(super) struct QualifiedPools {
@@ -47,23 +36,34 @@ pub(super) struct QualifiedPools {
 }
 
 impl Ipam<'_> {
-    /// This node's labels; none when the store has no Node object for it (the embedded
-    /// single-node store keeps none).
-    pub(super) fn node_labels(&self, node: &str) -> Result<BTreeMap<String, String>, IpamError> {
-        Ok(self
-            .store
-            .get_node(node)?
-            .map(|n| n.labels)
-            .unwrap_or_default())
+    /// Whether `pool`'s `nodeSelector` selects `node`. The node's labels are read only for
+    /// a selector that needs them: most pools select every node (empty or `all()`), and
+    /// the Node object is a round trip the common ADD can do without.
+    pub(super) fn selects(
+        &self,
+        memo: &Memo,
+        pool: &IpPool,
+        node: &str,
+    ) -> Result<bool, IpamError> {
+        let selector =
+            Selector::parse(&pool.node_selector).map_err(|reason| IpamError::InvalidSelector {
+                pool: pool.name.clone(),
+                selector: pool.node_selector.clone(),
+                reason,
+            })?;
+        if selector == Selector::All {
+            return Ok(true);
+        }
+        Ok(selector.matches(&self.memo_labels(memo, node)?))
     }
 
     /// Enabled, usable pools of one family, in name order.
-    pub(super) fn enabled_pools(&self, v4: bool) -> Result<Vec<IpPool>, IpamError> {
+    pub(super) fn enabled_pools(&self, memo: &Memo, v4: bool) -> Result<Vec<IpPool>, IpamError> {
         Ok(self
-            .store
-            .list_pools()?
-            .into_iter()
+            .memo_pools(memo)?
+            .iter()
             .filter(|p| p.cidr.is_ipv4() == v4 && usable(p))
+            .cloned()
             .collect())
     }
 
@@ -72,19 +72,19 @@ impl Ipam<'_> {
     /// allowing `usage`.
     pub(super) fn qualified_pools(
         &self,
+        memo: &Memo,
         v4: bool,
         requested: &[IpNetwork],
         usage: &str,
-        labels: &BTreeMap<String, String>,
     ) -> Result<QualifiedPools, IpamError> {
-        let enabled = self.enabled_pools(v4)?;
+        let enabled = self.enabled_pools(memo, v4)?;
         if enabled.is_empty() {
             return Err(IpamError::NoQualifiedPool);
         }
         let chosen: Vec<IpPool> = if requested.is_empty() {
             let mut chosen = Vec::new();
             for pool in &enabled {
-                if pool.is_automatic() && selects(pool, labels)? {
+                if pool.is_automatic() && self.selects(memo, pool, &self.node)? {
                     chosen.push(pool.clone());
                 }
             }
@@ -114,17 +114,25 @@ impl Ipam<'_> {
     }
 
     /// The enabled pool holding `ip`.
-    pub(super) fn pool_containing(&self, ip: IpAddr) -> Result<Option<IpPool>, IpamError> {
+    pub(super) fn pool_containing(
+        &self,
+        memo: &Memo,
+        ip: IpAddr,
+    ) -> Result<Option<IpPool>, IpamError> {
         Ok(self
-            .enabled_pools(ip.is_ipv4())?
+            .enabled_pools(memo, ip.is_ipv4())?
             .into_iter()
             .find(|p| p.cidr.contains(ip)))
     }
 
     /// The block CIDR that holds (or would hold) `ip`: from its pool's block size, or, when
     /// no enabled pool holds it any more, the existing block containing it.
-    pub(super) fn block_cidr_for(&self, ip: IpAddr) -> Result<Option<IpNetwork>, IpamError> {
-        if let Some(pool) = self.pool_containing(ip)? {
+    pub(super) fn block_cidr_for(
+        &self,
+        memo: &Memo,
+        ip: IpAddr,
+    ) -> Result<Option<IpNetwork>, IpamError> {
+        if let Some(pool) = self.pool_containing(memo, ip)? {
             return Ok(block_of(ip, pool.block_size));
         }
         Ok(self
@@ -140,7 +148,7 @@ impl Ipam<'_> {
         &self,
         ip: IpAddr,
     ) -> Result<Option<Versioned<IpamBlock>>, IpamError> {
-        match self.block_cidr_for(ip)? {
+        match self.block_cidr_for(&Memo::default(), ip)? {
             Some(cidr) => Ok(self.store.get_block(&cidr)?),
             None => Ok(None),
         }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 
 use super::block_ops::{free_ordinals, ordinals_of_handle};
-use super::pools::selects;
+use super::memo::Memo;
 use super::{Ipam, IpamError, MAX_RETRIES};
 use crate::model::IpamBlock;
 use crate::names::sanitize_handle;
@@ -31,25 +31,34 @@ impl Ipam<'_> {
             .store
             .get_handle(handle)?
             .ok_or_else(|| IpamError::HandleNotFound(handle.to_string()))?;
-        for block_text in stored.value.block.keys() {
+        let blocks: Vec<String> = stored.value.block.keys().cloned().collect();
+        // The handle just read is what the first decrement compares-and-swaps against.
+        let memo = Memo::default();
+        memo.set_handle(Some(stored));
+        for block_text in blocks {
             let Ok(cidr) = block_text.parse::<IpNetwork>() else {
                 log::warn!("handle {handle} names an invalid block {block_text:?}");
                 continue;
             };
-            self.release_handle_in_block(handle, &cidr)?;
+            self.release_handle_in_block(&memo, handle, &cidr)?;
         }
         Ok(())
     }
 
-    fn release_handle_in_block(&self, handle: &str, cidr: &IpNetwork) -> Result<(), IpamError> {
+    fn release_handle_in_block(
+        &self,
+        memo: &Memo,
+        handle: &str,
+        cidr: &IpNetwork,
+    ) -> Result<(), IpamError> {
         for _ in 0..MAX_RETRIES {
             let Some(mut block) = self.store.get_block(cidr)? else {
                 // The handle over-estimated: nothing of it is left in a block that is gone.
-                return self.decrement_handle(handle, cidr, None);
+                return self.decrement_handle(memo, handle, cidr, None);
             };
             let ordinals = ordinals_of_handle(&block.value, handle);
             if ordinals.is_empty() {
-                return self.decrement_handle(handle, cidr, None);
+                return self.decrement_handle(memo, handle, cidr, None);
             }
             free_ordinals(&mut block.value, &ordinals);
             if let Written::Retry = self.write_released(&mut block)? {
@@ -57,8 +66,8 @@ impl Ipam<'_> {
             }
             // The block now holds nothing of this handle: drop its whole entry, so an
             // over-estimated count cannot keep the handle alive forever.
-            self.decrement_handle(handle, cidr, None)?;
-            self.ensure_consistent_affinity(&block.value);
+            self.decrement_handle(memo, handle, cidr, None)?;
+            self.ensure_consistent_affinity(memo, &block.value);
             return Ok(());
         }
         Err(IpamError::MaxRetries)
@@ -66,10 +75,19 @@ impl Ipam<'_> {
 
     /// Releases `ips`, whoever holds them. Returns those that were not allocated.
     pub fn release_ips(&self, ips: &[IpAddr]) -> Result<Vec<IpAddr>, IpamError> {
+        self.release_ips_in(&Memo::default(), ips)
+    }
+
+    /// [`Ipam::release_ips`] within an operation that may already have read the pools.
+    pub(super) fn release_ips_in(
+        &self,
+        memo: &Memo,
+        ips: &[IpAddr],
+    ) -> Result<Vec<IpAddr>, IpamError> {
         let mut unallocated = Vec::new();
         let mut by_block: BTreeMap<IpNetwork, Vec<IpAddr>> = BTreeMap::new();
         for &ip in ips {
-            match self.block_cidr_for(ip)? {
+            match self.block_cidr_for(memo, ip)? {
                 Some(cidr) => {
                     let group = by_block.entry(cidr).or_default();
                     // The same address twice in one request is released once.
@@ -81,13 +99,18 @@ impl Ipam<'_> {
             }
         }
         for (cidr, group) in by_block {
-            unallocated.extend(self.release_in_block(&cidr, &group)?);
+            unallocated.extend(self.release_in_block(memo, &cidr, &group)?);
         }
         Ok(unallocated)
     }
 
     /// Frees `ips` in one block; returns those that were not allocated.
-    fn release_in_block(&self, cidr: &IpNetwork, ips: &[IpAddr]) -> Result<Vec<IpAddr>, IpamError> {
+    fn release_in_block(
+        &self,
+        memo: &Memo,
+        cidr: &IpNetwork,
+        ips: &[IpAddr],
+    ) -> Result<Vec<IpAddr>, IpamError> {
         for _ in 0..MAX_RETRIES {
             let Some(mut block) = self.store.get_block(cidr)? else {
                 return Ok(ips.to_vec());
@@ -110,9 +133,9 @@ impl Ipam<'_> {
                 continue;
             }
             for (handle, count) in per_handle {
-                self.decrement_handle(&handle, cidr, Some(count))?;
+                self.decrement_handle(memo, &handle, cidr, Some(count))?;
             }
-            self.ensure_consistent_affinity(&block.value);
+            self.ensure_consistent_affinity(memo, &block.value);
             return Ok(free);
         }
         Err(IpamError::MaxRetries)
@@ -137,7 +160,11 @@ impl Ipam<'_> {
     /// After a release: if the block's pool is gone or no longer selects the block's node,
     /// give up the node's affinity once the block is empty (libcalico-go
     /// `ensureConsistentAffinity`). Best effort: the release itself already happened.
-    fn ensure_consistent_affinity(&self, block: &IpamBlock) {
+    ///
+    /// A block that still holds addresses keeps its affinity whatever its pool says (the
+    /// affinity is only ever released from an empty block), so the pool and the node are
+    /// only read for a block this release emptied.
+    fn ensure_consistent_affinity(&self, memo: &Memo, block: &IpamBlock) {
         let Some(node) = block
             .affinity
             .as_deref()
@@ -145,12 +172,14 @@ impl Ipam<'_> {
         else {
             return;
         };
+        if !block.is_empty() {
+            return;
+        }
         let still_selected = (|| -> Result<bool, IpamError> {
-            let Some(pool) = self.pool_containing(block.cidr.network())? else {
+            let Some(pool) = self.pool_containing(memo, block.cidr.network())? else {
                 return Ok(false);
             };
-            let labels = self.node_labels(node)?;
-            selects(&pool, &labels)
+            self.selects(memo, &pool, node)
         })();
         match still_selected {
             Ok(true) => {}

@@ -434,15 +434,51 @@ pub fn handles_of(snapshot: &BTreeMap<String, String>) -> BTreeMap<String, Value
         .collect()
 }
 
-/// Checks the IPAM state is consistent — every allocated ordinal has an attribute with a
-/// handle, every handle's per-block counts are exactly its allocations, no handle without
-/// allocations, `unallocated` holds exactly the free ordinals — and returns address →
-/// handle of every allocation.
+/// Address → handle of every allocation in the blocks; an error when an allocated ordinal
+/// has no handle, an address is allocated twice, or `unallocated` is not exactly the free
+/// ordinals. Handle objects are not looked at (see [`allocations`]).
+pub fn held_addresses(
+    snapshot: &BTreeMap<String, String>,
+) -> Result<BTreeMap<IpAddr, String>, String> {
+    blocks_checked(snapshot).map(|(by_ip, _)| by_ip)
+}
+
+/// The whole IPAM state is consistent — [`held_addresses`], and every handle's per-block
+/// counts are exactly its allocations, and every allocation's handle exists — and address
+/// → handle of every allocation.
 pub fn allocations(
     snapshot: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<IpAddr, String>, String> {
+    let (by_ip, counts) = blocks_checked(snapshot)?;
+    let handles = handles_of(snapshot);
+    for (id, value) in &handles {
+        let stored: BTreeMap<String, u64> =
+            serde_json::from_value(value["block"].clone()).unwrap_or_default();
+        let actual = counts.get(id).cloned().unwrap_or_default();
+        if stored != actual {
+            return Err(format!(
+                "handle {id} counts {stored:?}, the blocks hold {actual:?}"
+            ));
+        }
+    }
+    for id in counts.keys() {
+        if !handles.contains_key(id) {
+            return Err(format!(
+                "allocations under {id}, which has no handle object"
+            ));
+        }
+    }
+    Ok(by_ip)
+}
+
+/// Handle → block CIDR → addresses, as counted from the blocks.
+type HandleCounts = BTreeMap<String, BTreeMap<String, u64>>;
+
+fn blocks_checked(
+    snapshot: &BTreeMap<String, String>,
+) -> Result<(BTreeMap<IpAddr, String>, HandleCounts), String> {
     let mut by_ip = BTreeMap::new();
-    let mut counts: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut counts: HandleCounts = BTreeMap::new();
     for block in blocks_of(snapshot) {
         let allocated = block.allocated();
         for (&ordinal, &attr) in &allocated {
@@ -474,25 +510,7 @@ pub fn allocations(
             ));
         }
     }
-    let handles = handles_of(snapshot);
-    for (id, value) in &handles {
-        let stored: BTreeMap<String, u64> =
-            serde_json::from_value(value["block"].clone()).unwrap_or_default();
-        let actual = counts.get(id).cloned().unwrap_or_default();
-        if stored != actual {
-            return Err(format!(
-                "handle {id} counts {stored:?}, the blocks hold {actual:?}"
-            ));
-        }
-    }
-    for id in counts.keys() {
-        if !handles.contains_key(id) {
-            return Err(format!(
-                "allocations under {id}, which has no handle object"
-            ));
-        }
-    }
-    Ok(by_ip)
+    Ok((by_ip, counts))
 }
 
 // ---- raw stores ---------------------------------------------------------------------------

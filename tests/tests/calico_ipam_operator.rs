@@ -1,0 +1,173 @@
+//! The operator's commands of calico-ipam against a `local` store, given the node's conflist:
+//! `show` (pools and blocks with affinity and use), `show --ip` (who holds an address),
+//! `release --ip` (give one back by hand), `check --cache-dir` (addresses whose container
+//! the runtime's libcni cache does not know).
+
+use std::fs;
+use std::net::IpAddr;
+
+use cni_tests::host_local::Outcome;
+use cni_tests::ipam::{allocations, operator, Backend, IpamFixture, NET};
+use serde_json::{json, Value};
+
+const NODE: &str = "node-a";
+const POOL: &str = "10.88.0.0/24";
+
+fn add(fx: &IpamFixture, conf: &Value, id: &str, args: &[(&str, &str)]) -> IpAddr {
+    let out = fx.call("ADD", conf, id, args);
+    assert_eq!(out.exit, Some(0), "ADD {id}: {}", out.describe());
+    out.addresses()[0]
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("address")
+}
+
+fn run(conflist: &std::path::Path, args: &[&str]) -> Outcome {
+    operator(conflist, args)
+}
+
+/// The lines of `out` that mention all of `words`.
+fn lines_with<'a>(out: &'a Outcome, words: &[&str]) -> Vec<&'a str> {
+    out.stdout
+        .lines()
+        .filter(|l| words.iter().all(|w| l.contains(w)))
+        .collect()
+}
+
+#[test]
+fn show_lists_pools_and_blocks_and_who_holds_an_address() {
+    let fx = IpamFixture::new(Backend::Local);
+    let conf = fx.conf("1.0.0", NODE, json!({"ipv4_pools": [POOL]}));
+    let list = fx.write_conflist(&conf);
+    let first = add(
+        &fx,
+        &conf,
+        "c1",
+        &[
+            ("K8S_POD_NAMESPACE", "ns1"),
+            ("K8S_POD_NAME", "pod1"),
+            ("IgnoreUnknown", "1"),
+        ],
+    );
+    add(&fx, &conf, "c2", &[]);
+    let block = fx.blocks().remove(0);
+
+    let out = run(&list, &["show"]);
+    assert_eq!(out.exit, Some(0), "{}", out.describe());
+    assert_eq!(
+        lines_with(&out, &[POOL, "/26", "2 of 256", "enabled"]).len(),
+        1,
+        "the pool, its block size and use:\n{}",
+        out.stdout
+    );
+    assert_eq!(
+        lines_with(&out, &[block.cidr(), "host:node-a", "2/64"]).len(),
+        1,
+        "the block, its affinity and use:\n{}",
+        out.stdout
+    );
+
+    let ip = first.to_string();
+    let out = run(&list, &["show", "--ip", &ip]);
+    assert_eq!(out.exit, Some(0), "{}", out.describe());
+    for words in [
+        &[ip.as_str(), "ipam-e2e.c1"][..],
+        &["node", NODE],
+        &["pod", "pod1"],
+        &["namespace", "ns1"],
+        &["timestamp"],
+    ] {
+        assert_eq!(
+            lines_with(&out, words).len(),
+            1,
+            "{words:?} in:\n{}",
+            out.stdout
+        );
+    }
+
+    let free = "10.88.0.250";
+    let out = run(&list, &["show", "--ip", free]);
+    assert_eq!(out.exit, Some(1), "{}", out.describe());
+    assert!(out.stdout.contains("not allocated"), "{}", out.describe());
+}
+
+#[test]
+fn release_by_ip_frees_the_address() {
+    let fx = IpamFixture::new(Backend::Local);
+    let conf = fx.conf("1.0.0", NODE, json!({"ipv4_pools": [POOL]}));
+    let list = fx.write_conflist(&conf);
+    let leaked = add(&fx, &conf, "c1", &[]);
+    let kept = add(&fx, &conf, "c2", &[]);
+    let ip = leaked.to_string();
+
+    let out = run(&list, &["release", "--ip", &ip]);
+    assert_eq!(out.exit, Some(0), "{}", out.describe());
+    assert!(out.stdout.contains(&ip), "{}", out.describe());
+    let held = allocations(&fx.snapshot()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !held.contains_key(&leaked),
+        "{ip} still allocated: {held:?}"
+    );
+    assert_eq!(
+        held.get(&kept).map(String::as_str),
+        Some(format!("{NET}.c2").as_str())
+    );
+    assert!(
+        !fx.handles().contains_key(&format!("{NET}.c1")),
+        "the emptied handle goes with its last address"
+    );
+
+    let out = run(&list, &["show", "--ip", &ip]);
+    assert_eq!(out.exit, Some(1), "{}", out.describe());
+    assert!(out.stdout.contains("not allocated"), "{}", out.describe());
+
+    let before = fx.snapshot();
+    let out = run(&list, &["release", "--ip", &ip]);
+    assert_eq!(out.exit, Some(1), "a second release: {}", out.describe());
+    assert!(out.stdout.contains("not allocated"), "{}", out.describe());
+    assert_eq!(fx.snapshot(), before);
+
+    // The address is handed out again.
+    let out = fx.call("ADD", &conf, "c3", &[]);
+    assert_eq!(out.exit, Some(0), "{}", out.describe());
+}
+
+#[test]
+fn check_reports_addresses_the_runtime_does_not_know() {
+    let fx = IpamFixture::new(Backend::Local);
+    let conf = fx.conf("1.0.0", NODE, json!({"ipv4_pools": [POOL]}));
+    let list = fx.write_conflist(&conf);
+    let cache = fx.dir.subdir("cni-cache").expect("cache dir");
+    let results = cache.join("results");
+    fs::create_dir_all(&results).expect("results dir");
+    let entry = |id: &str| results.join(format!("{NET}-{id}-eth0"));
+    add(&fx, &conf, "live-1", &[]);
+    let leaked = add(&fx, &conf, "gone-1", &[]);
+    // Another node's allocation is that node's business.
+    let other = fx.conf("1.0.0", "node-b", json!({"ipv4_pools": [POOL]}));
+    add(&fx, &other, "on-b", &[]);
+    fs::write(entry("live-1"), b"{}").expect("cache entry");
+
+    let before = fx.snapshot();
+    let dir = cache.display().to_string();
+    let out = run(&list, &["check", "--cache-dir", &dir]);
+    assert_eq!(out.exit, Some(1), "a leak: {}", out.describe());
+    let leaks = lines_with(&out, &["ipam-e2e.gone-1", &leaked.to_string()]);
+    assert_eq!(leaks.len(), 1, "names handle and address:\n{}", out.stdout);
+    assert!(
+        !out.stdout.contains("live-1") && !out.stdout.contains("on-b"),
+        "only the leak:\n{}",
+        out.stdout
+    );
+    assert_eq!(fx.snapshot(), before, "check only reads");
+
+    fs::write(entry("gone-1"), b"{}").expect("cache entry");
+    let out = run(&list, &["check", "--cache-dir", &dir]);
+    assert_eq!(
+        out.exit,
+        Some(0),
+        "every handle has its entry: {}",
+        out.describe()
+    );
+}

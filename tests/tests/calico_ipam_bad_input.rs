@@ -226,3 +226,97 @@ on_both_datastores!(
     datastore_type_kubernetes,
     missing_nodename_file,
 );
+
+/// Dual stack is all or nothing (spec §6.1 step 6): when one family cannot be served, the
+/// other family's address is given back and no handle stays.
+fn dual_stack_is_all_or_nothing(backend: Backend) {
+    for (short, v4_pool, v6_pool) in [
+        ("IPv6", POOL4, "fd00:84::/126"),
+        ("IPv4", "10.84.1.0/30", "fd00:83::/120"),
+    ] {
+        let fx = fixture(backend);
+        fx.create_pool("fd00:84::/126", 126);
+        fx.create_pool("10.84.1.0/30", 30);
+        let full = if short == "IPv6" { v6_pool } else { v4_pool };
+        let family = if short == "IPv6" {
+            "ipv6_pools"
+        } else {
+            "ipv4_pools"
+        };
+        let filler = fx.conf(
+            "1.0.0",
+            NODE,
+            json!({family: [full], "assign_ipv4":
+            if short == "IPv6" { "false" } else { "true" }, "assign_ipv6":
+            if short == "IPv6" { "true" } else { "false" }}),
+        );
+        for i in 0..4 {
+            let out = fx.call("ADD", &filler, &format!("fill-{i}"), &[]);
+            assert_eq!(out.exit, Some(0), "filling {full}: {}", out.describe());
+        }
+        let held_before =
+            cni_tests::ipam::allocations(&fx.snapshot()).unwrap_or_else(|e| panic!("{e}"));
+        let conf = fx.conf(
+            "1.0.0",
+            NODE,
+            json!({"ipv4_pools": [v4_pool], "ipv6_pools": [v6_pool], "assign_ipv6": "true"}),
+        );
+        let out = fx.call("ADD", &conf, "dual", &[]);
+        let msg = refused(&out, 105);
+        assert!(msg.contains(short), "{short} short: {msg}");
+        let snapshot = fx.snapshot();
+        let held = cni_tests::ipam::allocations(&snapshot).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            held, held_before,
+            "{short} short: the other family's address is released"
+        );
+        assert!(
+            !fx.handles().contains_key("ipam-e2e.dual"),
+            "{short} short: no handle left"
+        );
+    }
+}
+
+/// A pool named explicitly must be enabled.
+fn disabled_pool_named(backend: Backend) {
+    let fx = fixture(backend);
+    fx.put(
+        "/calico/resources/v3/projectcalico.org/ippools/off",
+        &json!({"kind": "IPPool", "apiVersion": "projectcalico.org/v3",
+                "metadata": {"name": "off"},
+                "spec": {"cidr": "10.89.0.0/24", "blockSize": 26, "disabled": true}})
+        .to_string(),
+    );
+    for entry in ["off", "10.89.0.0/24"] {
+        let conf = fx.conf("1.0.0", NODE, json!({ "ipv4_pools": [entry] }));
+        let msg = refused_add(&fx, &conf, &[], 7);
+        assert!(
+            msg.contains(entry) || msg.contains("10.89.0.0/24"),
+            "names the pool: {msg}"
+        );
+    }
+}
+
+mod more {
+    use super::*;
+
+    #[test]
+    fn dual_stack_is_all_or_nothing_local() {
+        dual_stack_is_all_or_nothing(Backend::Local);
+    }
+
+    #[test]
+    fn dual_stack_is_all_or_nothing_etcd() {
+        dual_stack_is_all_or_nothing(Backend::Etcd);
+    }
+
+    #[test]
+    fn disabled_pool_named_local() {
+        disabled_pool_named(Backend::Local);
+    }
+
+    #[test]
+    fn disabled_pool_named_etcd() {
+        disabled_pool_named(Backend::Etcd);
+    }
+}

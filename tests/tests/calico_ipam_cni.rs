@@ -460,6 +460,53 @@ fn results_follow_the_config_version(backend: Backend) {
     }
 }
 
+fn put_pool(fx: &IpamFixture, name: &str, cidr: &str, selector: &str) {
+    fx.put(
+        &format!("/calico/resources/v3/projectcalico.org/ippools/{name}"),
+        &json!({"kind": "IPPool", "apiVersion": "projectcalico.org/v3",
+                "metadata": {"name": name},
+                "spec": {"cidr": cidr, "blockSize": 26, "nodeSelector": selector}})
+        .to_string(),
+    );
+}
+
+/// Pools by name; without a request, only pools whose nodeSelector selects the node
+/// (this node has no labels); a requested pool regardless of its selector (spec §8.1).
+fn pool_selection(backend: Backend) {
+    let fx = IpamFixture::new(backend);
+    put_pool(&fx, "blue", "10.91.0.0/24", "zone == 'east'");
+    let auto = fx.conf("1.0.0", NODE, json!({}));
+    let out = fx.call("ADD", &auto, "none-selects", &[]);
+    assert_eq!(
+        out.code(),
+        Some(7),
+        "no pool selects the node: {}",
+        out.describe()
+    );
+    assert!(
+        out.msg().unwrap_or_default().contains(NODE),
+        "names the node: {}",
+        out.describe()
+    );
+
+    put_pool(&fx, "green", "10.92.0.0/24", "all()");
+    let result = ok(&fx.call("ADD", &auto, "auto", &[]), "ADD without pools");
+    let ip = ip_of(&addresses(&result)[0]);
+    assert!(
+        contains("10.92.0.0/24", ip),
+        "the pool selecting the node: {ip}"
+    );
+
+    let named = fx.conf("1.0.0", NODE, json!({"ipv4_pools": ["blue"]}));
+    let result = ok(&fx.call("ADD", &named, "named", &[]), "ADD from pool blue");
+    let ip = ip_of(&addresses(&result)[0]);
+    assert!(
+        contains("10.91.0.0/24", ip),
+        "a requested pool, whatever its selector: {ip}"
+    );
+    allocations(&fx.snapshot()).expect("consistent IPAM state");
+}
+
 macro_rules! on_both_datastores {
     ($($name:ident),* $(,)?) => {
         mod local {
@@ -480,4 +527,5 @@ on_both_datastores!(
     check_tells_allocated_from_released,
     ip_arg_assigns_exactly_that_address,
     results_follow_the_config_version,
+    pool_selection,
 );

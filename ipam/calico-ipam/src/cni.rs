@@ -12,8 +12,9 @@ use shared::spec::result::{CniResult, IpConfig};
 use crate::datastore::{self, DatastoreError};
 use crate::engine::{AutoAssign, Ipam, IpamError};
 use crate::lock::HostLock;
+use crate::model::IpPool;
 use crate::names;
-use crate::netconf::IpamNetConf;
+use crate::netconf::{Datastore, IpamNetConf};
 use crate::nodename::{self, NodenameError, NodenameSources};
 use crate::store::{Store, StoreError};
 use crate::timestamp;
@@ -153,20 +154,21 @@ impl Context {
     }
 
     /// Pools named in the config, as CIDRs of the right family: a name is looked up among
-    /// the IPPools.
+    /// the IPPools, listed into `pools` the first time one is needed (the rest of the ADD
+    /// reuses that list).
     fn resolve_pools(
         &self,
         entries: &[String],
         v4: bool,
+        pools: &mut Option<Vec<IpPool>>,
     ) -> Result<Vec<IpNetwork>, IpamPluginError> {
         let family = if v4 { "IPv4" } else { "IPv6" };
         let mut out = Vec::new();
-        let mut pools = None;
         for entry in entries {
             let cidr = match entry.parse::<IpNetwork>() {
                 Ok(cidr) => cidr,
                 Err(_) => {
-                    let all = match &pools {
+                    let all = match pools {
                         Some(all) => all,
                         None => pools.insert(self.store.list_pools()?),
                     };
@@ -269,25 +271,49 @@ impl Plugin for CalicoIpam {
             return Ok(result_of(vec![host_prefix(ip)]));
         }
 
+        // The IPPools are listed at most once per ADD (on etcd each list is a round trip):
+        // for pool names in the config, for the local store's pool creation, and for the
+        // engine, whichever needs them first.
+        let mut pools = None;
         let request = AutoAssign {
             num4: usize::from(ctx.conf.assign_v4()),
             num6: usize::from(ctx.conf.assign_v6()),
             handle_id: handle.clone(),
             attrs,
-            pools4: ctx.resolve_pools(&ctx.conf.ipam.ipv4_pools, true)?,
-            pools6: ctx.resolve_pools(&ctx.conf.ipam.ipv6_pools, false)?,
+            pools4: ctx.resolve_pools(&ctx.conf.ipam.ipv4_pools, true, &mut pools)?,
+            pools6: ctx.resolve_pools(&ctx.conf.ipam.ipv6_pools, false, &mut pools)?,
             max_blocks_per_host: 0,
             usage: "Workload".to_string(),
         };
-        datastore::ensure_pools(
-            &ctx.conf,
-            ctx.store.as_ref(),
-            &request.pools4,
-            &request.pools6,
-        )?;
+        if ctx.conf.datastore() == Ok(Datastore::Local) {
+            let listed = match pools.take() {
+                Some(listed) => listed,
+                None => ctx.store.list_pools()?,
+            };
+            let missing = request
+                .pools4
+                .iter()
+                .chain(&request.pools6)
+                .any(|cidr| !listed.iter().any(|p| p.cidr == *cidr));
+            if missing {
+                // Only the first ADD of a pool gets here: it creates the pool, and the
+                // engine then lists the pools afresh.
+                datastore::ensure_pools(
+                    &ctx.conf,
+                    ctx.store.as_ref(),
+                    &request.pools4,
+                    &request.pools6,
+                )?;
+            } else {
+                pools = Some(listed);
+            }
+        }
         let _lock = HostLock::acquire(&ctx.conf.lock_file());
         let ipam = ctx.ipam();
-        let assigned = ipam.auto_assign(&request)?;
+        let assigned = match pools {
+            Some(pools) => ipam.auto_assign_with_pools(&request, pools)?,
+            None => ipam.auto_assign(&request)?,
+        };
         let short4 = assigned.ipv4.len() < request.num4;
         let short6 = assigned.ipv6.len() < request.num6;
         if short4 || short6 {
@@ -408,10 +434,7 @@ impl Plugin for CalicoIpam {
             } else {
                 !ctx.conf.ipam.ipv6_pools.is_empty()
             };
-            if wanted
-                && !usable
-                && !(configured && ctx.conf.datastore() == Ok(crate::netconf::Datastore::Local))
-            {
+            if wanted && !usable && !(configured && ctx.conf.datastore() == Ok(Datastore::Local)) {
                 return Err(IpamPluginError::NoUsablePool(format!(
                     "no enabled {family} pool allows workloads"
                 )));

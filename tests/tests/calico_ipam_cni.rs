@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use cni_tests::fixtures::{plugin_dir, run_plugin};
 use cni_tests::host_local::{normalize, Outcome};
 use cni_tests::ipam::{allocations, contains, offset, Backend, Block, IpamFixture, NET};
 use serde_json::{json, Value};
@@ -507,6 +508,28 @@ fn pool_selection(backend: Backend) {
     allocations(&fx.snapshot()).expect("consistent IPAM state");
 }
 
+/// DEL never needs the container's namespace: the runtime may have removed it already.
+fn del_needs_no_netns(backend: Backend) {
+    let fx = fixture(backend);
+    let conf = v4_only(&fx, "1.0.0");
+    ok(&fx.call("ADD", &conf, "gone-ns", &[]), "ADD");
+    let bin = plugin_dir();
+    let path = bin.display().to_string();
+    let out = run_plugin(
+        &bin.join("calico-ipam"),
+        &[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "gone-ns"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", &path),
+        ],
+        &serde_json::to_vec(&conf).expect("encode"),
+    )
+    .expect("run calico-ipam");
+    assert_eq!(out.code, Some(0), "{}", out.stdout_str());
+    assert_eq!(fx.handles(), BTreeMap::new(), "released");
+}
+
 macro_rules! on_both_datastores {
     ($($name:ident),* $(,)?) => {
         mod local {
@@ -528,4 +551,5 @@ on_both_datastores!(
     ip_arg_assigns_exactly_that_address,
     results_follow_the_config_version,
     pool_selection,
+    del_needs_no_netns,
 );

@@ -213,3 +213,34 @@ fn strict_affinity_forbids_borrowing() {
         out.describe()
     );
 }
+
+/// `IP=` inside another node's block: allowed (the address is free) unless strict
+/// affinity, then refused as a conflict naming the block's owner (spec §8.6).
+#[test]
+fn a_static_address_in_another_nodes_block() {
+    let (fx, a) = one_block_owned_by_a();
+    let conf_b = conf(&fx, "node-b", "10.80.0.0/30");
+    let free: Vec<String> = (1..4)
+        .map(|i| format!("10.80.0.{i}"))
+        .filter(|ip| ip.parse::<IpAddr>().ok() != Some(a))
+        .collect();
+
+    fx.set_ipam_config(true);
+    let before = fx.snapshot();
+    let out = fx.call("ADD", &conf_b, "b-static", &[("IP", &free[0])]);
+    assert_eq!(out.code(), Some(110), "strict affinity: {}", out.describe());
+    assert!(
+        out.msg().unwrap_or_default().contains("host:node-a"),
+        "names the owner: {}",
+        out.describe()
+    );
+    assert_eq!(fx.snapshot(), before, "a refused ADD writes nothing");
+
+    fx.set_ipam_config(false);
+    let out = fx.call("ADD", &conf_b, "b-static", &[("IP", &free[0])]);
+    assert_eq!(out.exit, Some(0), "{}", out.describe());
+    assert_eq!(out.addresses(), [format!("{}/32", free[0])]);
+    assert_eq!(node_attribute(&fx, free[0].parse().expect("ip")), "node-b");
+    assert_eq!(fx.blocks()[0].affinity(), Some("host:node-a"));
+    allocations(&fx.snapshot()).unwrap_or_else(|e| panic!("{e}"));
+}

@@ -266,6 +266,14 @@ impl Plugin for CalicoIpam {
             let ip: IpAddr = text
                 .parse()
                 .map_err(|_| IpamPluginError::Config(format!("IP={text} is not an address")))?;
+            if ctx.conf.datastore() == Ok(Datastore::Local) {
+                // The local store has no operator to create pools: the configured ones
+                // appear on first use, and a static address may be that first use.
+                let mut pools = None;
+                let pools4 = ctx.resolve_pools(&ctx.conf.ipam.ipv4_pools, true, &mut pools)?;
+                let pools6 = ctx.resolve_pools(&ctx.conf.ipam.ipv6_pools, false, &mut pools)?;
+                datastore::ensure_pools(&ctx.conf, ctx.store.as_ref(), &pools4, &pools6)?;
+            }
             let _lock = HostLock::acquire(&ctx.conf.lock_file());
             ctx.ipam().assign_ip(ip, &handle, &attrs)?;
             return Ok(result_of(vec![host_prefix(ip)]));

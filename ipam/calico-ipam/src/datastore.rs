@@ -68,7 +68,10 @@ pub fn ensure_pools(
                 cidr.prefix()
             )));
         }
-        match store.create_pool(&IpPool::new(*cidr)) {
+        let mut pool = IpPool::new(*cidr);
+        // A pool smaller than a default block is one block of its own size.
+        pool.block_size = pool.block_size.max(cidr.prefix());
+        match store.create_pool(&pool) {
             Ok(()) | Err(StoreError::AlreadyExists(_)) => {}
             Err(e) => return Err(e.into()),
         }

@@ -631,6 +631,22 @@ pub fn etcd_put_any(endpoints: &str, key: &str, value: &[u8]) -> Result<(), Stri
     on_any(endpoints, |e| etcd_put(e, key, value))
 }
 
+/// Declares each named test function (taking a [`Backend`]) twice, as `local::name` and
+/// `etcd::name`, so every scenario runs on both datastores.
+#[macro_export]
+macro_rules! on_both_datastores {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            use super::*;
+            $( #[test] fn $name() { super::$name(Backend::Local) } )*
+        }
+        mod etcd {
+            use super::*;
+            $( #[test] fn $name() { super::$name(Backend::Etcd) } )*
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -205,20 +205,7 @@ fn local_pool_smaller_than_a_default_block() {
     }
 }
 
-macro_rules! on_both_datastores {
-    ($($name:ident),* $(,)?) => {
-        mod local {
-            use super::*;
-            $( #[test] fn $name() { super::$name(Backend::Local) } )*
-        }
-        mod etcd {
-            use super::*;
-            $( #[test] fn $name() { super::$name(Backend::Etcd) } )*
-        }
-    };
-}
-
-on_both_datastores!(
+cni_tests::on_both_datastores!(
     unknown_pool_name,
     v6_pool_in_ipv4_pools,
     exhausted_pool,

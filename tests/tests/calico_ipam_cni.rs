@@ -530,20 +530,7 @@ fn del_needs_no_netns(backend: Backend) {
     assert_eq!(fx.handles(), BTreeMap::new(), "released");
 }
 
-macro_rules! on_both_datastores {
-    ($($name:ident),* $(,)?) => {
-        mod local {
-            use super::*;
-            $( #[test] fn $name() { super::$name(Backend::Local) } )*
-        }
-        mod etcd {
-            use super::*;
-            $( #[test] fn $name() { super::$name(Backend::Etcd) } )*
-        }
-    };
-}
-
-on_both_datastores!(
+cni_tests::on_both_datastores!(
     add_records_handle_attributes_and_affinity,
     del_releases_and_is_idempotent,
     del_releases_the_legacy_pod_handle,

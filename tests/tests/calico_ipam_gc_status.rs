@@ -181,20 +181,7 @@ fn gc_and_status_need_cni_1_1_0() {
     assert_eq!(fx.snapshot(), before, "a 1.0.0 GC releases nothing");
 }
 
-macro_rules! on_both_datastores {
-    ($($name:ident),* $(,)?) => {
-        mod local {
-            use super::*;
-            $( #[test] fn $name() { super::$name(Backend::Local) } )*
-        }
-        mod etcd {
-            use super::*;
-            $( #[test] fn $name() { super::$name(Backend::Etcd) } )*
-        }
-    };
-}
-
-on_both_datastores!(
+cni_tests::on_both_datastores!(
     gc_releases_only_this_nodes_stale_handles,
     status_ready_with_a_usable_pool,
 );

@@ -16,6 +16,7 @@ mod link;
 mod neigh;
 mod route;
 mod socket;
+mod tc;
 
 use std::net::IpAddr;
 
@@ -26,6 +27,7 @@ pub use route::{
     default_destination, protocol as route_protocol, Route, RouteFilter, RT_TABLE_MAIN,
 };
 pub use socket::Handle;
+pub use tc::{tbf_options, tick_in_usec, Qdisc, Tbf};
 
 /// IPv4 or IPv6, for filtering dumps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

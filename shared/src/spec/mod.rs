@@ -5,6 +5,7 @@ pub mod args;
 pub mod config;
 pub mod env;
 pub mod error;
+pub mod quantity;
 pub mod result;
 pub mod version;
 

@@ -1,0 +1,141 @@
+//! Which limits apply, and whether they are acceptable.
+//!
+//! The four keys may sit in the plugin config itself or come from the runtime as the
+//! `bandwidth` capability. As in the reference, the presence of any one key in the config
+//! (even `0`) makes the config win and the capability is ignored entirely.
+
+use serde_json::{Map, Value};
+use shared::spec::config::BandwidthLimits;
+
+use crate::error::BandwidthError;
+
+const KEYS: [&str; 4] = ["ingressRate", "ingressBurst", "egressRate", "egressBurst"];
+
+/// The limits of one invocation, validated; `None` when nothing is configured at all.
+pub fn limits(
+    plugin_keys: &Map<String, Value>,
+    runtime: Option<&BandwidthLimits>,
+) -> Result<Option<BandwidthLimits>, BandwidthError> {
+    let chosen = if KEYS.iter().any(|k| plugin_keys.contains_key(*k)) {
+        Some(static_limits(plugin_keys)?)
+    } else {
+        runtime.cloned()
+    };
+    if let Some(limits) = &chosen {
+        validate(limits.ingress_rate, limits.ingress_burst)?;
+        validate(limits.egress_rate, limits.egress_burst)?;
+    }
+    Ok(chosen)
+}
+
+/// Whether anything is to be shaped at all.
+pub fn shapes_anything(limits: &BandwidthLimits) -> bool {
+    shapes(limits.ingress_rate, limits.ingress_burst)
+        || shapes(limits.egress_rate, limits.egress_burst)
+}
+
+/// A direction is shaped when both its rate and its burst are set.
+pub fn shapes(rate: u64, burst: u64) -> bool {
+    rate > 0 && burst > 0
+}
+
+fn static_limits(keys: &Map<String, Value>) -> Result<BandwidthLimits, BandwidthError> {
+    let get = |key: &str| -> Result<u64, BandwidthError> {
+        match keys.get(key) {
+            None | Some(Value::Null) => Ok(0),
+            Some(value) => value.as_u64().ok_or_else(|| {
+                BandwidthError::Config(format!(
+                    "{key} must be a non-negative integer (bits), got {value}"
+                ))
+            }),
+        }
+    };
+    Ok(BandwidthLimits {
+        ingress_rate: get("ingressRate")?,
+        ingress_burst: get("ingressBurst")?,
+        egress_rate: get("egressRate")?,
+        egress_burst: get("egressBurst")?,
+    })
+}
+
+/// The reference's `validateRateAndBurst`, with its messages.
+fn validate(rate: u64, burst: u64) -> Result<(), BandwidthError> {
+    let problem = if burst == 0 && rate != 0 {
+        "if rate is set, burst must also be set"
+    } else if rate == 0 && burst != 0 {
+        "if burst is set, rate must also be set"
+    } else if burst / 8 >= u64::from(u32::MAX) {
+        // The kernel's TBF counts the bucket in 32 bits of bytes.
+        "burst cannot be more than 4GB"
+    } else {
+        return Ok(());
+    };
+    Err(BandwidthError::Config(problem.to_string()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test should stop at the first surprise
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn keys(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn runtime() -> BandwidthLimits {
+        BandwidthLimits {
+            ingress_rate: 1000,
+            ingress_burst: 2000,
+            egress_rate: 0,
+            egress_burst: 0,
+        }
+    }
+
+    #[test]
+    fn static_config_wins_even_when_zero() {
+        let got = limits(&keys(json!({"ingressRate": 0})), Some(&runtime())).unwrap();
+        assert_eq!(got, Some(BandwidthLimits::default()));
+        let got = limits(&keys(json!({"x": 1})), Some(&runtime())).unwrap();
+        assert_eq!(got, Some(runtime()));
+        assert_eq!(limits(&keys(json!({})), None).unwrap(), None);
+    }
+
+    #[test]
+    fn rate_and_burst_go_together_and_burst_has_a_ceiling() {
+        let msg = |v: Value| limits(&keys(v), None).unwrap_err().to_string();
+        assert_eq!(
+            msg(json!({"ingressRate": 0, "ingressBurst": 123})),
+            "if burst is set, rate must also be set"
+        );
+        assert_eq!(
+            msg(json!({"egressRate": 5})),
+            "if rate is set, burst must also be set"
+        );
+        let four_gib_bits = 4u64 * 1024 * 1024 * 1024 * 8;
+        assert_eq!(
+            msg(json!({"egressRate": 5, "egressBurst": four_gib_bits})),
+            "burst cannot be more than 4GB"
+        );
+        assert!(limits(
+            &keys(json!({"egressRate": 5, "egressBurst": four_gib_bits - 16})),
+            None
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn negative_or_fractional_values_are_config_errors() {
+        for bad in [json!(-1), json!(1.5), json!("10M")] {
+            let err = limits(&keys(json!({"ingressRate": bad})), None).unwrap_err();
+            assert!(matches!(err, BandwidthError::Config(_)), "{err}");
+        }
+    }
+
+    #[test]
+    fn only_complete_directions_shape() {
+        assert!(!shapes_anything(&BandwidthLimits::default()));
+        assert!(shapes_anything(&runtime()));
+        assert!(!shapes(0, 0));
+    }
+}

@@ -1,0 +1,383 @@
+//! portmap's own keys, validated before anything is written: the backend and its options,
+//! the port mappings, and the container's addresses from the previous result.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use shared::spec::config::{IpAddrOrEmpty, PortMapping};
+use shared::spec::result::CniResult;
+
+use crate::model::{Container, Family, Mapping, Protocol};
+use crate::PortmapError;
+
+/// Where the rules go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Iptables,
+    Nftables,
+}
+
+/// The plugin's settings, from the config's own keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub backend: Backend,
+    pub snat: bool,
+    /// `1 << markMasqBit`.
+    pub mark: u32,
+    pub external_set_mark_chain: Option<String>,
+    pub conditions_v4: Vec<String>,
+    pub conditions_v6: Vec<String>,
+}
+
+impl Settings {
+    pub fn conditions(&self, family: Family) -> &[String] {
+        match family {
+            Family::V4 => &self.conditions_v4,
+            Family::V6 => &self.conditions_v6,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    snat: Option<bool>,
+    #[serde(rename = "markMasqBit")]
+    mark_masq_bit: Option<i64>,
+    #[serde(rename = "externalSetMarkChain")]
+    external_set_mark_chain: Option<String>,
+    #[serde(rename = "conditionsV4")]
+    conditions_v4: Option<Vec<String>>,
+    #[serde(rename = "conditionsV6")]
+    conditions_v6: Option<Vec<String>>,
+    backend: Option<String>,
+}
+
+const KEYS: [&str; 6] = [
+    "snat",
+    "markMasqBit",
+    "externalSetMarkChain",
+    "conditionsV4",
+    "conditionsV6",
+    "backend",
+];
+
+fn invalid(msg: impl Into<String>) -> PortmapError {
+    PortmapError::Config(msg.into())
+}
+
+/// Whether a binary is on PATH: the cheap way to learn which firewall tools this node has,
+/// without running one.
+fn on_path(binary: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| is_executable(&dir.join(binary)))
+    })
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// iptables conditions start with an option (`-s`, `! -d`); nft ones with a keyword.
+fn iptables_style(conditions: &[String]) -> bool {
+    conditions
+        .first()
+        .is_some_and(|c| c.starts_with('-') || c.starts_with('!'))
+}
+
+impl Settings {
+    /// Reads the plugin's keys from the config's unknown-to-the-skeleton keys.
+    pub fn parse(extra: &Map<String, Value>) -> Result<Settings, PortmapError> {
+        let own: Map<String, Value> = extra
+            .iter()
+            .filter(|(k, v)| KEYS.contains(&k.as_str()) && !v.is_null())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let raw: Raw = serde_json::from_value(Value::Object(own))
+            .map_err(|e| invalid(format!("failed to parse config: {e}")))?;
+        if raw.mark_masq_bit.is_some() && raw.external_set_mark_chain.is_some() {
+            return Err(invalid(
+                "Cannot specify externalSetMarkChain and markMasqBit",
+            ));
+        }
+        let bit = raw.mark_masq_bit.unwrap_or(13);
+        if !(0..=31).contains(&bit) {
+            return Err(invalid("MasqMarkBit must be between 0 and 31"));
+        }
+        let conditions_v4 = raw.conditions_v4.unwrap_or_default();
+        let conditions_v6 = raw.conditions_v6.unwrap_or_default();
+        let mut iptables_opts = Vec::new();
+        let mut nftables_opts = Vec::new();
+        if raw.external_set_mark_chain.is_some() {
+            iptables_opts.push("externalSetMarkChain");
+        }
+        for (key, conds) in [
+            ("conditionsV4", &conditions_v4),
+            ("conditionsV6", &conditions_v6),
+        ] {
+            if conds.is_empty() {
+                continue;
+            }
+            if iptables_style(conds) {
+                iptables_opts.push(key);
+            } else {
+                nftables_opts.push(key);
+            }
+        }
+        let backend = match raw.backend.as_deref() {
+            Some("iptables") => Backend::Iptables,
+            Some("nftables") => Backend::Nftables,
+            Some(other) => return Err(invalid(format!("unrecognized backend {other:?}"))),
+            None if !iptables_opts.is_empty() => Backend::Iptables,
+            None if !nftables_opts.is_empty() => Backend::Nftables,
+            // The reference's rule: iptables unless only nftables is usable.
+            None if !on_path("iptables-restore") && on_path("nft") => Backend::Nftables,
+            None => Backend::Iptables,
+        };
+        let (other, wrong) = match backend {
+            Backend::Iptables => ("nftables", &nftables_opts),
+            Backend::Nftables => ("iptables", &iptables_opts),
+        };
+        if !wrong.is_empty() {
+            let this = if other == "iptables" {
+                "nftables"
+            } else {
+                "iptables"
+            };
+            return Err(invalid(format!(
+                "{this} backend was requested but configuration contains {other}-specific options {wrong:?}"
+            )));
+        }
+        Ok(Settings {
+            backend,
+            snat: raw.snat.unwrap_or(true),
+            mark: 1u32 << bit,
+            external_set_mark_chain: raw.external_set_mark_chain.filter(|c| !c.is_empty()),
+            conditions_v4,
+            conditions_v6,
+        })
+    }
+}
+
+/// The runtime's `portMappings`, validated: ports 1..65535, a known protocol, a hostIP
+/// that is an address (or empty).
+pub fn mappings(raw: &[PortMapping]) -> Result<Vec<Mapping>, PortmapError> {
+    raw.iter()
+        .map(|m| {
+            if m.container_port == 0 {
+                return Err(invalid(format!(
+                    "Invalid container port number: {}",
+                    m.container_port
+                )));
+            }
+            if m.host_port == 0 {
+                return Err(invalid(format!(
+                    "Invalid host port number: {}",
+                    m.host_port
+                )));
+            }
+            let protocol = Protocol::parse(&m.protocol).ok_or_else(|| {
+                invalid(format!(
+                    "unknown protocol {:?} for host port {}: use tcp, udp or sctp",
+                    m.protocol, m.host_port
+                ))
+            })?;
+            let host_ip = match &m.host_ip {
+                None => None,
+                Some(IpAddrOrEmpty::Addr(ip)) => Some(*ip),
+                Some(IpAddrOrEmpty::Text(t)) if t.is_empty() => None,
+                Some(IpAddrOrEmpty::Text(t)) => {
+                    return Err(invalid(format!(
+                        "invalid hostIP {t:?} for host port {}: not an IP address",
+                        m.host_port
+                    )))
+                }
+            };
+            Ok(Mapping {
+                host_port: m.host_port,
+                container_port: m.container_port,
+                protocol,
+                host_ip,
+            })
+        })
+        .collect()
+}
+
+/// The first IPv4 and first IPv6 address of the container interface in `prev`: an entry is
+/// skipped when it names an interface that is another one or on the host side.
+pub fn container_ips(prev: &CniResult, ifname: &str) -> Vec<ipnetwork::IpNetwork> {
+    let mut v4 = None;
+    let mut v6 = None;
+    for ip in &prev.ips {
+        if let Some(iface) = ip.interface.and_then(|i| prev.interfaces.get(i)) {
+            if iface.name != ifname || iface.sandbox.is_empty() {
+                continue;
+            }
+        }
+        let slot = match ip.address.ip() {
+            IpAddr::V4(_) => &mut v4,
+            IpAddr::V6(_) => &mut v6,
+        };
+        slot.get_or_insert(ip.address);
+    }
+    v4.into_iter().chain(v6).collect()
+}
+
+/// The containers (one per family) the mappings apply to; refuses mappings that cannot be
+/// honoured: a hostIP of a family the container has no address in, or no address at all.
+pub fn containers(
+    network: &str,
+    id: &str,
+    ips: &[ipnetwork::IpNetwork],
+    mappings: &[Mapping],
+) -> Result<Vec<Container>, PortmapError> {
+    if ips.is_empty() {
+        return Err(invalid(
+            "prevResult has no IP address for the container interface: nothing to forward ports to",
+        ));
+    }
+    for m in mappings {
+        if let Some(ip) = m.host_ip {
+            let family = Family::of(&ip);
+            if !ips.iter().any(|c| Family::of(&c.ip()) == family) {
+                return Err(invalid(format!(
+                    "hostIP {ip} of host port {} is {} but the container has no {} address",
+                    m.host_port,
+                    family.name(),
+                    family.name()
+                )));
+            }
+        }
+    }
+    Ok(ips
+        .iter()
+        .map(|ip| Container {
+            network: network.to_string(),
+            id: id.to_string(),
+            ip: *ip,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn settings(v: Value) -> Result<Settings, PortmapError> {
+        Settings::parse(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn defaults() {
+        let s = settings(json!({"type": "portmap"})).unwrap();
+        assert!(s.snat);
+        assert_eq!(s.mark, 0x2000);
+        assert_eq!(s.external_set_mark_chain, None);
+    }
+
+    #[test]
+    fn backend_options_must_match_the_backend() {
+        let s =
+            settings(json!({"backend": "nftables", "conditionsV4": ["ip", "saddr", "1.2.3.4"]}))
+                .unwrap();
+        assert_eq!(s.backend, Backend::Nftables);
+        let s = settings(json!({"conditionsV4": ["-s", "1.2.3.4"]})).unwrap();
+        assert_eq!(s.backend, Backend::Iptables);
+        assert!(
+            settings(json!({"backend": "nftables", "conditionsV4": ["-s", "1.2.3.4"]})).is_err()
+        );
+        assert!(
+            settings(json!({"backend": "iptables", "conditionsV6": ["ip6", "saddr", "::1"]}))
+                .is_err()
+        );
+        assert!(settings(json!({"backend": "nftables", "externalSetMarkChain": "X"})).is_err());
+        let e = settings(json!({"backend": "ebpf"})).unwrap_err();
+        assert_eq!(e.to_string(), "unrecognized backend \"ebpf\"");
+    }
+
+    #[test]
+    fn mark_bit_range_and_exclusivity() {
+        assert_eq!(settings(json!({"markMasqBit": 5})).unwrap().mark, 0x20);
+        assert!(settings(json!({"markMasqBit": 32})).is_err());
+        assert!(settings(json!({"markMasqBit": -1})).is_err());
+        assert!(settings(json!({"markMasqBit": 5, "externalSetMarkChain": "X"})).is_err());
+        assert!(settings(json!({"snat": "yes"})).is_err());
+    }
+
+    fn pm(v: Value) -> Vec<PortMapping> {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn mappings_are_validated() {
+        let ok = mappings(&pm(json!([
+            {"hostPort": 8080, "containerPort": 80, "protocol": "TCP"},
+            {"hostPort": 53, "containerPort": 53, "protocol": "udp", "hostIP": ""},
+            {"hostPort": 54, "containerPort": 53, "protocol": "sctp", "hostIP": "::"}
+        ])))
+        .unwrap();
+        assert_eq!(ok[0].protocol, Protocol::Tcp);
+        assert_eq!(ok[1].host_ip, None);
+        assert!(ok[2].host_ip.unwrap().is_unspecified());
+        let err = |v| mappings(&pm(v)).unwrap_err().to_string();
+        assert_eq!(
+            err(json!([{"hostPort": 0, "containerPort": 80}])),
+            "Invalid host port number: 0"
+        );
+        assert_eq!(
+            err(json!([{"hostPort": 1, "containerPort": 0}])),
+            "Invalid container port number: 0"
+        );
+        assert!(
+            err(json!([{"hostPort": 1, "containerPort": 1, "protocol": "icmp"}]))
+                .contains("unknown protocol")
+        );
+        assert!(
+            err(json!([{"hostPort": 1, "containerPort": 1, "hostIP": "nope"}]))
+                .contains("invalid hostIP")
+        );
+    }
+
+    #[test]
+    fn container_ips_skip_host_side_and_other_interfaces() {
+        let prev: CniResult = serde_json::from_value(json!({
+            "interfaces": [{"name": "host"}, {"name": "container", "sandbox": "/run/netns/x"}],
+            "ips": [
+                {"address": "10.0.0.1/24", "interface": 0},
+                {"address": "2001:db8:1::2/64", "interface": 1},
+                {"address": "10.0.0.2/24", "interface": 1}
+            ]
+        }))
+        .unwrap();
+        let ips: Vec<String> = container_ips(&prev, "container")
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(ips, ["10.0.0.2/24", "2001:db8:1::2/64"]);
+        let bare: CniResult =
+            serde_json::from_value(json!({"ips": [{"address": "10.0.0.9/32"}]})).unwrap();
+        assert_eq!(container_ips(&bare, "eth0")[0].to_string(), "10.0.0.9/32");
+    }
+
+    #[test]
+    fn host_ip_family_needs_a_container_address() {
+        let v4: Vec<ipnetwork::IpNetwork> = vec!["10.0.0.2/32".parse().unwrap()];
+        let m = mappings(&pm(
+            json!([{"hostPort": 1, "containerPort": 1, "hostIP": "fd00::1"}]),
+        ))
+        .unwrap();
+        assert!(containers("n", "c", &v4, &m).is_err());
+        assert!(containers("n", "c", &[], &[]).is_err());
+        let both: Vec<ipnetwork::IpNetwork> = vec![
+            "10.0.0.2/32".parse().unwrap(),
+            "fd00::2/128".parse().unwrap(),
+        ];
+        assert_eq!(containers("n", "c", &both, &m).unwrap().len(), 2);
+    }
+}

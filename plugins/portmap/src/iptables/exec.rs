@@ -1,0 +1,58 @@
+//! Running `iptables-save` and `iptables-restore` (or the ip6tables ones): the only
+//! processes the iptables backend starts, at most two per family and invocation.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::model::Family;
+
+fn binary(family: Family, what: &str) -> String {
+    format!("{}-{what}", super::tool(family))
+}
+
+/// `iptables-save -t nat`: the table as text. An error means the family is unusable here
+/// (no binary, no kernel support).
+pub fn save(family: Family) -> Result<String, String> {
+    let bin = binary(family, "save");
+    let out = Command::new(&bin)
+        .args(["-t", "nat"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{bin}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{bin} -t nat: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `iptables-restore --noflush --wait` fed `script`: all of it applies or none does.
+pub fn restore(family: Family, script: &str) -> Result<(), String> {
+    let bin = binary(family, "restore");
+    let mut child = Command::new(&bin)
+        .args(["--noflush", "--wait"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{bin}: {e}"))?;
+    let written = child
+        .stdin
+        .take()
+        .map(|mut stdin| stdin.write_all(script.as_bytes()));
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("{bin}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{bin} --noflush: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    if let Some(Err(e)) = written {
+        return Err(format!("{bin}: writing rules: {e}"));
+    }
+    Ok(())
+}

@@ -1,0 +1,318 @@
+//! The portmap plugin: forwards host ports to a container (DNAT), with masquerading for
+//! hairpin traffic (the container reaching itself through its host port) and for
+//! `127.0.0.1:<hostPort>` on the node.
+//!
+//! The rules are data ([`iptables::rules`], [`nftables`]) rendered to one `iptables-restore`
+//! input per family, or one nft transaction, per invocation. DEL finds the container's rules
+//! from the firewall state itself, so it works without `portMappings` (the reference skips
+//! DEL then and leaks), and again after everything is gone.
+
+pub mod config;
+pub mod conntrack;
+pub mod iptables;
+pub mod localnet;
+pub mod model;
+pub mod nftables;
+
+use std::collections::BTreeSet;
+
+use shared::netlink::Handle;
+use shared::skel::{Attachment, Plugin, Request};
+use shared::spec::error::{CniError, ErrorCode};
+use shared::spec::result::CniResult;
+
+use config::{Backend, Settings};
+use model::{Container, Family, Mapping, Protocol};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PortmapError {
+    #[error(transparent)]
+    Shared(#[from] shared::Error),
+    #[error("{0}")]
+    Config(String),
+    #[error("must be called as chained plugin")]
+    NotChained,
+    #[error("Required prevResult missing")]
+    NoPrevResult,
+    #[error("{0}")]
+    Firewall(String),
+    #[error("{0}")]
+    Check(String),
+    #[error("unable to enable route_localnet: {0}")]
+    Localnet(String),
+}
+
+impl From<PortmapError> for CniError {
+    fn from(e: PortmapError) -> CniError {
+        let msg = e.to_string();
+        match e {
+            PortmapError::Shared(inner) => inner.into(),
+            PortmapError::Config(_) => CniError::new(ErrorCode::InvalidNetworkConfig, msg)
+                .with_details("fix the portmap configuration or the pod's port mappings; no rule was written"),
+            PortmapError::NotChained | PortmapError::NoPrevResult => {
+                CniError::new(ErrorCode::InvalidNetworkConfig, msg).with_details(
+                    "portmap runs in a conflist after the plugin that gives the container its addresses",
+                )
+            }
+            PortmapError::Firewall(_) => CniError::new(ErrorCode::Firewall, msg).with_details(
+                "each change is one transaction, so a failed one left the rules as they were; \
+                 check that iptables-restore (or nft) works on this node",
+            ),
+            PortmapError::Check(_) => CniError::new(ErrorCode::CheckFailed, msg)
+                .with_details("something removed the container's port forwarding rules; recreate the pod"),
+            PortmapError::Localnet(_) => CniError::new(ErrorCode::Sysctl, msg),
+        }
+    }
+}
+
+pub struct Portmap;
+
+/// A failure of a change to the firewall, naming the family.
+fn firewall(family: Family, what: &str, e: String) -> PortmapError {
+    PortmapError::Firewall(format!("{what} ({}): {e}", family.name()))
+}
+
+/// How often a change is rebuilt from fresh state when another writer raced us (a rule we
+/// meant to delete went away between the save and the restore).
+const ATTEMPTS: usize = 3;
+
+/// Reads a family's nat table, builds a script from it and restores it; `Ok(false)` when
+/// the family is unusable (its save failed) and `optional`.
+fn iptables_change(
+    family: Family,
+    what: &str,
+    optional: bool,
+    build: impl Fn(&iptables::NatTable) -> iptables::Script,
+) -> Result<bool, PortmapError> {
+    let mut last = String::new();
+    for _ in 0..ATTEMPTS {
+        let saved = match iptables::save(family) {
+            Ok(text) => text,
+            Err(e) if optional => {
+                log::info!("{} unusable, skipped: {e}", iptables::tool(family));
+                return Ok(false);
+            }
+            Err(e) => return Err(firewall(family, what, e)),
+        };
+        let script = build(&iptables::NatTable::parse(&saved));
+        if script.is_empty() {
+            return Ok(true);
+        }
+        let text = script.render();
+        log::debug!("{} restore:\n{text}", iptables::tool(family));
+        match iptables::restore(family, &text) {
+            Ok(()) => return Ok(true),
+            Err(e) => last = e,
+        }
+    }
+    Err(firewall(family, what, last))
+}
+
+/// Lists our nftables rules, builds a script and applies it, retrying on a race.
+fn nftables_change(
+    what: &str,
+    build: impl Fn(&[nftables::Listed]) -> String,
+) -> Result<(), PortmapError> {
+    let mut last = String::new();
+    for _ in 0..ATTEMPTS {
+        let listed = nftables::list()
+            .map_err(|e| PortmapError::Firewall(format!("{what}: {e}")))?
+            .unwrap_or_default();
+        let script = build(&listed);
+        if script.is_empty() {
+            return Ok(());
+        }
+        log::debug!("nft -f:\n{script}");
+        match nftables::apply(&script) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+    }
+    Err(PortmapError::Firewall(format!("{what}: {last}")))
+}
+
+/// What ADD and CHECK work from.
+struct Wanted {
+    settings: Settings,
+    mappings: Vec<Mapping>,
+    containers: Vec<Container>,
+}
+
+fn wanted(req: &Request, prev: &CniResult) -> Result<Wanted, PortmapError> {
+    let settings = Settings::parse(&req.conf.extra)?;
+    let mappings = config::mappings(&req.conf.runtime_config.port_mappings)?;
+    let containers = if mappings.is_empty() {
+        Vec::new()
+    } else {
+        let ips = config::container_ips(prev, &req.env.ifname);
+        config::containers(&req.conf.name, &req.env.container_id, &ips, &mappings)?
+    };
+    Ok(Wanted {
+        settings,
+        mappings,
+        containers,
+    })
+}
+
+fn del_iptables(network: &str, id: &str) -> Result<(), PortmapError> {
+    let mut usable = false;
+    let mut errors = Vec::new();
+    for family in [Family::V4, Family::V6] {
+        match iptables_change(family, "could not teardown dnat", true, |t| {
+            iptables::del_script(t, network, id)
+        }) {
+            Ok(done) => usable |= done,
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(PortmapError::Firewall(errors.join("; ")));
+    }
+    if !usable {
+        return Err(PortmapError::Firewall(
+            "neither iptables nor ip6tables is usable".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn add_rules(w: &Wanted) -> Result<(), PortmapError> {
+    match w.settings.backend {
+        Backend::Iptables => {
+            for c in &w.containers {
+                iptables_change(c.family(), "could not set up dnat", false, |t| {
+                    iptables::add_script(t, &w.settings, c, &w.mappings)
+                })?;
+            }
+            Ok(())
+        }
+        Backend::Nftables => nftables_change("could not set up dnat", |listed| {
+            nftables::add_script(listed, &w.settings, &w.containers, &w.mappings)
+        }),
+    }
+}
+
+fn del_rules(backend: Backend, network: &str, id: &str) -> Result<(), PortmapError> {
+    match backend {
+        Backend::Iptables => del_iptables(network, id),
+        Backend::Nftables => nftables_change("could not teardown dnat", |listed| {
+            nftables::del_script(listed, id)
+        }),
+    }
+}
+
+impl Plugin for Portmap {
+    type Error = PortmapError;
+
+    fn name(&self) -> &'static str {
+        "portmap"
+    }
+
+    fn add(&self, req: &Request) -> Result<CniResult, PortmapError> {
+        let prev = req.prev_result.as_ref().ok_or(PortmapError::NotChained)?;
+        let w = wanted(req, prev)?;
+        if w.mappings.is_empty() {
+            return Ok(prev.clone());
+        }
+        if let Err(e) = add_rules(&w) {
+            // One family may have gone in before the other failed: take it out again.
+            if let Err(undo) = del_rules(w.settings.backend, &req.conf.name, &req.env.container_id)
+            {
+                log::warn!("undoing a failed ADD: {undo}");
+            }
+            return Err(e);
+        }
+        let udp: Vec<u16> = w
+            .mappings
+            .iter()
+            .filter(|m| m.protocol == Protocol::Udp)
+            .map(|m| m.host_port)
+            .collect();
+        for c in &w.containers {
+            // As the reference: a stale entry only delays traffic, so this never fails ADD.
+            match conntrack::flush_udp_ports(c.family(), &udp) {
+                Ok(n) if n > 0 => log::debug!("deleted {n} UDP conntrack entries"),
+                Ok(_) => {}
+                Err(e) => log::warn!("could not delete UDP conntrack entries: {e}"),
+            }
+        }
+        if w.settings.snat {
+            if let Some(v4) = w.containers.iter().find(|c| c.family() == Family::V4) {
+                let mut handle = Handle::new()?;
+                let ifname = localnet::outgoing_interface(&mut handle, v4.ip.ip())?;
+                localnet::enable(&ifname)?;
+            }
+        }
+        Ok(prev.clone())
+    }
+
+    fn del(&self, req: &Request) -> Result<(), PortmapError> {
+        // Mappings and prevResult are not needed: the firewall state says what is ours.
+        let settings = Settings::parse(&req.conf.extra)?;
+        del_rules(settings.backend, &req.conf.name, &req.env.container_id)
+    }
+
+    fn check(&self, req: &Request) -> Result<(), PortmapError> {
+        let prev = req.prev_result.as_ref().ok_or(PortmapError::NoPrevResult)?;
+        let w = wanted(req, prev)?;
+        if w.mappings.is_empty() {
+            return Ok(());
+        }
+        match w.settings.backend {
+            Backend::Iptables => {
+                // Only the families the container has addresses in (the reference 1.1.1
+                // checked both and failed every IPv4-only pod on a node with ip6tables).
+                for c in &w.containers {
+                    let family = c.family();
+                    let saved = iptables::save(family)
+                        .map_err(|e| firewall(family, "could not read rules", e))?;
+                    let table = iptables::NatTable::parse(&saved);
+                    iptables::check(&table, &w.settings, c, &w.mappings).map_err(|e| {
+                        PortmapError::Check(format!("could not check {} dnat: {e}", family.name()))
+                    })?;
+                }
+            }
+            Backend::Nftables => {
+                let listed = nftables::list()
+                    .map_err(PortmapError::Firewall)?
+                    .unwrap_or_default();
+                for c in &w.containers {
+                    nftables::check(&listed, &w.settings, c, &w.mappings).map_err(|e| {
+                        PortmapError::Check(format!(
+                            "could not check {} dnat: {e}",
+                            c.family().name()
+                        ))
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn gc(&self, req: &Request, valid: &[Attachment]) -> Result<(), PortmapError> {
+        let settings = Settings::parse(&req.conf.extra)?;
+        let keep: BTreeSet<&str> = valid.iter().map(|a| a.container_id.as_str()).collect();
+        match settings.backend {
+            Backend::Iptables => {
+                let mut errors = Vec::new();
+                for family in [Family::V4, Family::V6] {
+                    if let Err(e) = iptables_change(family, "could not collect rules", true, |t| {
+                        iptables::gc_script(t, &req.conf.name, &keep)
+                    }) {
+                        errors.push(e.to_string());
+                    }
+                }
+                if !errors.is_empty() {
+                    return Err(PortmapError::Firewall(errors.join("; ")));
+                }
+                Ok(())
+            }
+            Backend::Nftables => {
+                let keep: Vec<&str> = keep.into_iter().collect();
+                nftables_change("could not collect rules", |listed| {
+                    nftables::gc_script(listed, &keep)
+                })
+            }
+        }
+    }
+}

@@ -9,11 +9,19 @@
 //! capability arguments), and, beyond the Go tool, CNI_CACHE_DIR (default /var/lib/cni).
 //! The container id is derived from the netns path exactly as the Go tool derives it, so
 //! both tools find each other's cache entries.
+//!
+//! Beyond the Go tool, `--annotation KEY=VALUE` (repeatable, anywhere on the line) gives the
+//! pod annotations a container runtime would read: `kubernetes.io/ingress-bandwidth` and
+//! `kubernetes.io/egress-bandwidth` become the `bandwidth` capability exactly as containerd
+//! translates them (see `shared::spec::quantity`), replacing any `bandwidth` in CAP_ARGS, so
+//! an operator can reproduce by hand what the kubelet asks for.
 
 use std::path::{Component, Path, PathBuf};
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha512};
+use shared::spec::error::{CniError, ErrorCode};
+use shared::spec::quantity::bandwidth_from_annotations;
 
 use crate::conflist::{ConfError, ConfList};
 use crate::runner::{RunError, Runner, RuntimeConf};
@@ -31,6 +39,9 @@ pub enum CnitoolError {
     CapArgs(String),
     #[error("invalid CNI_ARGS pair {0:?}")]
     CniArgs(String),
+    /// A pod annotation the runtime would refuse; code 7, as nothing was configured.
+    #[error("invalid pod annotations: {0}")]
+    Annotation(CniError),
     #[error("{0}")]
     Path(std::io::Error),
     #[error(transparent)]
@@ -93,7 +104,61 @@ pub fn usage(exe: &str) -> String {
     for cmd in ["add   ", "check ", "del   ", "gc    ", "status"] {
         s.push_str(&format!("  {exe} {cmd} <net> <netns>\n"));
     }
+    s.push_str("  options: --annotation KEY=VALUE   a pod annotation (bandwidth), repeatable\n");
     s
+}
+
+/// One `--annotation KEY=VALUE`.
+pub type Annotation = (String, String);
+
+/// Splits `--annotation KEY=VALUE` / `--annotation=KEY=VALUE` options from the positional
+/// arguments.
+pub fn split_annotations(args: &[String]) -> Result<(Vec<String>, Vec<Annotation>), CnitoolError> {
+    let mut positional = Vec::new();
+    let mut annotations = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let pair = if arg == "--annotation" {
+            rest.next()
+                .ok_or_else(|| CnitoolError::Usage("--annotation needs KEY=VALUE".to_string()))?
+        } else if let Some(pair) = arg.strip_prefix("--annotation=") {
+            pair
+        } else {
+            positional.push(arg.clone());
+            continue;
+        };
+        match pair.split_once('=') {
+            Some((key, value)) if !key.is_empty() => {
+                annotations.push((key.to_string(), value.to_string()))
+            }
+            _ => {
+                return Err(CnitoolError::Usage(format!(
+                    "--annotation takes KEY=VALUE, got {pair:?}"
+                )))
+            }
+        }
+    }
+    Ok((positional, annotations))
+}
+
+/// Adds the capabilities a runtime derives from pod annotations to `capability_args`.
+pub fn apply_annotations(
+    annotations: &[Annotation],
+    capability_args: &mut Map<String, Value>,
+) -> Result<(), CnitoolError> {
+    let pairs = annotations.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let bandwidth = bandwidth_from_annotations(pairs).map_err(|e| {
+        CnitoolError::Annotation(CniError::new(
+            ErrorCode::InvalidNetworkConfig,
+            e.to_string(),
+        ))
+    })?;
+    if let Some(limits) = bandwidth {
+        let value = serde_json::to_value(limits)
+            .map_err(|e| CnitoolError::CapArgs(format!("bandwidth: {e}")))?;
+        capability_args.insert("bandwidth".to_string(), value);
+    }
+    Ok(())
 }
 
 /// Runs one cnitool invocation. `args` is argv without the program name; `env` looks up
@@ -102,7 +167,8 @@ pub fn run(
     args: &[String],
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<String>, CnitoolError> {
-    let [command, net, netns, ..] = args else {
+    let (args, annotations) = split_annotations(args)?;
+    let [command, net, netns, ..] = args.as_slice() else {
         return Err(CnitoolError::Usage(String::new()));
     };
     if !matches!(command.as_str(), "add" | "check" | "del" | "gc" | "status") {
@@ -112,10 +178,12 @@ pub fn run(
     let net_dir = non_empty("NETCONFPATH").unwrap_or_else(|| DEFAULT_NET_DIR.to_string());
     let list = ConfList::load(Path::new(&net_dir), net)?;
 
-    let capability_args = match non_empty("CAP_ARGS") {
+    let mut capability_args = match non_empty("CAP_ARGS") {
         Some(text) => parse_cap_args(&text)?,
         None => Map::new(),
     };
+    // Before anything runs: a runtime refuses the pod on a bad annotation.
+    apply_annotations(&annotations, &mut capability_args)?;
     let cni_args = match non_empty("CNI_ARGS") {
         Some(text) => parse_cni_args(&text)?,
         None => Vec::new(),
@@ -196,6 +264,66 @@ mod tests {
         );
         let rel = absolute("x").expect("ok");
         assert!(rel.starts_with('/') && rel.ends_with("/x"));
+    }
+
+    #[test]
+    fn annotations_are_split_from_the_positional_arguments() {
+        let args: Vec<String> = [
+            "add",
+            "--annotation",
+            "kubernetes.io/ingress-bandwidth=10M",
+            "net",
+            "--annotation=kubernetes.io/egress-bandwidth=1G",
+            "/x",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (positional, annotations) = split_annotations(&args).expect("ok");
+        assert_eq!(positional, ["add", "net", "/x"]);
+        assert_eq!(annotations.len(), 2);
+        assert_eq!(annotations[1].1, "1G");
+        for bad in [
+            &["--annotation"][..],
+            &["--annotation", "novalue"],
+            &["--annotation==x"],
+        ] {
+            let bad: Vec<String> = bad.iter().map(|s| s.to_string()).collect();
+            assert!(matches!(
+                split_annotations(&bad),
+                Err(CnitoolError::Usage(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn bandwidth_annotations_become_the_capability() {
+        let mut caps = parse_cap_args(r#"{"portMappings": [], "bandwidth": {"ingressRate": 1}}"#)
+            .expect("caps");
+        let annotations = vec![(
+            "kubernetes.io/ingress-bandwidth".to_string(),
+            "10M".to_string(),
+        )];
+        apply_annotations(&annotations, &mut caps).expect("ok");
+        assert_eq!(caps["bandwidth"]["ingressRate"], 10_000_000);
+        assert_eq!(caps["bandwidth"]["ingressBurst"], 4_294_967_295u64);
+        assert_eq!(caps["bandwidth"]["egressRate"], 0);
+        assert!(caps.contains_key("portMappings"));
+
+        let bad = vec![(
+            "kubernetes.io/egress-bandwidth".to_string(),
+            "-10M".to_string(),
+        )];
+        match apply_annotations(&bad, &mut Map::new()) {
+            Err(CnitoolError::Annotation(e)) => {
+                assert_eq!(e.code, ErrorCode::InvalidNetworkConfig);
+                assert!(e.msg.contains("unreasonably small"), "{}", e.msg);
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut untouched = Map::new();
+        apply_annotations(&[("other".into(), "x".into())], &mut untouched).expect("ok");
+        assert!(untouched.is_empty());
     }
 
     #[test]

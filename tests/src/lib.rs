@@ -8,6 +8,7 @@
 //! - [`fixtures`]: network namespaces, temp dirs, free ports, binary locations;
 //! - [`cnitool`]: the pieces of the `cnitool` command (argument handling, container ids).
 
+pub mod bandwidth;
 pub mod cache;
 pub mod cnitool;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod fixtures;
 pub mod host_local;
 pub mod ipam;
 pub mod pod;
+pub mod portmap;
 pub mod runner;
 pub mod version;
 

@@ -1,4 +1,5 @@
-//! `cnitool add|check|del|gc|status <net> <netns>`: see `cni_tests::cnitool`.
+//! `cnitool [--annotation KEY=VALUE]... add|check|del|gc|status <net> <netns>`: see
+//! `cni_tests::cnitool`.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -25,6 +26,12 @@ fn main() -> ExitCode {
                 eprintln!("{why}");
             }
             eprint!("{}", usage(&exe));
+            ExitCode::FAILURE
+        }
+        Err(CnitoolError::Annotation(error)) => {
+            // What a runtime would report: the CNI error object, nothing run.
+            print!("{}", error.to_json(None));
+            eprintln!("invalid pod annotations: {error}");
             ExitCode::FAILURE
         }
         Err(e) => {

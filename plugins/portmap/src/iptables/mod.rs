@@ -209,9 +209,10 @@ pub fn check(
             .and_then(|(_, rest)| rest.split_whitespace().next())
             .unwrap_or_default();
         let found = table.references(&chain).any(|r| {
+            let padded = format!(" {} ", r.spec);
             r.chain == TOP_CHAIN
-                && r.spec.starts_with(&format!("-p {proto} "))
-                && r.spec.contains(&format!("--dports {ports} "))
+                && padded.contains(&format!(" -p {proto} "))
+                && padded.contains(&format!(" --dports {ports} "))
         });
         if !found {
             return Err(missing(&rule));

@@ -7,8 +7,11 @@
 #   scripts/bench.sh loopback    loopback ADD and DEL on a real namespace
 #   scripts/bench.sh host-local  host-local ADD and DEL, dual stack
 #   scripts/bench.sh calico      calico + host-local against ptp + host-local, ADD and DEL
+#   scripts/bench.sh portmap     portmap ADD and DEL of one container with 2 mappings, dual
+#                                stack: ours on iptables and on nftables, the reference on iptables
 #   scripts/bench.sh calico-ipam calico-ipam ADD and DEL on the local store and on etcd, and
 #                                one raw etcd transaction round trip for scale
+#   scripts/bench.sh bandwidth   bandwidth ADD and DEL (TBF both ways, IFB) on a veth pair
 #
 # Every command runs without a shell (hyperfine -N, stdin from --input), so the figures are
 # the plugin's own cost: process start, its work, and any plugin it executes. ADD is timed
@@ -127,6 +130,62 @@ if [ "$what" = all ] || [ "$what" = calico ]; then
             measure chain-del '$label DEL' '$data.json' \
                 '$(again DEL "${vars[@]}" "$dir/$plugin" "$data.json"); $(again ADD "${vars[@]}" "$dir/$plugin" "$data.json")' \
                 $(cni DEL "${vars[@]}") '$dir/$plugin'"
+    done
+fi
+
+if [ "$what" = all ] || [ "$what" = portmap ]; then
+    # A node namespace with a route to the pod (as a host veth gives it), in which each
+    # implementation forwards 2 host ports (TCP and UDP) of one dual-stack container. The
+    # reference's DEL only acts when the mappings are passed, so they are, for everyone.
+    node="bench-pm-$tag"
+    new_netns "$node"
+    ip -n "$node" link set lo up
+    ip -n "$node" link add pm0 type veth peer name pm1
+    ip -n "$node" link set pm0 up
+    ip -n "$node" link set pm1 up
+    ip -n "$node" route add 10.252.0.0/24 dev pm0
+    ip -n "$node" -6 route add fd00:252::/64 dev pm0
+    for variant in "ours iptables" "ours nftables" "ref iptables"; do
+        read -r side backend <<<"$variant"
+        dir=${!side} conf="$out/portmap-$side-$backend.json"
+        printf '{"cniVersion":"1.0.0","name":"bench","type":"portmap","backend":"%s","runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"},{"hostPort":5353,"containerPort":53,"protocol":"udp"}]},"prevResult":{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":"/run/netns/pod"}],"ips":[{"address":"10.252.0.5/24","interface":0},{"address":"fd00:252::5/64","interface":0}]}}' \
+            "$backend" >"$conf"
+        vars=(bench-pm "/run/netns/$node" eth0 "$dir")
+        label="$side portmap ($backend)"
+        ip netns exec "$node" bash -c "$(declare -f measure cni again); hf=$hf runs=$runs out=$out
+            measure portmap-add '$label ADD' '$conf' '$(again DEL "${vars[@]}" "$dir/portmap" "$conf")' \
+                $(cni ADD "${vars[@]}") '$dir/portmap'
+            measure portmap-del '$label DEL' '$conf' \
+                '$(again DEL "${vars[@]}" "$dir/portmap" "$conf"); $(again ADD "${vars[@]}" "$dir/portmap" "$conf")' \
+                $(cni DEL "${vars[@]}") '$dir/portmap'"
+    done
+fi
+
+if [ "$what" = all ] || [ "$what" = bandwidth ]; then
+    # A node namespace with one veth pair per side to a pod namespace; the plugin shapes both
+    # directions (TBF on the host veth, IFB with its TBF). DEL removes only the IFB (the
+    # veth's qdiscs go with the veth), so the untimed reset before each ADD also deletes the
+    # veth's root and ingress qdiscs.
+    node="bench-bw-node-$tag"
+    new_netns "$node"
+    ip -n "$node" link set lo up
+    for side in ours ref; do
+        dir=${!side} pod="bench-bw-pod-$side-$tag" veth="bwv-$side"
+        new_netns "$pod"
+        ip -n "$node" link add "$veth" type veth peer name eth0 netns "$pod"
+        ip -n "$node" link set "$veth" up
+        ip -n "$pod" link set eth0 up
+        conf="$out/bandwidth-$side.json"
+        printf '{"cniVersion":"1.0.0","name":"bench-bw","type":"bandwidth","ingressRate":10000000,"ingressBurst":1000000,"egressRate":10000000,"egressBurst":1000000,"prevResult":{"cniVersion":"1.0.0","interfaces":[{"name":"%s"},{"name":"eth0","sandbox":"/run/netns/%s"}]}}' \
+            "$veth" "$pod" >"$conf"
+        vars=(bench "/run/netns/$pod" eth0 "$dir")
+        reset="tc qdisc del dev $veth root 2>/dev/null; tc qdisc del dev $veth ingress 2>/dev/null; $(again DEL "${vars[@]}" "$dir/bandwidth" "$conf")"
+        ip netns exec "$node" bash -c "$(declare -f measure cni again); hf=$hf runs=$runs out=$out
+            measure bandwidth-add '$side bandwidth ADD' '$conf' '$reset' \
+                $(cni ADD "${vars[@]}") '$dir/bandwidth'
+            measure bandwidth-del '$side bandwidth DEL' '$conf' \
+                '$reset; $(again ADD "${vars[@]}" "$dir/bandwidth" "$conf")' \
+                $(cni DEL "${vars[@]}") '$dir/bandwidth'"
     done
 fi
 

@@ -176,7 +176,8 @@ fn pod_annotations_shape_the_pod_through_cnitool() {
         &node,
         &[
             "--annotation",
-            "kubernetes.io/egress-bandwidth=10M",
+            "kubernetes.io/ingress-bandwidth=10M",
+            "--annotation=kubernetes.io/egress-bandwidth=20M",
             "add",
             NET,
             &netns,
@@ -196,19 +197,19 @@ fn pod_annotations_shape_the_pod_through_cnitool() {
             .is_some_and(|l| l.iter().any(|i| i["name"] == ifb[0].as_str())),
         "the result lists the IFB: {result}"
     );
+    // tc -j gives rates in bytes per second.
     let tbf = qdisc(&node.netns, &ifb[0], "tbf").expect("tbf on the IFB");
-    // tc -j gives the rate in bytes per second.
-    assert_eq!(tbf["options"]["rate"], 1_250_000, "{tbf}");
+    assert_eq!(tbf["options"]["rate"], 2_500_000, "{tbf}");
 
-    let from_pod = tcp_throughput(
-        &pod,
-        &node.netns,
-        IpAddr::V4(node.address_v4()),
-        Duration::from_secs(3),
-        WINDOW,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert_shaped(from_pod, 10e6, "pod → node, egress annotation 10M");
+    let pod_ip = IpAddr::V4(node.pod_v4(0));
+    let node_ip = IpAddr::V4(node.address_v4());
+    let long_warmup = Duration::from_secs(3);
+    let to_pod = tcp_throughput(&node.netns, &pod, pod_ip, long_warmup, WINDOW)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_shaped(to_pod, 10e6, "node → pod, ingress annotation 10M");
+    let from_pod = tcp_throughput(&pod, &node.netns, node_ip, long_warmup, WINDOW)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_shaped(from_pod, 20e6, "pod → node, egress annotation 20M");
 
     let out = cnitool(&node, &["check", NET, &netns]);
     assert!(

@@ -35,7 +35,7 @@ fi
 # The end-to-end tests exec the plugin binaries, so build them first.
 cargo build --workspace --bins
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --no-fail-fast "$@"
+    cargo nextest run --workspace --no-fail-fast --config-file tests/nextest.toml "$@"
 else
     cargo test --workspace --no-fail-fast "$@"
 fi

@@ -12,6 +12,7 @@ pub mod conntrack;
 pub mod iptables;
 pub mod localnet;
 pub mod model;
+pub mod nft_netlink;
 pub mod nftables;
 
 use std::collections::BTreeSet;
@@ -111,19 +112,17 @@ fn iptables_change(
 /// Lists our nftables rules, builds a script and applies it, retrying on a race.
 fn nftables_change(
     what: &str,
-    build: impl Fn(&[nftables::Listed]) -> String,
+    build: impl Fn(&[nftables::Listed]) -> Vec<nftables::Op>,
 ) -> Result<(), PortmapError> {
     let mut last = String::new();
     for _ in 0..ATTEMPTS {
-        let listed = nftables::list()
-            .map_err(|e| PortmapError::Firewall(format!("{what}: {e}")))?
-            .unwrap_or_default();
-        let script = build(&listed);
-        if script.is_empty() {
+        let listed =
+            nftables::list().map_err(|e| PortmapError::Firewall(format!("{what}: {e}")))?;
+        let ops = build(&listed);
+        if ops.is_empty() {
             return Ok(());
         }
-        log::debug!("nft -f:\n{script}");
-        match nftables::apply(&script) {
+        match nftables::apply(&ops) {
             Ok(()) => return Ok(()),
             Err(e) => last = e,
         }
@@ -273,9 +272,7 @@ impl Plugin for Portmap {
                 }
             }
             Backend::Nftables => {
-                let listed = nftables::list()
-                    .map_err(PortmapError::Firewall)?
-                    .unwrap_or_default();
+                let listed = nftables::list().map_err(PortmapError::Firewall)?;
                 for c in &w.containers {
                     nftables::check(&listed, &w.settings, c, &w.mappings).map_err(|e| {
                         PortmapError::Check(format!(

@@ -4,16 +4,20 @@
 //! `prerouting` and `output` jump to `hostports_all` for local destinations only
 //! (`fib daddr type local`), so transit traffic is never touched.
 //!
-//! A change is one `nft -f -` transaction (all or nothing), preceded by one
-//! `nft -j list ruleset` to find the handles of the container's existing rules.
+//! A change is a list of [`Op`]s applied as one transaction (all or nothing), preceded by
+//! a listing of our rules to find the handles of the container's existing ones. Both go
+//! over nf_tables netlink in process ([`crate::nft_netlink`]); `nft -f -` (and
+//! `nft -j list ruleset`) is used instead for hook conditions, which are nft syntax only
+//! nft can compile, and for everything when `PORTMAP_NFTABLES_VIA=nft` is set.
 
 use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
 use crate::config::Settings;
-use crate::model::{Container, Family, Mapping};
+use crate::model::{Container, Family, Mapping, Protocol};
 
 pub const TABLE: &str = "cni_hostport";
 
@@ -73,19 +77,185 @@ fn quote(text: &str) -> String {
     format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
+/// The table's comment.
+pub const COMMENT: &str = "CNI portmap plugin";
+
+/// The base chains: all nat, at the priorities of the reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    Prerouting,
+    Output,
+    Postrouting,
+}
+
+impl Hook {
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Prerouting => "prerouting",
+            Hook::Output => "output",
+            Hook::Postrouting => "postrouting",
+        }
+    }
+
+    /// `enum nf_inet_hooks`.
+    pub fn number(self) -> u32 {
+        match self {
+            Hook::Prerouting => crate::nft_netlink::NF_INET_PRE_ROUTING,
+            Hook::Output => crate::nft_netlink::NF_INET_LOCAL_OUT,
+            Hook::Postrouting => crate::nft_netlink::NF_INET_POST_ROUTING,
+        }
+    }
+
+    pub fn priority(self) -> i32 {
+        match self {
+            Hook::Prerouting | Hook::Output => -100,
+            Hook::Postrouting => 100,
+        }
+    }
+}
+
+/// A rule of our tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    /// `jump <chain>`.
+    Jump(&'static str),
+    /// `<conditions> fib daddr type local jump hostports_all`: the entry from a hook.
+    Hook { conditions: String },
+    /// `[ip daddr <daddr>] <proto> dport <port> dnat to <to>:<to_port> comment <id>`.
+    Dnat {
+        daddr: Option<IpAddr>,
+        protocol: Protocol,
+        port: u16,
+        to: IpAddr,
+        to_port: u16,
+        comment: String,
+    },
+    /// `ip saddr <saddr> ip daddr <daddr> masquerade comment <id>`.
+    Masquerade {
+        saddr: IpAddr,
+        daddr: IpAddr,
+        comment: String,
+    },
+}
+
+impl Rule {
+    fn text(&self, family: Family) -> String {
+        let f = keyword(family);
+        match self {
+            Rule::Jump(chain) => format!("jump {chain}"),
+            Rule::Hook { conditions } => {
+                let sep = if conditions.is_empty() { "" } else { " " };
+                format!("{conditions}{sep}fib daddr type local jump hostports_all")
+            }
+            Rule::Dnat {
+                daddr,
+                protocol,
+                port,
+                to,
+                to_port,
+                comment,
+            } => {
+                let daddr = daddr.map(|h| format!("{f} daddr {h} ")).unwrap_or_default();
+                let to = match to {
+                    IpAddr::V4(ip) => format!("{ip}:{to_port}"),
+                    IpAddr::V6(ip) => format!("[{ip}]:{to_port}"),
+                };
+                format!(
+                    "{daddr}{} dport {port} dnat to {to} comment {}",
+                    protocol.as_str(),
+                    quote(comment)
+                )
+            }
+            Rule::Masquerade {
+                saddr,
+                daddr,
+                comment,
+            } => format!(
+                "{f} saddr {saddr} {f} daddr {daddr} masquerade comment {}",
+                quote(comment)
+            ),
+        }
+    }
+}
+
+/// One change of a transaction, as both the nft script line and the netlink message
+/// ([`crate::nft_netlink`]) say it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    AddTable(Family),
+    AddChain {
+        family: Family,
+        name: &'static str,
+        hook: Option<Hook>,
+    },
+    Flush {
+        family: Family,
+        chain: &'static str,
+    },
+    AddRule {
+        family: Family,
+        chain: &'static str,
+        rule: Rule,
+    },
+    DelRule(Listed),
+}
+
+impl Op {
+    /// The line of an `nft -f` script.
+    pub fn text(&self) -> String {
+        match self {
+            Op::AddTable(family) => format!(
+                "add table {} {TABLE} {{ comment {} ; }}",
+                keyword(*family),
+                quote(COMMENT)
+            ),
+            Op::AddChain { family, name, hook } => {
+                let base = hook
+                    .map(|h| {
+                        format!(
+                            " {{ type nat hook {} priority {} ; }}",
+                            h.name(),
+                            h.priority()
+                        )
+                    })
+                    .unwrap_or_default();
+                format!("add chain {} {TABLE} {name}{base}", keyword(*family))
+            }
+            Op::Flush { family, chain } => {
+                format!("flush chain {} {TABLE} {chain}", keyword(*family))
+            }
+            Op::AddRule {
+                family,
+                chain,
+                rule,
+            } => format!(
+                "add rule {} {TABLE} {chain} {}",
+                keyword(*family),
+                rule.text(*family)
+            ),
+            Op::DelRule(rule) => format!(
+                "delete rule {} {TABLE} {} handle {}",
+                keyword(rule.family),
+                rule.chain,
+                rule.handle
+            ),
+        }
+    }
+}
+
+/// The `nft -f` script of a transaction.
+pub fn render(ops: &[Op]) -> String {
+    ops.iter().map(|op| op.text() + "\n").collect()
+}
+
 /// Deletes every container rule whose comment `stale` selects.
-fn delete_into(out: &mut String, existing: &[Listed], stale: impl Fn(&str) -> bool) {
+fn delete_into(out: &mut Vec<Op>, existing: &[Listed], stale: impl Fn(&str) -> bool) {
     for rule in existing {
         let Some(comment) = &rule.comment else {
             continue;
         };
         if CONTAINER_CHAINS.contains(&rule.chain.as_str()) && stale(comment) {
-            out.push_str(&format!(
-                "delete rule {} {TABLE} {} handle {}\n",
-                keyword(rule.family),
-                rule.chain,
-                rule.handle
-            ));
+            out.push(Op::DelRule(rule.clone()));
         }
     }
 }
@@ -97,37 +267,52 @@ pub fn add_script(
     settings: &Settings,
     containers: &[Container],
     mappings: &[Mapping],
-) -> String {
-    let mut out = String::new();
+) -> Vec<Op> {
+    let mut out = Vec::new();
     for c in containers {
-        let f = keyword(c.family());
-        let t = format!("{f} {TABLE}");
-        out.push_str(&format!(
-            "add table {t} {{ comment \"CNI portmap plugin\" ; }}\n"
-        ));
-        for chain in ["hostports", "hostip_hostports", "hostports_all"] {
-            out.push_str(&format!("add chain {t} {chain}\n"));
+        let family = c.family();
+        out.push(Op::AddTable(family));
+        for name in ["hostports", "hostip_hostports", "hostports_all"] {
+            out.push(Op::AddChain {
+                family,
+                name,
+                hook: None,
+            });
         }
-        out.push_str(&format!("flush chain {t} hostports_all\n"));
-        out.push_str(&format!(
-            "add rule {t} hostports_all jump hostip_hostports\n"
-        ));
-        out.push_str(&format!("add rule {t} hostports_all jump hostports\n"));
-        let conditions = settings.conditions(c.family()).join(" ");
-        let sep = if conditions.is_empty() { "" } else { " " };
-        for (chain, hook) in [("prerouting", "prerouting"), ("output", "output")] {
-            out.push_str(&format!(
-                "add chain {t} {chain} {{ type nat hook {hook} priority -100 ; }}\n"
-            ));
-            out.push_str(&format!("flush chain {t} {chain}\n"));
-            out.push_str(&format!(
-                "add rule {t} {chain} {conditions}{sep}fib daddr type local jump hostports_all\n"
-            ));
+        out.push(Op::Flush {
+            family,
+            chain: "hostports_all",
+        });
+        for target in ["hostip_hostports", "hostports"] {
+            out.push(Op::AddRule {
+                family,
+                chain: "hostports_all",
+                rule: Rule::Jump(target),
+            });
+        }
+        let conditions = settings.conditions(family).join(" ");
+        for hook in [Hook::Prerouting, Hook::Output] {
+            let chain = hook.name();
+            out.push(Op::AddChain {
+                family,
+                name: chain,
+                hook: Some(hook),
+            });
+            out.push(Op::Flush { family, chain });
+            out.push(Op::AddRule {
+                family,
+                chain,
+                rule: Rule::Hook {
+                    conditions: conditions.clone(),
+                },
+            });
         }
         if settings.snat {
-            out.push_str(&format!(
-                "add chain {t} masquerading {{ type nat hook postrouting priority 100 ; }}\n"
-            ));
+            out.push(Op::AddChain {
+                family,
+                name: "masquerading",
+                hook: Some(Hook::Postrouting),
+            });
         }
     }
     let families: Vec<Family> = containers.iter().map(Container::family).collect();
@@ -142,9 +327,45 @@ pub fn add_script(
         .unwrap_or_default();
     delete_into(&mut out, &mine, |comment| comment == id);
     for c in containers {
-        for rule in container_rules(settings, c, mappings) {
-            out.push_str(&rule);
-            out.push('\n');
+        out.extend(container_ops(settings, c, mappings));
+    }
+    out
+}
+
+/// The container's rules in one family.
+pub fn container_ops(settings: &Settings, c: &Container, mappings: &[Mapping]) -> Vec<Op> {
+    let family = c.family();
+    let ip = c.ip.ip();
+    let mut out = Vec::new();
+    for m in mappings.iter().filter(|m| m.applies_to(family)) {
+        out.push(Op::AddRule {
+            family,
+            chain: "hostports",
+            rule: Rule::Dnat {
+                daddr: m.host_ip_match(),
+                protocol: m.protocol,
+                port: m.host_port,
+                to: ip,
+                to_port: m.container_port,
+                comment: c.id.clone(),
+            },
+        });
+    }
+    if settings.snat {
+        let mut sources = vec![ip];
+        if family == Family::V4 {
+            sources.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        for saddr in sources {
+            out.push(Op::AddRule {
+                family,
+                chain: "masquerading",
+                rule: Rule::Masquerade {
+                    saddr,
+                    daddr: ip,
+                    comment: c.id.clone(),
+                },
+            });
         }
     }
     out
@@ -152,49 +373,22 @@ pub fn add_script(
 
 /// The container's rules in one family, as `add rule` lines.
 pub fn container_rules(settings: &Settings, c: &Container, mappings: &[Mapping]) -> Vec<String> {
-    let family = c.family();
-    let f = keyword(family);
-    let ip = c.ip.ip();
-    let comment = quote(&c.id);
-    let mut out = Vec::new();
-    for m in mappings.iter().filter(|m| m.applies_to(family)) {
-        let daddr = m
-            .host_ip_match()
-            .map(|h| format!("{f} daddr {h} "))
-            .unwrap_or_default();
-        let to = match family {
-            Family::V4 => format!("{ip}:{}", m.container_port),
-            Family::V6 => format!("[{ip}]:{}", m.container_port),
-        };
-        out.push(format!(
-            "add rule {f} {TABLE} hostports {daddr}{} dport {} dnat to {to} comment {comment}",
-            m.protocol.as_str(),
-            m.host_port
-        ));
-    }
-    if settings.snat {
-        out.push(format!(
-            "add rule {f} {TABLE} masquerading {f} saddr {ip} {f} daddr {ip} masquerade comment {comment}"
-        ));
-        if family == Family::V4 {
-            out.push(format!(
-                "add rule {f} {TABLE} masquerading {f} saddr 127.0.0.1 {f} daddr {ip} masquerade comment {comment}"
-            ));
-        }
-    }
-    out
+    container_ops(settings, c, mappings)
+        .iter()
+        .map(Op::text)
+        .collect()
 }
 
 /// DEL: every rule of the container, in both families.
-pub fn del_script(existing: &[Listed], container_id: &str) -> String {
-    let mut out = String::new();
+pub fn del_script(existing: &[Listed], container_id: &str) -> Vec<Op> {
+    let mut out = Vec::new();
     delete_into(&mut out, existing, |comment| comment == container_id);
     out
 }
 
 /// GC: every container rule whose container is not kept.
-pub fn gc_script(existing: &[Listed], keep: &[&str]) -> String {
-    let mut out = String::new();
+pub fn gc_script(existing: &[Listed], keep: &[&str]) -> Vec<Op> {
+    let mut out = Vec::new();
     delete_into(&mut out, existing, |comment| !keep.contains(&comment));
     out
 }
@@ -238,8 +432,36 @@ pub fn check(
     Ok(())
 }
 
+/// The switch to the `nft` binary for every change and listing.
+pub const VIA_ENV: &str = "PORTMAP_NFTABLES_VIA";
+
+fn via_nft() -> bool {
+    std::env::var(VIA_ENV).is_ok_and(|v| v == "nft")
+}
+
+/// The rules of our tables.
+pub fn list() -> Result<Vec<Listed>, String> {
+    if via_nft() {
+        list_nft().map(Option::unwrap_or_default)
+    } else {
+        crate::nft_netlink::list()
+    }
+}
+
+/// Applies `ops` as one transaction.
+pub fn apply(ops: &[Op]) -> Result<(), String> {
+    if via_nft() || !crate::nft_netlink::expressible(ops) {
+        let script = render(ops);
+        log::debug!("nft -f:\n{script}");
+        apply_nft(&script)
+    } else {
+        log::debug!("nf_tables batch:\n{}", render(ops));
+        crate::nft_netlink::apply(ops)
+    }
+}
+
 /// `nft -j list ruleset`. `Ok(None)` when nft is not installed (nothing can be ours).
-pub fn list() -> Result<Option<Vec<Listed>>, String> {
+pub fn list_nft() -> Result<Option<Vec<Listed>>, String> {
     let out = match Command::new("nft")
         .args(["-j", "list", "ruleset"])
         .stdin(Stdio::null())
@@ -259,7 +481,7 @@ pub fn list() -> Result<Option<Vec<Listed>>, String> {
 }
 
 /// `nft -f -` fed `script`: one transaction.
-pub fn apply(script: &str) -> Result<(), String> {
+pub fn apply_nft(script: &str) -> Result<(), String> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
@@ -349,13 +571,51 @@ mod tests {
             got,
             ["add rule ip6 cni_hostport hostports tcp dport 8080 dnat to [fd00::2]:80 comment \"c1\""]
         );
-        let script = add_script(&[], &settings(false), &[c], &mappings());
+        let script = render(&add_script(&[], &settings(false), &[c], &mappings()));
         assert!(script.contains(
             "add rule ip6 cni_hostport prerouting ip6 saddr fd00::/8 fib daddr type local jump hostports_all\n"
         ));
         assert!(script.contains("add rule ip6 cni_hostport output ip6 saddr fd00::/8 fib daddr type local jump hostports_all\n"));
         assert!(!script.contains("masquerading"));
         assert!(!script.contains("add table ip cni_hostport"));
+    }
+
+    #[test]
+    fn add_script_renders_the_whole_transaction() {
+        let c = container("10.0.0.2/24");
+        let existing = [Listed {
+            family: Family::V4,
+            chain: "hostports".into(),
+            handle: 9,
+            comment: Some("c1".into()),
+        }];
+        let script = render(&add_script(
+            &existing,
+            &settings(true),
+            &[c],
+            &mappings()[..1],
+        ));
+        assert_eq!(
+            script,
+            "add table ip cni_hostport { comment \"CNI portmap plugin\" ; }\n\
+             add chain ip cni_hostport hostports\n\
+             add chain ip cni_hostport hostip_hostports\n\
+             add chain ip cni_hostport hostports_all\n\
+             flush chain ip cni_hostport hostports_all\n\
+             add rule ip cni_hostport hostports_all jump hostip_hostports\n\
+             add rule ip cni_hostport hostports_all jump hostports\n\
+             add chain ip cni_hostport prerouting { type nat hook prerouting priority -100 ; }\n\
+             flush chain ip cni_hostport prerouting\n\
+             add rule ip cni_hostport prerouting fib daddr type local jump hostports_all\n\
+             add chain ip cni_hostport output { type nat hook output priority -100 ; }\n\
+             flush chain ip cni_hostport output\n\
+             add rule ip cni_hostport output fib daddr type local jump hostports_all\n\
+             add chain ip cni_hostport masquerading { type nat hook postrouting priority 100 ; }\n\
+             delete rule ip cni_hostport hostports handle 9\n\
+             add rule ip cni_hostport hostports tcp dport 8080 dnat to 10.0.0.2:80 comment \"c1\"\n\
+             add rule ip cni_hostport masquerading ip saddr 10.0.0.2 ip daddr 10.0.0.2 masquerade comment \"c1\"\n\
+             add rule ip cni_hostport masquerading ip saddr 127.0.0.1 ip daddr 10.0.0.2 masquerade comment \"c1\"\n"
+        );
     }
 
     const LISTING: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
@@ -372,13 +632,13 @@ mod tests {
         let listed = parse_listing(LISTING).unwrap();
         assert_eq!(listed.len(), 5);
         assert_eq!(
-            del_script(&listed, "c1"),
+            render(&del_script(&listed, "c1")),
             "delete rule ip cni_hostport hostports handle 9\n\
              delete rule ip cni_hostport masquerading handle 10\n\
              delete rule ip cni_hostport masquerading handle 11\n"
         );
         assert_eq!(
-            gc_script(&listed, &["c1"]),
+            render(&gc_script(&listed, &["c1"])),
             "delete rule ip6 cni_hostport hostports handle 4\n"
         );
         let c = container("10.0.0.2/32");
@@ -387,7 +647,7 @@ mod tests {
             Ok(())
         );
         assert!(check(&listed, &settings(true), &c, &mappings()).is_err());
-        let again = add_script(&listed, &settings(true), &[c], &mappings());
+        let again = render(&add_script(&listed, &settings(true), &[c], &mappings()));
         assert!(again.contains("delete rule ip cni_hostport hostports handle 9\n"));
         assert!(!again.contains("handle 4"));
     }

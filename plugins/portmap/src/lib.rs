@@ -113,17 +113,17 @@ fn iptables_change(
 fn nftables_change(
     what: &str,
     build: impl Fn(&[nftables::Listed]) -> Vec<nftables::Op>,
-) -> Result<(), PortmapError> {
+) -> Result<nft_netlink::Committed, PortmapError> {
     let mut last = String::new();
     for _ in 0..ATTEMPTS {
         let listed =
             nftables::list().map_err(|e| PortmapError::Firewall(format!("{what}: {e}")))?;
         let ops = build(&listed);
         if ops.is_empty() {
-            return Ok(());
+            return Ok(nft_netlink::Committed::none());
         }
         match nftables::apply(&ops) {
-            Ok(()) => return Ok(()),
+            Ok(committed) => return Ok(committed),
             Err(e) => last = e,
         }
     }
@@ -175,7 +175,7 @@ fn del_iptables(network: &str, id: &str) -> Result<(), PortmapError> {
     Ok(())
 }
 
-fn add_rules(w: &Wanted) -> Result<(), PortmapError> {
+fn add_rules(w: &Wanted) -> Result<nft_netlink::Committed, PortmapError> {
     match w.settings.backend {
         Backend::Iptables => {
             for c in &w.containers {
@@ -183,7 +183,7 @@ fn add_rules(w: &Wanted) -> Result<(), PortmapError> {
                     iptables::add_script(t, &w.settings, c, &w.mappings)
                 })?;
             }
-            Ok(())
+            Ok(nft_netlink::Committed::none())
         }
         Backend::Nftables => nftables_change("could not set up dnat", |listed| {
             nftables::add_script(listed, &w.settings, &w.containers, &w.mappings)
@@ -196,7 +196,8 @@ fn del_rules(backend: Backend, network: &str, id: &str) -> Result<(), PortmapErr
         Backend::Iptables => del_iptables(network, id),
         Backend::Nftables => nftables_change("could not teardown dnat", |listed| {
             nftables::del_script(listed, id)
-        }),
+        })
+        .map(drop),
     }
 }
 
@@ -213,14 +214,20 @@ impl Plugin for Portmap {
         if w.mappings.is_empty() {
             return Ok(prev.clone());
         }
-        if let Err(e) = add_rules(&w) {
-            // One family may have gone in before the other failed: take it out again.
-            if let Err(undo) = del_rules(w.settings.backend, &req.conf.name, &req.env.container_id)
-            {
-                log::warn!("undoing a failed ADD: {undo}");
+        // Held to the end: its release waits out the transaction's RCU grace period,
+        // which passes meanwhile (see `nft_netlink::Committed`).
+        let _committed = match add_rules(&w) {
+            Ok(committed) => committed,
+            Err(e) => {
+                // One family may have gone in before the other failed: take it out again.
+                if let Err(undo) =
+                    del_rules(w.settings.backend, &req.conf.name, &req.env.container_id)
+                {
+                    log::warn!("undoing a failed ADD: {undo}");
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+        };
         let udp: Vec<u16> = w
             .mappings
             .iter()
@@ -309,6 +316,7 @@ impl Plugin for Portmap {
                 nftables_change("could not collect rules", |listed| {
                     nftables::gc_script(listed, &keep)
                 })
+                .map(drop)
             }
         }
     }

@@ -603,15 +603,32 @@ fn dump_family(socket: &Socket, family: u8, seq: u32, out: &mut Vec<Listed>) -> 
     }
 }
 
+/// The socket a transaction was committed on, kept open while the caller does other work.
+///
+/// Closing a NETLINK_NETFILTER socket (which process exit does too) waits for the
+/// kernel's release of the transaction's old objects, which waits for an RCU grace period
+/// (`nft_rcv_nl_event` flushes the nf_tables destroy work; about 10 ms on a small VM): the
+/// larger part of a change's cost. Holding this while ADD flushes conntrack entries and
+/// sets route_localnet lets the grace period pass meanwhile.
+pub struct Committed {
+    _socket: Option<Socket>,
+}
+
+impl Committed {
+    pub fn none() -> Committed {
+        Committed { _socket: None }
+    }
+}
+
 /// Applies `ops` as one transaction: all or nothing.
-pub fn apply(ops: &[Op]) -> Result<(), String> {
+pub fn apply(ops: &[Op]) -> Result<Committed, String> {
     let mut batch = Batch::new(1, true);
     for op in ops {
         batch.push(op)?;
     }
     let (bytes, what, begin) = batch.finish();
     if what.is_empty() {
-        return Ok(());
+        return Ok(Committed::none());
     }
     let socket = socket().map_err(|e| format!("nf_tables netlink: {e}"))?;
     // A batch of a few hundred rules is well over the default buffers' comfort.
@@ -653,7 +670,9 @@ pub fn apply(ops: &[Op]) -> Result<(), String> {
     }
     match first_error {
         Some(e) => Err(e),
-        None => Ok(()),
+        None => Ok(Committed {
+            _socket: Some(socket),
+        }),
     }
 }
 

@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::config::Settings;
 use crate::model::{Container, Family, Mapping, Protocol};
+use crate::nft_netlink::Committed;
 
 pub const TABLE: &str = "cni_hostport";
 
@@ -449,11 +450,11 @@ pub fn list() -> Result<Vec<Listed>, String> {
 }
 
 /// Applies `ops` as one transaction.
-pub fn apply(ops: &[Op]) -> Result<(), String> {
+pub fn apply(ops: &[Op]) -> Result<Committed, String> {
     if via_nft() || !crate::nft_netlink::expressible(ops) {
         let script = render(ops);
         log::debug!("nft -f:\n{script}");
-        apply_nft(&script)
+        apply_nft(&script).map(|()| Committed::none())
     } else {
         log::debug!("nf_tables batch:\n{}", render(ops));
         crate::nft_netlink::apply(ops)

@@ -113,17 +113,18 @@ fn iptables_change(
 fn nftables_change(
     what: &str,
     build: impl Fn(&[nftables::Listed]) -> Vec<nftables::Op>,
-) -> Result<nft_netlink::Committed, PortmapError> {
+) -> Result<Option<nftables::Session>, PortmapError> {
+    let fail = |e: String| PortmapError::Firewall(format!("{what}: {e}"));
+    let mut session = nftables::Session::open().map_err(fail)?;
     let mut last = String::new();
     for _ in 0..ATTEMPTS {
-        let listed =
-            nftables::list().map_err(|e| PortmapError::Firewall(format!("{what}: {e}")))?;
+        let listed = session.list().map_err(fail)?;
         let ops = build(&listed);
         if ops.is_empty() {
-            return Ok(nft_netlink::Committed::none());
+            return Ok(Some(session));
         }
-        match nftables::apply(&ops) {
-            Ok(committed) => return Ok(committed),
+        match session.apply(&ops) {
+            Ok(()) => return Ok(Some(session)),
             Err(e) => last = e,
         }
     }
@@ -175,7 +176,8 @@ fn del_iptables(network: &str, id: &str) -> Result<(), PortmapError> {
     Ok(())
 }
 
-fn add_rules(w: &Wanted) -> Result<nft_netlink::Committed, PortmapError> {
+/// The nftables session is returned to be dropped last (see `nft_netlink::Session`).
+fn add_rules(w: &Wanted) -> Result<Option<nftables::Session>, PortmapError> {
     match w.settings.backend {
         Backend::Iptables => {
             for c in &w.containers {
@@ -183,7 +185,7 @@ fn add_rules(w: &Wanted) -> Result<nft_netlink::Committed, PortmapError> {
                     iptables::add_script(t, &w.settings, c, &w.mappings)
                 })?;
             }
-            Ok(nft_netlink::Committed::none())
+            Ok(None)
         }
         Backend::Nftables => nftables_change("could not set up dnat", |listed| {
             nftables::add_script(listed, &w.settings, &w.containers, &w.mappings)
@@ -215,8 +217,8 @@ impl Plugin for Portmap {
             return Ok(prev.clone());
         }
         // Held to the end: its release waits out the transaction's RCU grace period,
-        // which passes meanwhile (see `nft_netlink::Committed`).
-        let _committed = match add_rules(&w) {
+        // which passes meanwhile (see `nft_netlink::Session`).
+        let _session = match add_rules(&w) {
             Ok(committed) => committed,
             Err(e) => {
                 // One family may have gone in before the other failed: take it out again.
@@ -279,7 +281,9 @@ impl Plugin for Portmap {
                 }
             }
             Backend::Nftables => {
-                let listed = nftables::list().map_err(PortmapError::Firewall)?;
+                let listed = nftables::Session::open()
+                    .and_then(|mut s| s.list())
+                    .map_err(PortmapError::Firewall)?;
                 for c in &w.containers {
                     nftables::check(&listed, &w.settings, c, &w.mappings).map_err(|e| {
                         PortmapError::Check(format!(

@@ -564,28 +564,121 @@ fn dump_request(family: u8, seq: u32) -> Vec<u8> {
     out
 }
 
-/// The rules of our tables, both families. No table (or no nf_tables at all) is no rule.
-pub fn list() -> Result<Vec<Listed>, String> {
-    let socket = match socket() {
-        Ok(s) => s,
-        Err(e) if e.raw_os_error() == Some(libc::EPROTONOSUPPORT) => return Ok(Vec::new()),
-        Err(e) => return Err(format!("nf_tables netlink: {e}")),
-    };
-    let mut out = Vec::new();
-    // One dump per family: a dump filtered by table name stops after the first table of
-    // that name, whatever its family.
-    for (seq, family) in [(1, Family::V4), (2, Family::V6)] {
-        dump_family(&socket, nfproto(family), seq, &mut out)
-            .map_err(|e| format!("nf_tables rule dump ({}): {e}", family.name()))?;
+/// One NETLINK_NETFILTER socket for everything an invocation does: the listing and the
+/// transaction.
+///
+/// Closing such a socket (which process exit does too) waits for the kernel to release
+/// the objects of recent transactions, which waits for an RCU grace period
+/// (`nft_rcv_nl_event` flushes the nf_tables destroy work; about 10 ms on a small VM):
+/// the larger part of a change's cost. So there is one socket, closed once, when the
+/// invocation is done: ADD holds it while it flushes conntrack entries and sets
+/// route_localnet, and the grace period passes meanwhile.
+pub struct Session {
+    /// `None` when the kernel has no nf_tables netlink: nothing can be ours.
+    socket: Option<Socket>,
+    seq: u32,
+}
+
+impl Session {
+    pub fn open() -> Result<Session, String> {
+        let socket = match socket() {
+            Ok(s) => Some(s),
+            Err(e) if e.raw_os_error() == Some(libc::EPROTONOSUPPORT) => None,
+            Err(e) => return Err(format!("nf_tables netlink: {e}")),
+        };
+        Ok(Session { socket, seq: 1 })
     }
-    Ok(out)
+
+    fn next_seq(&mut self, n: u32) -> u32 {
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(n);
+        seq
+    }
+
+    /// The rules of our tables, both families. No table is no rule.
+    pub fn list(&mut self) -> Result<Vec<Listed>, String> {
+        let mut out = Vec::new();
+        // One dump per family: a dump filtered by table name stops after the first table
+        // of that name, whatever its family.
+        for family in [Family::V4, Family::V6] {
+            let seq = self.next_seq(1);
+            let Some(socket) = &self.socket else {
+                return Ok(out);
+            };
+            dump_family(socket, nfproto(family), seq, &mut out)
+                .map_err(|e| format!("nf_tables rule dump ({}): {e}", family.name()))?;
+        }
+        Ok(out)
+    }
+
+    /// Applies `ops` as one transaction: all or nothing.
+    pub fn apply(&mut self, ops: &[Op]) -> Result<(), String> {
+        let mut batch = Batch::new(self.seq, true);
+        for op in ops {
+            batch.push(op)?;
+        }
+        let (bytes, what, begin) = batch.finish();
+        self.next_seq(what.len() as u32 + 2);
+        if what.is_empty() {
+            return Ok(());
+        }
+        let socket = self
+            .socket
+            .as_ref()
+            .ok_or("nf_tables netlink: not supported by this kernel")?;
+        // Errors of a large batch must not be dropped for want of room.
+        let _ = socket.set_rx_buf_sz(1 << 20);
+        socket
+            .send(&bytes, 0)
+            .map_err(|e| format!("nf_tables batch: {e}"))?;
+        let last = what.keys().next_back().copied().unwrap_or(begin);
+        let mut answered = false;
+        let mut first_error: Option<String> = None;
+        while !answered {
+            let (datagram, _) = socket
+                .recv_from_full()
+                .map_err(|e| format!("nf_tables batch: {e}"))?;
+            for (kind, seq, payload) in messages(&datagram) {
+                if kind != NLMSG_ERROR {
+                    continue;
+                }
+                let errno = error_code(payload);
+                if seq == begin {
+                    // The batch as a whole was refused (permission, memory, commit).
+                    if errno != 0 {
+                        return Err(format!(
+                            "nf_tables batch: {}",
+                            io::Error::from_raw_os_error(errno)
+                        ));
+                    }
+                    continue;
+                }
+                answered |= seq == last;
+                if errno != 0 && first_error.is_none() {
+                    first_error = Some(format!(
+                        "{}: {}",
+                        what.get(&seq).map(String::as_str).unwrap_or("nf_tables"),
+                        io::Error::from_raw_os_error(errno)
+                    ));
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
 }
 
 fn dump_family(socket: &Socket, family: u8, seq: u32, out: &mut Vec<Listed>) -> io::Result<()> {
     socket.send(&dump_request(family, seq), 0)?;
     loop {
         let (datagram, _) = socket.recv_from_full()?;
-        for (kind, _, payload) in messages(&datagram) {
+        for (kind, reply_seq, payload) in messages(&datagram) {
+            if reply_seq != seq {
+                // A late answer to an earlier request of this socket.
+                continue;
+            }
             match kind {
                 NLMSG_DONE => return Ok(()),
                 NLMSG_ERROR => {
@@ -600,79 +693,6 @@ fn dump_family(socket: &Socket, family: u8, seq: u32, out: &mut Vec<Listed>) -> 
                 _ => {}
             }
         }
-    }
-}
-
-/// The socket a transaction was committed on, kept open while the caller does other work.
-///
-/// Closing a NETLINK_NETFILTER socket (which process exit does too) waits for the
-/// kernel's release of the transaction's old objects, which waits for an RCU grace period
-/// (`nft_rcv_nl_event` flushes the nf_tables destroy work; about 10 ms on a small VM): the
-/// larger part of a change's cost. Holding this while ADD flushes conntrack entries and
-/// sets route_localnet lets the grace period pass meanwhile.
-pub struct Committed {
-    _socket: Option<Socket>,
-}
-
-impl Committed {
-    pub fn none() -> Committed {
-        Committed { _socket: None }
-    }
-}
-
-/// Applies `ops` as one transaction: all or nothing.
-pub fn apply(ops: &[Op]) -> Result<Committed, String> {
-    let mut batch = Batch::new(1, true);
-    for op in ops {
-        batch.push(op)?;
-    }
-    let (bytes, what, begin) = batch.finish();
-    if what.is_empty() {
-        return Ok(Committed::none());
-    }
-    let socket = socket().map_err(|e| format!("nf_tables netlink: {e}"))?;
-    // A batch of a few hundred rules is well over the default buffers' comfort.
-    let _ = socket.set_rx_buf_sz(1 << 20);
-    socket
-        .send(&bytes, 0)
-        .map_err(|e| format!("nf_tables batch: {e}"))?;
-    let last = what.keys().next_back().copied().unwrap_or(begin);
-    let mut answered = false;
-    let mut first_error: Option<String> = None;
-    while !answered {
-        let (datagram, _) = socket
-            .recv_from_full()
-            .map_err(|e| format!("nf_tables batch: {e}"))?;
-        for (kind, seq, payload) in messages(&datagram) {
-            if kind != NLMSG_ERROR {
-                continue;
-            }
-            let errno = error_code(payload);
-            if seq == begin {
-                // The batch as a whole was refused (permission, memory, commit).
-                if errno != 0 {
-                    return Err(format!(
-                        "nf_tables batch: {}",
-                        io::Error::from_raw_os_error(errno)
-                    ));
-                }
-                continue;
-            }
-            answered |= seq == last;
-            if errno != 0 && first_error.is_none() {
-                first_error = Some(format!(
-                    "{}: {}",
-                    what.get(&seq).map(String::as_str).unwrap_or("nf_tables"),
-                    io::Error::from_raw_os_error(errno)
-                ));
-            }
-        }
-    }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(Committed {
-            _socket: Some(socket),
-        }),
     }
 }
 

@@ -18,7 +18,6 @@ use serde_json::Value;
 
 use crate::config::Settings;
 use crate::model::{Container, Family, Mapping, Protocol};
-use crate::nft_netlink::Committed;
 
 pub const TABLE: &str = "cni_hostport";
 
@@ -440,24 +439,40 @@ fn via_nft() -> bool {
     std::env::var(VIA_ENV).is_ok_and(|v| v == "nft")
 }
 
-/// The rules of our tables.
-pub fn list() -> Result<Vec<Listed>, String> {
-    if via_nft() {
-        list_nft().map(Option::unwrap_or_default)
-    } else {
-        crate::nft_netlink::list()
-    }
-}
+/// Where an invocation's listings and changes go: nf_tables netlink, or the nft binary
+/// ([`VIA_ENV`]). Dropping it may wait for the kernel (see [`crate::nft_netlink::Session`]).
+pub struct Session(Option<crate::nft_netlink::Session>);
 
-/// Applies `ops` as one transaction.
-pub fn apply(ops: &[Op]) -> Result<Committed, String> {
-    if via_nft() || !crate::nft_netlink::expressible(ops) {
-        let script = render(ops);
-        log::debug!("nft -f:\n{script}");
-        apply_nft(&script).map(|()| Committed::none())
-    } else {
-        log::debug!("nf_tables batch:\n{}", render(ops));
-        crate::nft_netlink::apply(ops)
+impl Session {
+    pub fn open() -> Result<Session, String> {
+        if via_nft() {
+            Ok(Session(None))
+        } else {
+            crate::nft_netlink::Session::open().map(|s| Session(Some(s)))
+        }
+    }
+
+    /// The rules of our tables.
+    pub fn list(&mut self) -> Result<Vec<Listed>, String> {
+        match &mut self.0 {
+            Some(netlink) => netlink.list(),
+            None => list_nft().map(Option::unwrap_or_default),
+        }
+    }
+
+    /// Applies `ops` as one transaction.
+    pub fn apply(&mut self, ops: &[Op]) -> Result<(), String> {
+        match &mut self.0 {
+            Some(netlink) if crate::nft_netlink::expressible(ops) => {
+                log::debug!("nf_tables batch:\n{}", render(ops));
+                netlink.apply(ops)
+            }
+            _ => {
+                let script = render(ops);
+                log::debug!("nft -f:\n{script}");
+                apply_nft(&script)
+            }
+        }
     }
 }
 

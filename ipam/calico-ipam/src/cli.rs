@@ -12,7 +12,6 @@ use crate::datastore;
 use crate::engine::Ipam;
 use crate::model::IpamBlock;
 use crate::netconf::IpamNetConf;
-use crate::nodename::{self, NodenameSources};
 use crate::store::Store;
 
 #[derive(Parser, Debug)]
@@ -67,13 +66,10 @@ pub fn run(cli: Cli) -> i32 {
 
 fn execute(cli: Cli) -> Result<i32, String> {
     let conf = load_config(&cli.config)?;
-    let node = nodename::resolve(&NodenameSources {
-        nodename: conf.nodename.as_deref(),
-        nodename_file: conf.nodename_file.as_deref(),
-        nodename_file_optional: true,
-        hostname: conf.hostname.as_deref(),
-    })
-    .map_err(|e| e.to_string())?;
+    // An operator may run this on a node where calico/node has not written the file.
+    let mut node_conf = conf.node.clone();
+    node_conf.nodename_file_optional = true;
+    let node = node_conf.resolve().map_err(|e| e.to_string())?;
     let store = datastore::open(&conf).map_err(|e| e.to_string())?;
     let ipam = Ipam::new(store.as_ref(), &node);
     match cli.command {

@@ -15,7 +15,7 @@ use crate::lock::HostLock;
 use crate::model::IpPool;
 use crate::names;
 use crate::netconf::{Datastore, IpamNetConf};
-use crate::nodename::{self, NodenameError, NodenameSources};
+use crate::nodename::NodenameError;
 use crate::store::{Store, StoreError};
 use crate::timestamp;
 
@@ -139,12 +139,7 @@ impl Context {
         let conf: IpamNetConf = serde_json::from_slice(req.stdin).map_err(|e| {
             IpamPluginError::Config(format!("invalid calico-ipam configuration: {e}"))
         })?;
-        let node = nodename::resolve(&NodenameSources {
-            nodename: conf.nodename.as_deref(),
-            nodename_file: conf.nodename_file.as_deref(),
-            nodename_file_optional: conf.nodename_file_optional,
-            hostname: conf.hostname.as_deref(),
-        })?;
+        let node = conf.node.resolve()?;
         let store = datastore::open(&conf)?;
         Ok(Context { conf, node, store })
     }

@@ -26,10 +26,10 @@ pub fn open(conf: &IpamNetConf) -> Result<Box<dyn Store>, DatastoreError> {
         )?)),
         Datastore::Etcd => {
             let settings = EtcdSettings {
-                endpoints: conf.etcd_endpoints.clone(),
-                key_file: conf.etcd_key_file.clone(),
-                cert_file: conf.etcd_cert_file.clone(),
-                ca_cert_file: conf.etcd_ca_cert_file.clone(),
+                endpoints: conf.datastore.etcd_endpoints.clone(),
+                key_file: conf.datastore.etcd_key_file.clone(),
+                cert_file: conf.datastore.etcd_cert_file.clone(),
+                ca_cert_file: conf.datastore.etcd_ca_cert_file.clone(),
             };
             let config = EtcdConfig::from_conf_and_env(&settings)
                 .map_err(|e| DatastoreError::Config(e.to_string()))?;

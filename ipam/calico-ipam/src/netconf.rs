@@ -5,15 +5,16 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::nodename::NodenameConf;
+
 /// `/var/run/calico/ipam.lock`: one IPAM operation at a time on a node, as Calico does.
 pub const DEFAULT_LOCK_FILE: &str = "/var/run/calico/ipam.lock";
 /// Where the `local` datastore keeps its objects unless `local_data_dir` says otherwise.
 pub const DEFAULT_LOCAL_DATA_DIR: &str = "/var/lib/calico/local-datastore";
 
+/// Which datastore, and how to reach it: keys the calico plugin reads too.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct IpamNetConf {
-    #[serde(default)]
-    pub name: String,
+pub struct DatastoreConf {
     /// `etcdv3` (Calico's default when unset), `kubernetes`, or our `local`.
     #[serde(default)]
     pub datastore_type: Option<String>,
@@ -28,16 +29,18 @@ pub struct IpamNetConf {
     /// Ours: the directory of the `local` datastore.
     #[serde(default)]
     pub local_data_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct IpamNetConf {
+    #[serde(default)]
+    pub name: String,
+    #[serde(flatten)]
+    pub datastore: DatastoreConf,
+    #[serde(flatten)]
+    pub node: NodenameConf,
     #[serde(default)]
     pub ipam_lock_file: Option<String>,
-    #[serde(default)]
-    pub nodename: Option<String>,
-    #[serde(default)]
-    pub nodename_file: Option<String>,
-    #[serde(default)]
-    pub nodename_file_optional: bool,
-    #[serde(default)]
-    pub hostname: Option<String>,
     #[serde(default)]
     pub ipam: IpamSection,
 }
@@ -57,6 +60,19 @@ pub struct IpamSection {
     pub ipv6_pools: Vec<String>,
 }
 
+impl DatastoreConf {
+    pub fn kind(&self) -> Result<Datastore, String> {
+        match self.datastore_type.as_deref().unwrap_or("") {
+            "" | "etcdv3" => Ok(Datastore::Etcd),
+            "kubernetes" => Ok(Datastore::Kubernetes),
+            "local" => Ok(Datastore::Local),
+            other => Err(format!(
+                "unknown datastore_type {other:?}: use etcdv3, kubernetes or local"
+            )),
+        }
+    }
+}
+
 /// The datastores calico-ipam can use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Datastore {
@@ -67,14 +83,7 @@ pub enum Datastore {
 
 impl IpamNetConf {
     pub fn datastore(&self) -> Result<Datastore, String> {
-        match self.datastore_type.as_deref().unwrap_or("") {
-            "" | "etcdv3" => Ok(Datastore::Etcd),
-            "kubernetes" => Ok(Datastore::Kubernetes),
-            "local" => Ok(Datastore::Local),
-            other => Err(format!(
-                "unknown datastore_type {other:?}: use etcdv3, kubernetes or local"
-            )),
-        }
+        self.datastore.kind()
     }
 
     pub fn assign_v4(&self) -> bool {
@@ -96,7 +105,8 @@ impl IpamNetConf {
 
     pub fn local_data_dir(&self) -> PathBuf {
         PathBuf::from(
-            self.local_data_dir
+            self.datastore
+                .local_data_dir
                 .as_deref()
                 .filter(|p| !p.is_empty())
                 .unwrap_or(DEFAULT_LOCAL_DATA_DIR),

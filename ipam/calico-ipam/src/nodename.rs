@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use serde::Deserialize;
+
 pub const DEFAULT_NODENAME_FILE: &str = "/var/lib/calico/nodename";
 
 #[derive(Debug, thiserror::Error)]
@@ -19,52 +21,60 @@ pub enum NodenameError {
     },
 }
 
-/// The sources, in Calico's order of precedence.
-#[derive(Debug, Clone, Default)]
-pub struct NodenameSources<'a> {
-    pub nodename: Option<&'a str>,
-    pub nodename_file: Option<&'a str>,
+/// The configuration keys that name the node, in Calico's order of precedence.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NodenameConf {
+    #[serde(default)]
+    pub nodename: Option<String>,
+    #[serde(default)]
+    pub nodename_file: Option<String>,
+    #[serde(default)]
     pub nodename_file_optional: bool,
     /// Deprecated.
-    pub hostname: Option<&'a str>,
+    #[serde(default)]
+    pub hostname: Option<String>,
 }
 
-/// `nodename`, else the contents of `nodename_file` (as is, not trimmed), else the
-/// deprecated `hostname`, else the machine's host name, lower-cased. Unless the file is
-/// optional, it must exist even when `nodename` is set: its presence is how calico/node says
-/// it runs.
-pub fn resolve(sources: &NodenameSources) -> Result<String, NodenameError> {
-    let file = sources
-        .nodename_file
-        .filter(|f| !f.is_empty())
-        .unwrap_or(DEFAULT_NODENAME_FILE);
-    let from_file = match std::fs::read_to_string(Path::new(file)) {
-        Ok(text) => Some(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if !sources.nodename_file_optional {
-                return Err(NodenameError::FileMissing(file.to_string()));
+impl NodenameConf {
+    /// `nodename`, else the contents of `nodename_file` (as is, not trimmed), else the
+    /// deprecated `hostname`, else the machine's host name, lower-cased. Unless the file is
+    /// optional, it must exist even when `nodename` is set: its presence is how calico/node
+    /// says it runs.
+    pub fn resolve(&self) -> Result<String, NodenameError> {
+        let file = self
+            .nodename_file
+            .as_deref()
+            .filter(|f| !f.is_empty())
+            .unwrap_or(DEFAULT_NODENAME_FILE);
+        let from_file = match std::fs::read_to_string(Path::new(file)) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !self.nodename_file_optional {
+                    return Err(NodenameError::FileMissing(file.to_string()));
+                }
+                None
             }
-            None
+            Err(source) => {
+                return Err(NodenameError::Unreadable {
+                    path: file.to_string(),
+                    source,
+                })
+            }
+        };
+        let given = |v: &Option<String>| v.clone().filter(|n| !n.is_empty());
+        if let Some(name) = given(&self.nodename) {
+            return Ok(name);
         }
-        Err(source) => {
-            return Err(NodenameError::Unreadable {
-                path: file.to_string(),
-                source,
-            })
+        if let Some(name) = from_file.filter(|n| !n.is_empty()) {
+            return Ok(name);
         }
-    };
-    if let Some(name) = sources.nodename.filter(|n| !n.is_empty()) {
-        return Ok(name.to_string());
+        if let Some(name) = given(&self.hostname) {
+            return Ok(name);
+        }
+        Ok(nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().to_lowercase())
+            .unwrap_or_default())
     }
-    if let Some(name) = from_file.filter(|n| !n.is_empty()) {
-        return Ok(name);
-    }
-    if let Some(name) = sources.hostname.filter(|n| !n.is_empty()) {
-        return Ok(name.to_string());
-    }
-    Ok(nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().to_lowercase())
-        .unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -76,11 +86,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("nodename");
         let path = file.to_string_lossy().into_owned();
-        let mut s = NodenameSources {
-            nodename_file: Some(&path),
-            ..NodenameSources::default()
+        let mut s = NodenameConf {
+            nodename_file: Some(path.clone()),
+            ..NodenameConf::default()
         };
-        let err = resolve(&s).expect_err("missing");
+        let err = s.resolve().expect_err("missing");
         assert_eq!(
             err.to_string(),
             format!(
@@ -89,13 +99,13 @@ mod tests {
             )
         );
         std::fs::write(&file, "node-from-file").expect("write");
-        assert_eq!(resolve(&s).expect("file"), "node-from-file");
-        s.nodename = Some("node-a");
-        assert_eq!(resolve(&s).expect("key"), "node-a");
+        assert_eq!(s.resolve().expect("file"), "node-from-file");
+        s.nodename = Some("node-a".into());
+        assert_eq!(s.resolve().expect("key"), "node-a");
         std::fs::remove_file(&file).expect("rm");
         s.nodename = None;
         s.nodename_file_optional = true;
-        s.hostname = Some("legacy");
-        assert_eq!(resolve(&s).expect("hostname"), "legacy");
+        s.hostname = Some("legacy".into());
+        assert_eq!(s.resolve().expect("hostname"), "legacy");
     }
 }

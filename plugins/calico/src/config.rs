@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use calico_ipam::nodename::{self, NodenameError, NodenameSources};
+use calico_ipam::netconf::DatastoreConf;
+use calico_ipam::nodename::{NodenameConf, NodenameError};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -16,15 +17,13 @@ pub const DEFAULT_MTU_FILE: &str = "/var/lib/calico/mtu";
 pub struct CalicoConf {
     #[serde(default)]
     pub name: String,
-    #[serde(default)]
-    pub nodename: Option<String>,
-    #[serde(default)]
-    pub nodename_file: Option<String>,
-    #[serde(default)]
-    pub nodename_file_optional: bool,
-    /// Deprecated fallback for the node name.
-    #[serde(default)]
-    pub hostname: Option<String>,
+    /// `nodename`, `nodename_file`, `nodename_file_optional`, `hostname`.
+    #[serde(flatten)]
+    pub node: NodenameConf,
+    /// `datastore_type`, `etcd_*`, `local_data_dir`: read by calico-ipam from the same
+    /// config, and by this plugin for the datastore it writes workload state to.
+    #[serde(flatten)]
+    pub datastore: DatastoreConf,
     #[serde(default)]
     pub mtu: i64,
     /// Ours: where the MTU file lives (Calico hard-codes `/var/lib/calico/mtu`).
@@ -36,16 +35,6 @@ pub struct CalicoConf {
     pub num_queues: i64,
     #[serde(default)]
     pub device_type: Option<String>,
-    #[serde(default)]
-    pub datastore_type: Option<String>,
-    #[serde(default)]
-    pub etcd_endpoints: Option<String>,
-    #[serde(default)]
-    pub etcd_key_file: Option<String>,
-    #[serde(default)]
-    pub etcd_cert_file: Option<String>,
-    #[serde(default)]
-    pub etcd_ca_cert_file: Option<String>,
     #[serde(default)]
     pub ipam: IpamConf,
     #[serde(default)]
@@ -144,13 +133,7 @@ impl CalicoConf {
 
     /// The node name, decided as Calico decides it (see [`calico_ipam::nodename`]).
     pub fn node_name(&self) -> Result<String, CalicoError> {
-        nodename::resolve(&NodenameSources {
-            nodename: self.nodename.as_deref(),
-            nodename_file: self.nodename_file.as_deref(),
-            nodename_file_optional: self.nodename_file_optional,
-            hostname: self.hostname.as_deref(),
-        })
-        .map_err(|e| match e {
+        self.node.resolve().map_err(|e| match e {
             NodenameError::FileMissing(path) => CalicoError::NodenameFileMissing(path),
             other => CalicoError::NodeState(other.to_string()),
         })
@@ -274,12 +257,12 @@ mod tests {
         }
         std::fs::write(&file, "node-from-file").expect("write");
         assert_eq!(c.node_name().expect("name"), "node-from-file");
-        c.nodename = Some("node-a".into());
+        c.node.nodename = Some("node-a".into());
         assert_eq!(c.node_name().expect("name"), "node-a");
-        c.nodename = None;
+        c.node.nodename = None;
         std::fs::remove_file(&file).expect("rm");
-        c.nodename_file_optional = true;
-        c.hostname = Some("legacy".into());
+        c.node.nodename_file_optional = true;
+        c.node.hostname = Some("legacy".into());
         assert_eq!(c.node_name().expect("name"), "legacy");
     }
 

@@ -65,16 +65,16 @@ fn kubernetes_conflist_chains_calico_ipam_portmap_and_bandwidth() {
         let calico = calico_entry(&list);
         assert_eq!(calico.ipam.plugin_type, "calico-ipam", "{file}");
         assert_eq!(calico.mtu().expect("mtu"), Some(1440));
-        assert_eq!(calico.nodename.as_deref(), Some("node-a"));
+        assert_eq!(calico.node.nodename.as_deref(), Some("node-a"));
     }
     let etcd = calico_entry(&conflist("10-calico-etcd.conflist"));
-    assert_eq!(etcd.datastore_type.as_deref(), Some("etcdv3"));
+    assert_eq!(etcd.datastore.datastore_type.as_deref(), Some("etcdv3"));
     assert_eq!(
-        etcd.etcd_endpoints.as_deref(),
+        etcd.datastore.etcd_endpoints.as_deref(),
         Some("http://127.0.0.1:2379")
     );
     let kdd = calico_entry(&conflist("10-calico.conflist"));
-    assert_eq!(kdd.datastore_type.as_deref(), Some("kubernetes"));
+    assert_eq!(kdd.datastore.datastore_type.as_deref(), Some("kubernetes"));
 }
 
 #[test]
@@ -92,7 +92,7 @@ fn single_node_conflist_needs_no_service() {
     assert_eq!(types(&list), ["calico"]);
     let calico = calico_entry(&list);
     assert!(
-        calico.nodename_file_optional,
+        calico.node.nodename_file_optional,
         "no calico/node to write the nodename file"
     );
     assert_eq!(calico.node_name().expect("node name"), "node-a");

@@ -18,6 +18,7 @@ pub mod exec;
 pub mod fixtures;
 pub mod host_local;
 pub mod ipam;
+pub mod kube_api;
 pub mod pod;
 pub mod portmap;
 pub mod runner;

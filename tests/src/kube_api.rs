@@ -185,6 +185,12 @@ impl FakeApiServer {
     pub fn put(&self, kind: &str, obj: Value) -> Value {
         let rt = self.resource(kind);
         let mut obj = obj;
+        if meta_str(&obj, "name").is_empty() {
+            panic!("fake API server: put({kind}) needs metadata.name: {obj}");
+        }
+        if rt.namespaced && meta_str(&obj, "namespace").is_empty() {
+            panic!("fake API server: put({kind}) needs metadata.namespace: {obj}");
+        }
         let mut st = self.shared.lock();
         st.seed(&rt, &mut obj);
         obj
@@ -1068,6 +1074,10 @@ fn parse_target<'a>(shared: &'a Shared, segs: &[&str]) -> Option<Target<'a>> {
 }
 
 fn dispatch(st: &mut State, req: &HttpRequest, t: &Target) -> ApiResult {
+    // Namespaced kinds have a cross-namespace path for lists only.
+    if t.rt.namespaced && t.ns.is_none() && (req.method != "GET" || t.name.is_some()) {
+        return Err(ApiError::no_route());
+    }
     let ns = t.ns.clone().unwrap_or_default();
     match (req.method.as_str(), &t.name) {
         ("GET", None) => list(st, req, t.rt, t.ns.as_deref()),
@@ -1085,7 +1095,10 @@ fn dispatch(st: &mut State, req: &HttpRequest, t: &Target) -> ApiResult {
             let body = parse_body(req)?;
             update(st, t.rt, &ns, name, t.sub.as_deref(), body, UpdateKind::Put)
         }
-        ("PATCH", Some(name)) => patch(st, req, t, &ns, name),
+        // Pods are the only core kind CNI writes (its status annotations).
+        ("PATCH", Some(name)) if t.rt.is_crd() || t.rt.plural == "pods" => {
+            patch(st, req, t, &ns, name)
+        }
         ("DELETE", Some(name)) if t.rt.is_crd() => delete(st, req, t.rt, &ns, name),
         _ => Err(ApiError::method_not_allowed()),
     }
@@ -1467,6 +1480,28 @@ fn update(
                     if let Some(m) = obj["metadata"].as_object_mut() {
                         m.remove("ownerReferences");
                     }
+                }
+            }
+        }
+    } else if !rt.is_crd() {
+        // A pod update through the main resource keeps the status, and the spec is
+        // (for what CNI could touch) immutable.
+        if obj.get("spec") != old.get("spec") {
+            return Err(ApiError::invalid(
+                rt,
+                name,
+                vec![FieldError::new(
+                    "spec",
+                    "FieldValueForbidden",
+                    "Forbidden: pod updates may not change fields other than those the real server allows (the fake allows none)".into(),
+                )],
+            ));
+        }
+        match old.get("status") {
+            Some(s) => obj["status"] = s.clone(),
+            None => {
+                if let Some(m) = obj.as_object_mut() {
+                    m.remove("status");
                 }
             }
         }

@@ -620,6 +620,61 @@ fn pod_status_patch_merges_annotations() {
         c.patch(url, "application/apply-patch+yaml", json!({})).0,
         415
     );
+
+    // Through the main resource: metadata may change, the spec may not, status is kept.
+    let main = "/api/v1/namespaces/default/pods/web";
+    let (code, body) = c.patch(
+        main,
+        MERGE,
+        json!({"metadata": {"labels": {"l": "v"}}, "status": {"phase": "Pending"}}),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["metadata"]["labels"]["l"], "v");
+    assert_eq!(body["status"]["phase"], "Failed");
+    assert_invalid(
+        &c.patch(main, MERGE, json!({"spec": {"nodeName": "n2"}})),
+        "spec",
+    );
+    // Namespaces and nodes are read-only here.
+    server.put("nodes", json!({"metadata": {"name": "n1"}}));
+    assert_eq!(c.patch("/api/v1/nodes/n1", MERGE, json!({})).0, 405);
+    // A namespaced kind has no object path outside a namespace.
+    assert_eq!(c.get("/api/v1/pods/web").0, 404);
+}
+
+#[test]
+fn ippool_status_subresource() {
+    let server = FakeApiServer::start();
+    let c = Client::new(&server);
+    let (_, created) = c.post(&format!("{CALICO}/ippools"), pool("p", "10.5.0.0/16"));
+    let cond = json!({"conditions": [{"type": "Ready", "status": "True", "reason": "Ok",
+        "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
+    // /status changes the status only, and does not bump the generation.
+    let mut with_status = created.clone();
+    with_status["status"] = cond.clone();
+    with_status["spec"]["natOutgoing"] = json!(true);
+    let (code, body) = c.put(&format!("{CALICO}/ippools/p/status"), with_status);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["status"], cond);
+    assert!(body["spec"].get("natOutgoing").is_none());
+    assert_eq!(body["metadata"]["generation"], 1);
+    // Status is validated like the rest.
+    let bad = json!({"status": {"conditions": [{"type": "Ready", "status": "Maybe"}]}});
+    assert_invalid(
+        &c.patch(&format!("{CALICO}/ippools/p/status"), MERGE, bad),
+        "status.conditions[0].status",
+    );
+    // The main resource keeps the status whatever the body says.
+    let mut main = body.clone();
+    main["status"] = json!({});
+    main["spec"]["natOutgoing"] = json!(true);
+    let (code, body) = c.put(&format!("{CALICO}/ippools/p"), main);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["status"], cond);
+    assert_eq!(body["metadata"]["generation"], 2);
+    // Kinds without a status subresource have no /status path.
+    server.put("ipamhandles", handle("h"));
+    assert_eq!(c.get(&format!("{CALICO}/ipamhandles/h/status")).0, 404);
 }
 
 #[test]

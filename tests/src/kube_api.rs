@@ -25,8 +25,11 @@
 //!   of `pods/<name>/status` may change metadata (labels, annotations) and status, never
 //!   the spec nor ownerReferences;
 //! - delete with a `DeleteOptions` body: UID / resourceVersion preconditions (409 on
-//!   mismatch), 200 with the deleted object; an object with finalizers only gets a
-//!   deletionTimestamp and goes when an update empties its finalizers;
+//!   mismatch), 200 with the deleted object (as last stored: its resourceVersion is not
+//!   the delete's); an object with finalizers only gets a deletionTimestamp and goes when
+//!   an update empties its finalizers;
+//! - pods: an update through the main resource keeps the status and may not change the
+//!   spec (422; the real server allows a few spec fields, the fake none);
 //! - list with `labelSelector` (`k=v`, `k==v`, `k!=v`, `k`, `!k`, `k in (a,b)`,
 //!   `k notin (a,b)`, `k>n`, `k<n`; comma = AND), `fieldSelector` (`metadata.name`,
 //!   `metadata.namespace`, and the few fields the real server supports per core kind),
@@ -1455,66 +1458,7 @@ fn update(
             )))
         }
     }
-    // Subresource rules: /status changes status (and, for pods, metadata but not
-    // ownerReferences); the main resource of a kind with a status subresource keeps the
-    // old status.
-    if sub == Some("status") {
-        if rt.is_crd() {
-            let status = obj.get("status").cloned();
-            obj = old.clone();
-            match status {
-                Some(s) => obj["status"] = s,
-                None => {
-                    if let Some(m) = obj.as_object_mut() {
-                        m.remove("status");
-                    }
-                }
-            }
-        } else {
-            if let Some(spec) = old.get("spec") {
-                obj["spec"] = spec.clone();
-            }
-            match old["metadata"].get("ownerReferences") {
-                Some(o) => obj["metadata"]["ownerReferences"] = o.clone(),
-                None => {
-                    if let Some(m) = obj["metadata"].as_object_mut() {
-                        m.remove("ownerReferences");
-                    }
-                }
-            }
-        }
-    } else if !rt.is_crd() {
-        // A pod update through the main resource keeps the status, and the spec is
-        // (for what CNI could touch) immutable.
-        if obj.get("spec") != old.get("spec") {
-            return Err(ApiError::invalid(
-                rt,
-                name,
-                vec![FieldError::new(
-                    "spec",
-                    "FieldValueForbidden",
-                    "Forbidden: pod updates may not change fields other than those the real server allows (the fake allows none)".into(),
-                )],
-            ));
-        }
-        match old.get("status") {
-            Some(s) => obj["status"] = s.clone(),
-            None => {
-                if let Some(m) = obj.as_object_mut() {
-                    m.remove("status");
-                }
-            }
-        }
-    } else if rt.status_subresource {
-        match old.get("status") {
-            Some(s) => obj["status"] = s.clone(),
-            None => {
-                if let Some(m) = obj.as_object_mut() {
-                    m.remove("status");
-                }
-            }
-        }
-    }
+    subresource_rules(rt, name, sub, &old, &mut obj)?;
     // System fields: the uid may be omitted but never changed; the rest is the server's.
     let uid = meta_str(&obj, "uid").to_string();
     if !uid.is_empty() && uid != meta_str(&old, "uid") {
@@ -1536,14 +1480,7 @@ fn update(
         "deletionGracePeriodSeconds",
         "resourceVersion",
     ] {
-        match old["metadata"].get(f) {
-            Some(v) => obj["metadata"][f] = v.clone(),
-            None => {
-                if let Some(m) = obj["metadata"].as_object_mut() {
-                    m.remove(f);
-                }
-            }
-        }
+        keep_old(&mut obj["metadata"], &old["metadata"], f);
     }
     if !rt.is_crd() {
         obj["kind"] = json!(rt.kind);
@@ -1570,6 +1507,55 @@ fn update(
         st.objects.insert(k, obj.clone());
     }
     Ok((200, obj))
+}
+
+/// Sets `dst[field]` to `src[field]`, or removes it when `src` has none.
+fn keep_old(dst: &mut Value, src: &Value, field: &str) {
+    match src.get(field) {
+        Some(v) => dst[field] = v.clone(),
+        None => {
+            if let Some(m) = dst.as_object_mut() {
+                m.remove(field);
+            }
+        }
+    }
+}
+
+/// What each path may change: `/status` changes the status only (pods: also metadata,
+/// but not ownerReferences, as the pod status strategy allows); the main resource of a
+/// kind with a status subresource keeps the old status; a pod's spec does not change.
+fn subresource_rules(
+    rt: &ResourceType,
+    name: &str,
+    sub: Option<&str>,
+    old: &Value,
+    obj: &mut Value,
+) -> Result<(), ApiError> {
+    if sub == Some("status") {
+        if rt.is_crd() {
+            let new = std::mem::replace(obj, old.clone());
+            keep_old(obj, &new, "status");
+        } else {
+            keep_old(obj, old, "spec");
+            keep_old(&mut obj["metadata"], &old["metadata"], "ownerReferences");
+        }
+        return Ok(());
+    }
+    if !rt.is_crd() && obj.get("spec") != old.get("spec") {
+        return Err(ApiError::invalid(
+            rt,
+            name,
+            vec![FieldError::new(
+                "spec",
+                "FieldValueForbidden",
+                "Forbidden: pod updates may not change fields other than those the real server allows (the fake allows none)".into(),
+            )],
+        ));
+    }
+    if rt.status_subresource {
+        keep_old(obj, old, "status");
+    }
+    Ok(())
 }
 
 /// Whether anything but metadata (and status, with a status subresource) changed: what

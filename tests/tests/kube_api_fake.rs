@@ -865,6 +865,13 @@ fn required_fields_and_types_are_enforced() {
         "metadata.labels",
     );
 
+    let r = json!({"apiVersion": "crd.projectcalico.org/v1", "kind": "IPReservation",
+        "metadata": {"name": "r"}, "spec": {"reservedCIDRs": ["10.0.0.300/32"]}});
+    assert_invalid(
+        &c.post(&format!("{CALICO}/ipreservations"), r),
+        "spec.reservedCIDRs[0]",
+    );
+
     // Several errors are all reported.
     let (code, body) = c.post(
         &format!("{CALICO}/ipamhandles"),
@@ -1100,4 +1107,44 @@ fn servers_are_independent_and_stop_on_drop() {
     let addr = a.addr();
     drop(a);
     assert!(TcpStream::connect(addr).is_err(), "listener closed on drop");
+}
+
+#[test]
+fn concurrent_compare_and_swap_loses_no_update() {
+    let server = FakeApiServer::start();
+    server.put("ipamhandles", handle("counter"));
+    let path = format!("{CALICO}/ipamhandles/counter");
+    let (threads, rounds) = (6, 10);
+    let conflicts: usize = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let c = Client::new(&server);
+                let path = &path;
+                scope.spawn(move || {
+                    let mut conflicts = 0;
+                    for _ in 0..rounds {
+                        loop {
+                            let (_, mut h) = c.get(path);
+                            let n = h["spec"]["block"]["10.244.1.64/26"].as_i64().unwrap();
+                            h["spec"]["block"]["10.244.1.64/26"] = json!(n + 1);
+                            match c.put(path, h).0 {
+                                200 => break,
+                                409 => conflicts += 1,
+                                other => panic!("PUT answered {other}"),
+                            }
+                        }
+                    }
+                    conflicts
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).sum()
+    });
+    let h = server.get("ipamhandles", "", "counter").unwrap();
+    assert_eq!(
+        h["spec"]["block"]["10.244.1.64/26"],
+        1 + threads * rounds,
+        "{conflicts} conflicts"
+    );
+    assert_eq!(h["metadata"]["generation"], 1 + threads * rounds);
 }

@@ -688,7 +688,7 @@ fn read_chunked(r: &mut impl BufRead) -> io::Result<Vec<u8>> {
                 }
             }
         }
-        if body.len() + size > MAX_BODY {
+        if size > MAX_BODY - body.len() {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "body too large"));
         }
         let start = body.len();
@@ -1329,9 +1329,7 @@ fn admit(
 }
 
 fn create(st: &mut State, rt: &ResourceType, ns: &str, mut obj: Value) -> ApiResult {
-    if !obj["metadata"].is_object() {
-        obj["metadata"] = json!({});
-    }
+    ensure_metadata(&mut obj)?;
     let mut name = meta_str(&obj, "name").to_string();
     check_type_meta(rt, &obj, &name)?;
     settle_namespace(rt, &mut obj, ns)?;
@@ -1400,9 +1398,7 @@ fn update(
     let Some(old) = st.objects.get(&k).cloned() else {
         return Err(ApiError::not_found(rt, name));
     };
-    if !obj["metadata"].is_object() {
-        obj["metadata"] = json!({});
-    }
+    ensure_metadata(&mut obj)?;
     if how == UpdateKind::Put {
         // A PUT body's uid is a storage precondition, checked before anything else.
         let uid = meta_str(&obj, "uid");
@@ -1507,6 +1503,20 @@ fn update(
         st.objects.insert(k, obj.clone());
     }
     Ok((200, obj))
+}
+
+/// An absent metadata is an empty one; any other non-object is a decoding error.
+fn ensure_metadata(obj: &mut Value) -> Result<(), ApiError> {
+    match &obj["metadata"] {
+        Value::Object(_) => Ok(()),
+        Value::Null => {
+            obj["metadata"] = json!({});
+            Ok(())
+        }
+        other => Err(ApiError::bad_request(&format!(
+            "metadata must be an object, not {other}"
+        ))),
+    }
 }
 
 /// Sets `dst[field]` to `src[field]`, or removes it when `src` has none.

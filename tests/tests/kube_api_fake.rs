@@ -275,6 +275,10 @@ fn create_conflicts_and_refusals() {
     let name = body["metadata"]["name"].as_str().unwrap();
     assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
 
+    let mut bad_meta = handle("x");
+    bad_meta["metadata"] = json!("x");
+    assert_eq!(c.post(&url, bad_meta).0, 400);
+
     // Client-set uid and creationTimestamp are replaced.
     let mut forged = handle("h4");
     forged["metadata"]["uid"] = json!("forged");

@@ -43,6 +43,25 @@ impl Outcome {
         self.exit == Some(0)
     }
 
+    /// Asserts the call failed as a CNI plugin must — exit 1 and an error object on stdout
+    /// with `code` and a non-empty message — and returns the message. `what` names the
+    /// case in the panic message.
+    pub fn refused(&self, code: u64, what: &str) -> String {
+        assert_eq!(self.exit, Some(1), "{what}: {}", self.describe());
+        let json = self
+            .json
+            .as_ref()
+            .unwrap_or_else(|| panic!("{what}: no error object: {}", self.describe()));
+        assert_eq!(json["code"], code, "{what}: {}", self.describe());
+        let msg = json["msg"].as_str().unwrap_or_default().to_string();
+        assert!(
+            !msg.is_empty(),
+            "{what}: empty message: {}",
+            self.describe()
+        );
+        msg
+    }
+
     /// The error code, if this is a failure with a CNI error object.
     pub fn code(&self) -> Option<u64> {
         if self.ok() {

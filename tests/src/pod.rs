@@ -109,6 +109,24 @@ pub struct Pod {
 }
 
 impl Node {
+    /// Runs the `cnitool` binary inside the node, as an operator reproducing the kubelet
+    /// would, with this node's conflist directory, plugins and cache; CNI_ARGS, CAP_ARGS
+    /// and CNI_IFNAME come only from `args`' environment, never from the test's.
+    pub fn cnitool(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", self.netns.name()])
+            .arg(crate::fixtures::plugin_dir().join("cnitool"))
+            .args(args)
+            .env("NETCONFPATH", self.dir.path().join("net.d"))
+            .env("CNI_PATH", crate::fixtures::plugin_dir())
+            .env("CNI_CACHE_DIR", self.dir.cache_dir())
+            .env_remove("CNI_ARGS")
+            .env_remove("CAP_ARGS")
+            .env_remove("CNI_IFNAME")
+            .output()
+            .expect("cnitool runs")
+    }
+
     /// A node namespace set up as described in the module documentation. Panics when the
     /// machine refuses (not root, no `ip`): nothing else could run anyway.
     pub fn new() -> Node {

@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::Command;
 
 use cni_tests::bandwidth::{
     all_qdiscs, direct_config, expected_ifb_name, ifb_names, limits, VethPod, NET,
@@ -289,21 +288,6 @@ fn a_failure_after_the_ifb_was_created_removes_it() {
     assert!(ifb_names(&pod.node).is_empty(), "the IFB is rolled back");
 }
 
-fn cnitool(node: &Node, args: &[&str]) -> std::process::Output {
-    Command::new("ip")
-        .args(["netns", "exec", node.netns.name()])
-        .arg(env!("CARGO_BIN_EXE_cnitool"))
-        .args(args)
-        .env("NETCONFPATH", node.dir.path().join("net.d"))
-        .env("CNI_PATH", plugin_dir())
-        .env("CNI_CACHE_DIR", node.dir.cache_dir())
-        .env_remove("CNI_ARGS")
-        .env_remove("CAP_ARGS")
-        .env_remove("CNI_IFNAME")
-        .output()
-        .expect("cnitool runs")
-}
-
 #[test]
 fn annotations_a_runtime_refuses_stop_before_any_plugin_runs() {
     let node = Node::new();
@@ -350,7 +334,7 @@ fn annotations_a_runtime_refuses_stop_before_any_plugin_runs() {
         ),
     ] {
         let pair = format!("{annotation}={value}");
-        let out = cnitool(&node, &["add", NET, &pod.path_str(), "--annotation", &pair]);
+        let out = node.cnitool(&["add", NET, &pod.path_str(), "--annotation", &pair]);
         assert!(!out.status.success(), "{pair}");
         let err: Value = serde_json::from_slice(&out.stdout).expect("CNI error object");
         assert_eq!(err["code"], 7, "{pair}: {err}");

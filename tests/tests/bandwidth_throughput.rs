@@ -9,12 +9,10 @@
 
 use std::fs;
 use std::net::IpAddr;
-use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use cni_tests::bandwidth::{chain, ifb_names, limits, qdisc, tcp_throughput, NET};
-use cni_tests::fixtures::plugin_dir;
 use cni_tests::pod::{Node, Pod, Stack};
 use cni_tests::TestNetns;
 use serde_json::{json, Value};
@@ -138,22 +136,6 @@ fn both_directions_are_shaped_at_100_mbit() {
     remove(&node, &pod);
 }
 
-/// Runs the `cnitool` binary inside the node, as an operator reproducing the kubelet would.
-fn cnitool(node: &Node, args: &[&str]) -> std::process::Output {
-    Command::new("ip")
-        .args(["netns", "exec", node.netns.name()])
-        .arg(env!("CARGO_BIN_EXE_cnitool"))
-        .args(args)
-        .env("NETCONFPATH", node.dir.path().join("net.d"))
-        .env("CNI_PATH", plugin_dir())
-        .env("CNI_CACHE_DIR", node.dir.cache_dir())
-        .env("CNI_IFNAME", "eth0")
-        .env_remove("CNI_ARGS")
-        .env_remove("CAP_ARGS")
-        .output()
-        .expect("cnitool runs")
-}
-
 /// Pod annotations → cnitool → calico chain → shaped traffic. The runtimes pass a burst of
 /// 2^32−1 bits with an annotated rate, so the bucket starts with about 190 MB at 10 Mbit/s:
 /// the warm-up of this measurement is long enough for TCP to empty it first.
@@ -172,17 +154,14 @@ fn pod_annotations_shape_the_pod_through_cnitool() {
     let pod = TestNetns::new("bw-annotated").expect("pod netns");
     let netns = pod.path_str();
 
-    let out = cnitool(
-        &node,
-        &[
-            "--annotation",
-            "kubernetes.io/ingress-bandwidth=10M",
-            "--annotation=kubernetes.io/egress-bandwidth=20M",
-            "add",
-            NET,
-            &netns,
-        ],
-    );
+    let out = node.cnitool(&[
+        "--annotation",
+        "kubernetes.io/ingress-bandwidth=10M",
+        "--annotation=kubernetes.io/egress-bandwidth=20M",
+        "add",
+        NET,
+        &netns,
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -211,13 +190,13 @@ fn pod_annotations_shape_the_pod_through_cnitool() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_shaped(from_pod, 20e6, "pod → node, egress annotation 20M");
 
-    let out = cnitool(&node, &["check", NET, &netns]);
+    let out = node.cnitool(&["check", NET, &netns]);
     assert!(
         out.status.success(),
         "CHECK: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = cnitool(&node, &["del", NET, &netns]);
+    let out = node.cnitool(&["del", NET, &netns]);
     assert!(
         out.status.success(),
         "DEL: {}",

@@ -14,20 +14,6 @@ use cni_tests::GcAttachment;
 use serde_json::{json, Value};
 use shared::spec::error::ErrorCode;
 
-/// The call failed as a CNI plugin must: exit 1, an error object on stdout with `code`.
-/// Returns the message.
-fn refused(out: &Outcome, code: u64, what: &str) -> String {
-    assert_eq!(out.exit, Some(1), "{what}: {}", out.describe());
-    let json = out
-        .json
-        .as_ref()
-        .unwrap_or_else(|| panic!("{what}: no error object: {}", out.describe()));
-    assert_eq!(json["code"], code, "{what}: {}", out.describe());
-    let msg = json["msg"].as_str().unwrap_or_default().to_string();
-    assert!(!msg.is_empty(), "{what}: empty message: {}", out.describe());
-    msg
-}
-
 /// Exit 1 and an error object, whatever its code.
 fn failed(out: &Outcome, what: &str) -> String {
     assert_eq!(out.exit, Some(1), "{what}: {}", out.describe());
@@ -450,14 +436,14 @@ fn missing_nodename_file_fails_add_and_del_with_calicos_message() {
     );
     let pod = node.pod("a0de000000000000000000000000000a");
     let out = add_direct(&node, &pod, &bad);
-    assert_eq!(refused(&out, 11, "ADD"), want);
+    assert_eq!(out.refused(11, "ADD"), want);
     node.assert_nothing_left(&pod, "after ADD without nodename file");
 
     let good = node.plugin(Stack::Dual);
     let out = add_direct(&node, &pod, &good);
     assert!(out.ok(), "{}", out.describe());
     let out = del_direct(&node, &pod, &bad);
-    assert_eq!(refused(&out, 11, "DEL"), want);
+    assert_eq!(out.refused(11, "DEL"), want);
     assert!(
         pod.link(IFNAME).is_some(),
         "a refused DEL leaves the pod alone"
@@ -491,7 +477,7 @@ fn mtu_file_that_is_not_a_number_is_refused() {
     fs::write(node.mtu_file(), "fifteen hundred\n").expect("mtu file");
     let pod = node.pod("a7a0000000000000000000000000000a");
     let out = add_direct(&node, &pod, &node.plugin(Stack::V4));
-    let msg = refused(&out, 104, "ADD with a bad MTU file");
+    let msg = out.refused(104, "ADD with a bad MTU file");
     assert!(
         msg.contains(&node.mtu_file().display().to_string()),
         "names the file: {msg}"
@@ -508,7 +494,7 @@ fn require_mtu_file_waits_for_the_file() {
     plugin["require_mtu_file"] = json!(true);
     let pod = node.pod("a7a0000000000000000000000000000b");
     let out = add_direct(&node, &pod, &plugin);
-    let msg = refused(&out, 11, "ADD without the required MTU file");
+    let msg = out.refused(11, "ADD without the required MTU file");
     assert!(msg.to_lowercase().contains("mtu"), "{msg}");
     node.assert_nothing_left(&pod, "after a missing MTU file");
 
@@ -525,7 +511,7 @@ fn invalid_network_name_is_refused() {
     let mut conf = node.plugin_config("1.0.0", &node.plugin(Stack::V4));
     conf["name"] = json!("calico net!");
     let out = node.call("ADD", &conf, &pod.rt, &[]);
-    refused(&out, 7, "ADD with an invalid network name");
+    out.refused(7, "ADD with an invalid network name");
     node.assert_nothing_left(&pod, "after an invalid name");
 }
 
@@ -553,7 +539,7 @@ fn netkit_device_type_is_unsupported() {
     let mut plugin = node.plugin(Stack::V4);
     plugin["device_type"] = json!("netkit");
     let out = add_direct(&node, &pod, &plugin);
-    refused(&out, 2, "ADD with netkit");
+    out.refused(2, "ADD with netkit");
     node.assert_nothing_left(&pod, "after netkit");
 }
 
@@ -564,7 +550,7 @@ fn unknown_device_type_is_invalid() {
     let mut plugin = node.plugin(Stack::V4);
     plugin["device_type"] = json!("macvtap");
     let out = add_direct(&node, &pod, &plugin);
-    let msg = refused(&out, 7, "ADD with an unknown device_type");
+    let msg = out.refused(7, "ADD with an unknown device_type");
     assert!(msg.contains("device_type"), "{msg}");
     node.assert_nothing_left(&pod, "after an unknown device_type");
 }
@@ -577,7 +563,7 @@ fn missing_ipam_plugin_is_a_delegation_error() {
     let mut plugin = node.plugin(Stack::V4);
     plugin["ipam"]["type"] = json!("no-such-ipam");
     let out = add_direct(&node, &pod, &plugin);
-    let msg = refused(&out, 103, "ADD with a missing IPAM plugin");
+    let msg = out.refused(103, "ADD with a missing IPAM plugin");
     assert!(msg.contains("no-such-ipam"), "{msg}");
     node.assert_nothing_left(&pod, "after a missing IPAM plugin");
     // Through the runner too: the error reaches the runtime as the plugin's.

@@ -6,7 +6,6 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use cni_tests::fixtures::free_tcp_port;
-use cni_tests::host_local::Outcome;
 use cni_tests::ipam::{merge, Backend, IpamFixture};
 use serde_json::{json, Value};
 
@@ -25,19 +24,9 @@ fn fixture(backend: Backend) -> IpamFixture {
 fn refused_add(fx: &IpamFixture, conf: &Value, args: &[(&str, &str)], code: u64) -> String {
     let before = fx.snapshot();
     let out = fx.call("ADD", conf, "bad-input", args);
-    let msg = refused(&out, code);
+    let msg = out.refused(code, "ADD");
     assert_eq!(fx.snapshot(), before, "a refused ADD writes nothing");
     msg
-}
-
-fn refused(out: &Outcome, code: u64) -> String {
-    assert_eq!(out.exit, Some(1), "{}", out.describe());
-    let json = out
-        .json
-        .as_ref()
-        .unwrap_or_else(|| panic!("no error object on stdout: {}", out.describe()));
-    assert_eq!(json["code"], code, "{}", out.describe());
-    json["msg"].as_str().unwrap_or_default().to_string()
 }
 
 fn unknown_pool_name(backend: Backend) {
@@ -123,7 +112,7 @@ fn unreachable_etcd_is_try_again_later_and_prompt() {
         let started = Instant::now();
         let out = fx.call(command, &conf, "c1", &[]);
         let took = started.elapsed();
-        let msg = refused(&out, 11);
+        let msg = out.refused(11, "ADD");
         assert!(msg.contains(&dead), "{command}: names the endpoint: {msg}");
         assert!(
             took < Duration::from_secs(3),
@@ -195,7 +184,7 @@ fn local_pool_smaller_than_a_default_block() {
             "an address of the pool, in a block no bigger than the pool: {addrs:?}"
         );
     } else {
-        let msg = refused(&out, 7);
+        let msg = out.refused(7, "ADD");
         assert!(msg.contains(pool), "names the pool: {msg}");
         assert_eq!(
             fx.snapshot(),
@@ -249,7 +238,7 @@ fn dual_stack_is_all_or_nothing(backend: Backend) {
             json!({"ipv4_pools": [v4_pool], "ipv6_pools": [v6_pool], "assign_ipv6": "true"}),
         );
         let out = fx.call("ADD", &conf, "dual", &[]);
-        let msg = refused(&out, 105);
+        let msg = out.refused(105, "ADD");
         assert!(msg.contains(short), "{short} short: {msg}");
         let snapshot = fx.snapshot();
         let held = cni_tests::ipam::allocations(&snapshot).unwrap_or_else(|e| panic!("{e}"));

@@ -56,19 +56,6 @@ fn ok(out: &Outcome, what: &str) -> Value {
     out.json.clone().map(normalize).unwrap_or(Value::Null)
 }
 
-/// A failure as CNI wants it: exit 1, an error object with `code` and a message.
-fn refused(out: &Outcome, code: u64, what: &str) -> String {
-    assert_eq!(out.exit, Some(1), "{what}: {}", out.describe());
-    let json = out
-        .json
-        .as_ref()
-        .unwrap_or_else(|| panic!("{what}: no error object: {}", out.describe()));
-    assert_eq!(json["code"], code, "{what}: {}", out.describe());
-    let msg = json["msg"].as_str().unwrap_or_default().to_string();
-    assert!(!msg.is_empty(), "{what}: empty message");
-    msg
-}
-
 /// `ips[].address` of a result, in order.
 fn addresses(result: &Value) -> Vec<String> {
     result["ips"]
@@ -354,14 +341,13 @@ fn check_tells_allocated_from_released(backend: Backend) {
         ok(&fx.call("CHECK", &conf, &id, &[]), "CHECK after ADD");
         ok(&fx.call("DEL", &conf, &id, &[]), "DEL");
         let before = fx.snapshot();
-        let msg = refused(&fx.call("CHECK", &conf, &id, &[]), 109, "CHECK after DEL");
+        let msg = fx
+            .call("CHECK", &conf, &id, &[])
+            .refused(109, "CHECK after DEL");
         assert!(msg.contains(&handle(&id)), "names the handle: {msg}");
         assert_eq!(fx.snapshot(), before, "CHECK writes nothing");
-        refused(
-            &fx.call("CHECK", &conf, "never-added", &[]),
-            109,
-            "CHECK of a container never added",
-        );
+        fx.call("CHECK", &conf, "never-added", &[])
+            .refused(109, "CHECK of a container never added");
     }
 }
 
@@ -392,11 +378,9 @@ fn ip_arg_assigns_exactly_that_address(backend: Backend) {
 
     // The same address for someone else: a conflict, and nothing changes.
     let before = fx.snapshot();
-    let msg = refused(
-        &fx.call("ADD", &conf, "static-2", &[("IP", "10.77.0.200")]),
-        110,
-        "the same IP twice",
-    );
+    let msg = fx
+        .call("ADD", &conf, "static-2", &[("IP", "10.77.0.200")])
+        .refused(110, "the same IP twice");
     assert!(msg.contains("10.77.0.200"), "names the address: {msg}");
     assert_eq!(fx.snapshot(), before, "a refused ADD writes nothing");
 

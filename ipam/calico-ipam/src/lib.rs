@@ -7,6 +7,7 @@ pub mod cli;
 pub mod cni;
 pub mod datastore;
 pub mod engine;
+pub mod k8s;
 pub mod lock;
 pub mod model;
 pub mod names;

@@ -1,0 +1,494 @@
+//! A blocking Kubernetes API client for processes that live for milliseconds: kube's HTTP
+//! client (kubeconfig semantics, TLS, bearer tokens, client certificates) on a
+//! current-thread runtime, with requests spelled as paths and JSON so that every object is
+//! exactly what Calico writes (spec §7.1), and every round trip is counted.
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use kube::config::{
+    AuthInfo, Cluster, Context, KubeConfigOptions, Kubeconfig, KubeconfigError, NamedAuthInfo,
+    NamedCluster, NamedContext,
+};
+use serde_json::{json, Value};
+
+use super::error::{rbac_of, KubeError};
+use super::settings::KubeSettings;
+
+/// How long a connection may take: an API server that is down should fail a CNI call in
+/// seconds, well inside the kubelet's timeout, so that it retries.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one answer may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `metadata.uid` / `metadata.resourceVersion` preconditions of a DELETE.
+#[derive(Debug, Clone, Default)]
+pub struct Preconditions {
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+}
+
+/// The content types of a PATCH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchKind {
+    /// `application/strategic-merge-patch+json`: core kinds only.
+    Strategic,
+    /// `application/merge-patch+json` (RFC 7386).
+    Merge,
+}
+
+pub struct KubeClient {
+    runtime: tokio::runtime::Runtime,
+    client: kube::Client,
+    /// The server as configured, for messages.
+    server: String,
+    round_trips: Cell<usize>,
+}
+
+impl std::fmt::Debug for KubeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeClient")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubeClient {
+    /// A client for `settings`. Nothing is sent yet.
+    pub fn connect(settings: &KubeSettings) -> Result<KubeClient, KubeError> {
+        let (kubeconfig, context) = kubeconfig_of(settings)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| KubeError::Config(format!("cannot start the I/O runtime: {e}")))?;
+        let options = KubeConfigOptions {
+            context: Some(context),
+            ..KubeConfigOptions::default()
+        };
+        let what = settings
+            .kubeconfig
+            .clone()
+            .unwrap_or_else(|| "the network configuration's policy settings".into());
+        let (client, server) = runtime.block_on(async {
+            let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|e| config_error(&what, e))?;
+            config.connect_timeout = Some(CONNECT_TIMEOUT);
+            config.read_timeout = Some(READ_TIMEOUT);
+            config.reset_reader_on_write = true;
+            // The IPAM engine retries what is worth retrying; a transparent retry here would
+            // hide round trips and could replay a write whose outcome is unknown.
+            config.default_retry = false;
+            let server = config
+                .cluster_url
+                .to_string()
+                .trim_end_matches('/')
+                .to_string();
+            let client = kube::Client::try_from(config).map_err(|e| {
+                KubeError::Config(format!("cannot build a client for {server}: {e}"))
+            })?;
+            Ok::<_, KubeError>((client, server))
+        })?;
+        Ok(KubeClient {
+            runtime,
+            client,
+            server,
+            round_trips: Cell::new(0),
+        })
+    }
+
+    /// The API server's address, for messages.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Requests sent so far.
+    pub fn round_trips(&self) -> usize {
+        self.round_trips.get()
+    }
+
+    /// One object, `None` when it does not exist.
+    pub fn get(&self, path: &str) -> Result<Option<Value>, KubeError> {
+        match self.send("GET", path, None, None) {
+            Ok(v) => Ok(Some(v)),
+            Err(KubeError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every item of a collection (following `continue`), optionally by label selector.
+    pub fn list(&self, path: &str, label_selector: Option<&str>) -> Result<Vec<Value>, KubeError> {
+        let mut items = Vec::new();
+        let mut cont: Option<String> = None;
+        loop {
+            let mut query = Vec::new();
+            if let Some(sel) = label_selector {
+                query.push(format!("labelSelector={}", encode_query(sel)));
+            }
+            if let Some(c) = &cont {
+                query.push(format!("continue={}", encode_query(c)));
+            }
+            let full = if query.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}?{}", query.join("&"))
+            };
+            let mut page = self.send("GET", &full, None, None)?;
+            if let Some(Value::Array(page_items)) = page.get_mut("items").map(Value::take) {
+                items.extend(page_items);
+            }
+            cont = page["metadata"]["continue"]
+                .as_str()
+                .filter(|c| !c.is_empty())
+                .map(str::to_string);
+            if cont.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
+    /// POST to a collection; the stored object comes back.
+    pub fn create(&self, collection: &str, object: &Value) -> Result<Value, KubeError> {
+        self.send("POST", collection, Some(object), None)
+    }
+
+    /// PUT: an update, conditional on the object's `metadata.resourceVersion`.
+    pub fn replace(&self, path: &str, object: &Value) -> Result<Value, KubeError> {
+        self.send("PUT", path, Some(object), None)
+    }
+
+    pub fn patch(&self, path: &str, kind: PatchKind, patch: &Value) -> Result<Value, KubeError> {
+        let content_type = match kind {
+            PatchKind::Strategic => "application/strategic-merge-patch+json",
+            PatchKind::Merge => "application/merge-patch+json",
+        };
+        self.send("PATCH", path, Some(patch), Some(content_type))
+    }
+
+    /// DELETE with preconditions; `NotFound` when it is already gone.
+    pub fn delete(&self, path: &str, preconditions: &Preconditions) -> Result<(), KubeError> {
+        let mut pre = serde_json::Map::new();
+        if let Some(uid) = &preconditions.uid {
+            pre.insert("uid".into(), json!(uid));
+        }
+        if let Some(rv) = &preconditions.resource_version {
+            pre.insert("resourceVersion".into(), json!(rv));
+        }
+        let body = json!({
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "preconditions": pre,
+        });
+        self.send("DELETE", path, Some(&body), None).map(|_| ())
+    }
+
+    /// `GET /version`: a real round trip that needs no RBAC.
+    pub fn version(&self) -> Result<Value, KubeError> {
+        self.send("GET", "/version", None, None)
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        content_type: Option<&str>,
+    ) -> Result<Value, KubeError> {
+        let mut request = http::Request::builder().method(method).uri(path);
+        let bytes = match body {
+            Some(b) => {
+                request = request.header(
+                    http::header::CONTENT_TYPE,
+                    content_type.unwrap_or("application/json"),
+                );
+                serde_json::to_vec(b).map_err(|e| KubeError::Api {
+                    code: 0,
+                    what: format!("{method} {path}"),
+                    message: format!("cannot encode the request: {e}"),
+                })?
+            }
+            None => Vec::new(),
+        };
+        let request = request
+            .header(http::header::ACCEPT, "application/json")
+            .body(bytes)
+            .map_err(|e| KubeError::Config(format!("bad request {method} {path}: {e}")))?;
+        self.round_trips.set(self.round_trips.get() + 1);
+        log::debug!("kubernetes: {method} {path}");
+        let answer = self
+            .runtime
+            .block_on(self.client.request_text(request))
+            .map_err(|e| self.error_of(method, path, e))?;
+        if answer.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&answer).map_err(|e| KubeError::Api {
+            code: 200,
+            what: format!("{method} {path}"),
+            message: format!("the answer is not JSON: {e}"),
+        })
+    }
+
+    fn error_of(&self, method: &str, path: &str, error: kube::Error) -> KubeError {
+        let path_only = path.split('?').next().unwrap_or(path);
+        let what = format!("{method} {path_only}");
+        let status = match error {
+            kube::Error::Api(status) => status,
+            other => {
+                return KubeError::Unavailable {
+                    server: self.server.clone(),
+                    reason: chain(&other),
+                }
+            }
+        };
+        let message = status.message.clone();
+        match status.code {
+            404 => KubeError::NotFound(path_only.to_string()),
+            409 if status.reason == "AlreadyExists" => {
+                KubeError::AlreadyExists(path_only.to_string())
+            }
+            409 => KubeError::Conflict(path_only.to_string()),
+            401 => KubeError::Unauthorized {
+                server: self.server.clone(),
+            },
+            403 => {
+                let (verb, resource) = rbac_of(method, path_only);
+                KubeError::Forbidden {
+                    verb,
+                    resource,
+                    message,
+                }
+            }
+            400 | 422 => KubeError::Invalid { what, message },
+            429 | 500..=599 => KubeError::Unavailable {
+                server: self.server.clone(),
+                reason: format!("{} {}: {message}", status.code, status.reason),
+            },
+            code => KubeError::Api {
+                code,
+                what,
+                message,
+            },
+        }
+    }
+}
+
+/// An error and its causes on one line ("connection refused" is usually at the bottom).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// A kubeconfig error without the file's contents: YAML errors can quote the line they
+/// stopped at, and that line may hold a token or a key.
+fn config_error(what: &str, error: KubeconfigError) -> KubeError {
+    let detail = match &error {
+        KubeconfigError::Parse(_) => "it is not a valid kubeconfig YAML document".to_string(),
+        other => other.to_string(),
+    };
+    KubeError::Config(format!("cannot use kubeconfig {what}: {detail}"))
+}
+
+/// The kubeconfig to build the client from, with the overrides of spec §3.1 applied to its
+/// current context, and the name of that context.
+fn kubeconfig_of(settings: &KubeSettings) -> Result<(Kubeconfig, String), KubeError> {
+    let mut kubeconfig =
+        match &settings.kubeconfig {
+            Some(path) => Kubeconfig::read_from(path).map_err(|e| config_error(path, e))?,
+            None if settings.server.is_some() => Kubeconfig::default(),
+            None => return Err(KubeError::Config(
+                "no Kubernetes API server configured: set kubernetes.kubeconfig in the network \
+                 configuration (or $KUBECONFIG)"
+                    .into(),
+            )),
+        };
+    let context_name = match (&kubeconfig.current_context, kubeconfig.contexts.as_slice()) {
+        (Some(name), _) if !name.is_empty() => name.clone(),
+        (_, [only]) => only.name.clone(),
+        (_, []) => {
+            // A kubeconfig-less configuration: one context made of the overrides.
+            kubeconfig.clusters.push(NamedCluster {
+                name: "calico".into(),
+                cluster: Some(Cluster::default()),
+                other: Default::default(),
+            });
+            kubeconfig.contexts.push(NamedContext {
+                name: "calico".into(),
+                context: Some(Context {
+                    cluster: "calico".into(),
+                    user: Some("calico".into()),
+                    ..Context::default()
+                }),
+                other: Default::default(),
+            });
+            "calico".into()
+        }
+        _ => {
+            return Err(KubeError::Config(format!(
+                "kubeconfig {} has several contexts and no current-context: set one",
+                settings.kubeconfig.as_deref().unwrap_or_default()
+            )))
+        }
+    };
+    apply_overrides(&mut kubeconfig, &context_name, settings)?;
+    Ok((kubeconfig, context_name))
+}
+
+fn apply_overrides(
+    kubeconfig: &mut Kubeconfig,
+    context_name: &str,
+    settings: &KubeSettings,
+) -> Result<(), KubeError> {
+    let context = kubeconfig
+        .contexts
+        .iter_mut()
+        .find(|c| c.name == context_name)
+        .and_then(|c| c.context.as_mut())
+        .ok_or_else(|| {
+            KubeError::Config(format!("kubeconfig has no context named {context_name:?}"))
+        })?;
+    let cluster_name = context.cluster.clone();
+    let user_name = match &context.user {
+        Some(u) if !u.is_empty() => u.clone(),
+        _ => {
+            context.user = Some("calico".into());
+            "calico".into()
+        }
+    };
+    if settings.server.is_some() || settings.certificate_authority.is_some() {
+        let cluster = match kubeconfig
+            .clusters
+            .iter_mut()
+            .find(|c| c.name == cluster_name)
+        {
+            Some(named) => named.cluster.get_or_insert_with(Cluster::default),
+            None => {
+                kubeconfig.clusters.push(NamedCluster {
+                    name: cluster_name.clone(),
+                    cluster: Some(Cluster::default()),
+                    other: Default::default(),
+                });
+                kubeconfig
+                    .clusters
+                    .last_mut()
+                    .and_then(|c| c.cluster.as_mut())
+                    .ok_or_else(|| KubeError::Config("kubeconfig cluster vanished".into()))?
+            }
+        };
+        if let Some(server) = &settings.server {
+            cluster.server = Some(server.clone());
+        }
+        if let Some(ca) = &settings.certificate_authority {
+            cluster.certificate_authority = Some(ca.clone());
+            cluster.certificate_authority_data = None;
+        }
+    }
+    let has_user_overrides = settings.token.is_some()
+        || settings.client_certificate.is_some()
+        || settings.client_key.is_some();
+    if has_user_overrides {
+        let user = match kubeconfig
+            .auth_infos
+            .iter_mut()
+            .find(|u| u.name == user_name)
+        {
+            Some(named) => named.auth_info.get_or_insert_with(AuthInfo::default),
+            None => {
+                kubeconfig.auth_infos.push(NamedAuthInfo {
+                    name: user_name.clone(),
+                    auth_info: Some(AuthInfo::default()),
+                    other: Default::default(),
+                });
+                kubeconfig
+                    .auth_infos
+                    .last_mut()
+                    .and_then(|u| u.auth_info.as_mut())
+                    .ok_or_else(|| KubeError::Config("kubeconfig user vanished".into()))?
+            }
+        };
+        if let Some(token) = &settings.token {
+            user.token = Some(token.clone().into());
+            user.token_file = None;
+        }
+        if let Some(cert) = &settings.client_certificate {
+            user.client_certificate = Some(cert.clone());
+            user.client_certificate_data = None;
+        }
+        if let Some(key) = &settings.client_key {
+            user.client_key = Some(key.clone());
+            user.client_key_data = None;
+        }
+    }
+    Ok(())
+}
+
+/// Percent-encoding of a query value (label selectors carry `=`, `,`, `!`, `(`).
+fn encode_query(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_are_percent_encoded() {
+        assert_eq!(
+            encode_query("projectcalico.org/ip-version=4,a in (b,c)"),
+            "projectcalico.org%2Fip-version%3D4%2Ca%20in%20%28b%2Cc%29"
+        );
+    }
+
+    #[test]
+    fn a_kubeconfig_parse_error_does_not_quote_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("kubeconfig");
+        std::fs::write(&path, "users:\n- name: x\n  user: {token: s3cr3t-token\n").expect("write");
+        let settings = KubeSettings {
+            kubeconfig: Some(path.display().to_string()),
+            ..KubeSettings::default()
+        };
+        let err = KubeClient::connect(&settings).expect_err("broken YAML");
+        let text = err.to_string();
+        assert!(!text.contains("s3cr3t"), "{text}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
+    }
+
+    #[test]
+    fn overrides_alone_make_a_client() {
+        let settings = KubeSettings {
+            server: Some("http://127.0.0.1:1".into()),
+            token: Some("t".into()),
+            ..KubeSettings::default()
+        };
+        let client = KubeClient::connect(&settings).expect("client");
+        assert_eq!(client.server(), "http://127.0.0.1:1");
+        let err = client.get("/api/v1/nodes/n").expect_err("nothing listens");
+        assert!(matches!(err, KubeError::Unavailable { .. }), "{err:?}");
+        assert_eq!(client.round_trips(), 1);
+    }
+
+    #[test]
+    fn no_server_at_all_is_a_configuration_error() {
+        let err = KubeClient::connect(&KubeSettings::default()).expect_err("nothing configured");
+        assert!(err.to_string().contains("kubernetes.kubeconfig"), "{err}");
+    }
+}

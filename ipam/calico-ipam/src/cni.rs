@@ -46,11 +46,14 @@ impl From<StoreError> for IpamPluginError {
     }
 }
 
-/// The code of a datastore failure: unreachable is worth retrying; anything else is the
-/// datastore's problem.
+/// The code of a datastore failure: unreachable, or refusing credentials or permissions
+/// (a token calico-node has not refreshed yet, RBAC being rolled out) is worth retrying;
+/// anything else is the datastore's problem.
 fn store_code(e: &StoreError) -> ErrorCode {
     match e {
-        StoreError::Unavailable(_) | StoreError::Conflict(_) => ErrorCode::TryAgainLater,
+        StoreError::Unavailable(_) | StoreError::Conflict(_) | StoreError::Denied(_) => {
+            ErrorCode::TryAgainLater
+        }
         _ => ErrorCode::Datastore,
     }
 }
@@ -62,6 +65,11 @@ fn ipam_code(e: &IpamError) -> (ErrorCode, &'static str) {
         IpamError::Store(s @ StoreError::Unavailable(_)) => (
             store_code(s),
             "the datastore did not answer; the runtime will retry",
+        ),
+        IpamError::Store(s @ StoreError::Denied(_)) => (
+            store_code(s),
+            "check the CNI kubeconfig's credentials (calico-node refreshes its token) and \
+             the ClusterRole bound to its user",
         ),
         IpamError::Store(s) => (store_code(s), ""),
         IpamError::NoQualifiedPool

@@ -2,9 +2,11 @@
 
 use ipnetwork::IpNetwork;
 
+use crate::k8s::KubeSettings;
 use crate::model::IpPool;
 use crate::netconf::{Datastore, IpamNetConf};
 use crate::store::etcd::{EtcdConfig, EtcdKv, EtcdSettings};
+use crate::store::kube::KubeStore;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,11 +39,12 @@ pub fn open(conf: &IpamNetConf) -> Result<Box<dyn Store>, DatastoreError> {
                 EtcdKv::store(&config).map_err(|e| DatastoreError::Config(e.to_string()))?,
             ))
         }
-        Datastore::Kubernetes => Err(DatastoreError::Unsupported(
-            "datastore_type \"kubernetes\" is not supported by this calico-ipam yet: use \
-             \"etcdv3\" or \"local\""
-                .into(),
-        )),
+        Datastore::Kubernetes => {
+            let settings = KubeSettings::from_conf(&conf.kubernetes, &conf.policy);
+            Ok(Box::new(
+                KubeStore::connect(&settings).map_err(|e| DatastoreError::Config(e.to_string()))?,
+            ))
+        }
     }
 }
 

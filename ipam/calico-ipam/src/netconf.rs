@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::k8s::settings::{KubernetesSection, PolicySection};
 use crate::nodename::NodenameConf;
 
 /// `/var/run/calico/ipam.lock`: one IPAM operation at a time on a node, as Calico does.
@@ -43,6 +44,12 @@ pub struct IpamNetConf {
     pub ipam_lock_file: Option<String>,
     #[serde(default)]
     pub ipam: IpamSection,
+    /// `kubeconfig` and `k8s_api_root`: the API server of the Kubernetes datastore.
+    #[serde(default)]
+    pub kubernetes: KubernetesSection,
+    /// The legacy connection overrides (`k8s_api_root`, `k8s_auth_token`, ...).
+    #[serde(default)]
+    pub policy: PolicySection,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

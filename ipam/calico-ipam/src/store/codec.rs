@@ -94,7 +94,7 @@ pub fn cluster_information_key() -> String {
     format!("{RESOURCES}/clusterinformations/default")
 }
 
-fn corrupt(key: &str, reason: impl ToString) -> StoreError {
+pub(super) fn corrupt(key: &str, reason: impl ToString) -> StoreError {
     StoreError::Corrupt {
         key: key.to_string(),
         reason: reason.to_string(),
@@ -114,11 +114,11 @@ fn object(key: &str, bytes: &[u8]) -> Result<Map<String, Value>, StoreError> {
 }
 
 /// Takes `field` out of `map` (so what remains is what we do not model).
-fn take(map: &mut Map<String, Value>, field: &str) -> Value {
+pub(super) fn take(map: &mut Map<String, Value>, field: &str) -> Value {
     map.remove(field).unwrap_or(Value::Null)
 }
 
-fn take_bool(map: &mut Map<String, Value>, field: &str) -> bool {
+pub(super) fn take_bool(map: &mut Map<String, Value>, field: &str) -> bool {
     match take(map, field) {
         Value::Bool(b) => b,
         // BlockAffinity's `deleted` is a string in the CRDs; accept that spelling too.
@@ -127,7 +127,7 @@ fn take_bool(map: &mut Map<String, Value>, field: &str) -> bool {
     }
 }
 
-fn take_string(map: &mut Map<String, Value>, field: &str) -> Option<String> {
+pub(super) fn take_string(map: &mut Map<String, Value>, field: &str) -> Option<String> {
     match take(map, field) {
         Value::String(s) => Some(s),
         _ => None,
@@ -139,7 +139,7 @@ fn to_bytes(value: Value) -> Vec<u8> {
     serde_json::to_vec(&value).unwrap_or_default()
 }
 
-fn with_extra(mut known: Map<String, Value>, extra: &Map<String, Value>) -> Value {
+pub(super) fn with_extra(mut known: Map<String, Value>, extra: &Map<String, Value>) -> Value {
     for (k, v) in extra {
         known.entry(k.clone()).or_insert_with(|| v.clone());
     }
@@ -176,7 +176,12 @@ pub fn encode_block(block: &IpamBlock) -> Vec<u8> {
 }
 
 pub fn decode_block(key: &str, bytes: &[u8]) -> Result<IpamBlock, StoreError> {
-    let mut m = object(key, bytes)?;
+    block_from_object(key, object(key, bytes)?)
+}
+
+/// A block from its JSON fields: the etcd value, or an IPAMBlock CRD's `spec` (the same
+/// fields, camelCase alike; only `affinity_claim_time` differs, and it stays in `extra`).
+pub fn block_from_object(key: &str, mut m: Map<String, Value>) -> Result<IpamBlock, StoreError> {
     let cidr: IpNetwork = take_string(&mut m, "cidr")
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| corrupt(key, "missing or invalid cidr"))?;
@@ -326,7 +331,11 @@ pub fn decode_ipam_config(key: &str, bytes: &[u8]) -> Result<IpamConfig, StoreEr
 type MetadataAndSpec = (Map<String, Value>, Map<String, Value>);
 
 fn spec_of(key: &str, bytes: &[u8]) -> Result<MetadataAndSpec, StoreError> {
-    let mut m = object(key, bytes)?;
+    Ok(split_resource(object(key, bytes)?))
+}
+
+/// A resource's `metadata` and `spec` (empty when absent).
+fn split_resource(mut m: Map<String, Value>) -> MetadataAndSpec {
     let metadata = match take(&mut m, "metadata") {
         Value::Object(o) => o,
         _ => Map::new(),
@@ -335,7 +344,7 @@ fn spec_of(key: &str, bytes: &[u8]) -> Result<MetadataAndSpec, StoreError> {
         Value::Object(o) => o,
         _ => Map::new(),
     };
-    Ok((metadata, spec))
+    (metadata, spec)
 }
 
 pub fn encode_pool(p: &IpPool) -> Vec<u8> {
@@ -364,7 +373,18 @@ pub fn encode_pool(p: &IpPool) -> Vec<u8> {
 }
 
 pub fn decode_pool(key: &str, bytes: &[u8]) -> Result<IpPool, StoreError> {
-    let (metadata, mut spec) = spec_of(key, bytes)?;
+    pool_from_resource(key, spec_of(key, bytes)?)
+}
+
+/// A pool from a v3 resource or an IPPool CRD: both are `metadata` + the same `spec`.
+pub fn pool_from_object(key: &str, object: Map<String, Value>) -> Result<IpPool, StoreError> {
+    pool_from_resource(key, split_resource(object))
+}
+
+fn pool_from_resource(
+    key: &str,
+    (metadata, mut spec): MetadataAndSpec,
+) -> Result<IpPool, StoreError> {
     let name = metadata
         .get("name")
         .and_then(Value::as_str)
@@ -400,7 +420,12 @@ pub fn decode_pool(key: &str, bytes: &[u8]) -> Result<IpPool, StoreError> {
 }
 
 pub fn decode_node(key: &str, bytes: &[u8]) -> Result<Node, StoreError> {
-    let (metadata, _spec) = spec_of(key, bytes)?;
+    node_from_object(key, object(key, bytes)?)
+}
+
+/// A node's name and labels from a Calico v3 Node or a Kubernetes Node (same metadata).
+pub fn node_from_object(key: &str, object: Map<String, Value>) -> Result<Node, StoreError> {
+    let (metadata, _spec) = split_resource(object);
     let labels = match metadata.get("labels") {
         Some(v) if !v.is_null() => {
             serde_json::from_value(v.clone()).map_err(|e| corrupt(key, e))?
@@ -421,7 +446,14 @@ pub fn decode_cluster_information(
     key: &str,
     bytes: &[u8],
 ) -> Result<ClusterInformation, StoreError> {
-    let (_metadata, mut spec) = spec_of(key, bytes)?;
+    cluster_information_from_object(object(key, bytes)?)
+}
+
+/// ClusterInformation from a v3 resource or its CRD.
+pub fn cluster_information_from_object(
+    object: Map<String, Value>,
+) -> Result<ClusterInformation, StoreError> {
+    let (_metadata, mut spec) = split_resource(object);
     let datastore_ready = match take(&mut spec, "datastoreReady") {
         Value::Bool(b) => Some(b),
         _ => None,

@@ -4,10 +4,11 @@
 //!
 //! Two backends are key-value stores with Calico's etcd layout ([`kv::KvStore`] over
 //! [`codec`]): `etcdv3` (a real etcd) and `local` (files on one node, same keys and JSON).
-//! The Kubernetes backend maps the same objects to Calico's CRDs.
+//! The Kubernetes backend ([`kube::KubeStore`]) maps the same objects to Calico's CRDs.
 
 pub mod codec;
 pub mod etcd;
+pub mod kube;
 pub mod kv;
 pub mod local;
 pub mod memory;
@@ -41,6 +42,11 @@ pub enum StoreError {
     /// The datastore cannot be reached right now; worth retrying later.
     #[error("datastore unreachable: {0}")]
     Unavailable(String),
+    /// The datastore refused our credentials (an expired token) or our permissions (RBAC):
+    /// the message names the server, or the verb and resource to grant. Worth retrying once
+    /// the token is refreshed or the role fixed.
+    #[error("{0}")]
+    Denied(String),
     #[error("object {key} cannot be read: {reason}")]
     Corrupt { key: String, reason: String },
     #[error("datastore refused {op} of {key}: {reason}")]

@@ -1,0 +1,452 @@
+//! Calico's IPAM objects as `crd.projectcalico.org/v1` custom resources, exactly as
+//! libcalico-go writes them (spec §7.1): the JSON of each `spec`, the labels of a
+//! BlockAffinity, the `projectcalico.org/metadata` annotation; and back to the model.
+//!
+//! Fields a newer Calico writes that the model does not know travel in `extra` and are
+//! written back untouched.
+
+use std::collections::BTreeMap;
+
+use ipnetwork::IpNetwork;
+use serde_json::{json, Map, Value};
+
+use super::names::{self, AFFINITY_TYPE_LABEL, HOSTNAME_HASH_LABEL, IP_VERSION_LABEL};
+use crate::model::{
+    AffinityState, BlockAffinity, ClusterInformation, IpPool, IpamBlock, IpamConfig, IpamHandle,
+    Node,
+};
+use crate::store::codec::{self, corrupt, take, take_bool, take_string, with_extra};
+use crate::store::StoreError;
+
+/// The API group and version of Calico's CRDs.
+pub const API_VERSION: &str = "crd.projectcalico.org/v1";
+
+/// The annotation libcalico-go puts on every object it writes: the v3 metadata minus what
+/// Kubernetes already holds (name, namespace, uid, resourceVersion, labels, annotations),
+/// which for IPAM objects leaves only the zero creation time.
+pub const METADATA_ANNOTATION: &str = "projectcalico.org/metadata";
+pub const METADATA_ANNOTATION_VALUE: &str = r#"{"creationTimestamp":null}"#;
+
+/// The name of the IPAMConfig (and ClusterInformation) singleton.
+pub const DEFAULT_NAME: &str = "default";
+
+/// A resource object: `apiVersion`, `kind`, `metadata` (name, labels, the annotation) and
+/// `spec`.
+fn resource(kind: &str, name: &str, labels: Option<Value>, spec: Value) -> Value {
+    let mut metadata = Map::new();
+    metadata.insert("name".into(), json!(name));
+    if let Some(labels) = labels {
+        metadata.insert("labels".into(), labels);
+    }
+    metadata.insert(
+        "annotations".into(),
+        json!({ METADATA_ANNOTATION: METADATA_ANNOTATION_VALUE }),
+    );
+    json!({
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "metadata": metadata,
+        "spec": spec,
+    })
+}
+
+/// `metadata.name` of an object (empty when missing).
+pub fn name_of(object: &Value) -> &str {
+    object["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+/// `metadata.resourceVersion`: the revision of everything read from the API.
+pub fn revision_of(object: &Value) -> String {
+    object["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The `spec` of an object as a map (empty when missing or not an object).
+fn spec_of(object: &Value) -> Map<String, Value> {
+    match &object["spec"] {
+        Value::Object(spec) => spec.clone(),
+        _ => Map::new(),
+    }
+}
+
+fn as_map(object: &Value) -> Map<String, Value> {
+    match object {
+        Value::Object(m) => m.clone(),
+        _ => Map::new(),
+    }
+}
+
+// ---- IPAMBlock -----------------------------------------------------------------------------
+
+/// The block's spec: `affinity` omitted when unaffine, `attributes` with `handle_id` and
+/// `secondary` omitted when empty (Go's `omitempty`), `strictAffinity` always present
+/// (deprecated, but required by the CRD), `sequenceNumberForAllocation` always an object.
+pub fn block(block: &IpamBlock) -> Value {
+    let attributes: Vec<Value> = block
+        .attributes
+        .iter()
+        .map(|a| {
+            let mut m = Map::new();
+            if let Some(handle) = &a.handle_id {
+                m.insert("handle_id".into(), json!(handle));
+            }
+            if !a.secondary.is_empty() {
+                m.insert("secondary".into(), json!(a.secondary));
+            }
+            with_extra(m, &a.extra)
+        })
+        .collect();
+    let mut spec = Map::new();
+    spec.insert("cidr".into(), json!(block.cidr.to_string()));
+    if let Some(affinity) = &block.affinity {
+        spec.insert("affinity".into(), json!(affinity));
+    }
+    spec.insert("allocations".into(), json!(block.allocations));
+    spec.insert("unallocated".into(), json!(block.unallocated));
+    spec.insert("attributes".into(), Value::Array(attributes));
+    spec.insert("sequenceNumber".into(), json!(block.sequence_number));
+    spec.insert(
+        "sequenceNumberForAllocation".into(),
+        json!(block.sequence_number_for_allocation),
+    );
+    spec.insert("deleted".into(), json!(block.deleted));
+    spec.insert("strictAffinity".into(), json!(false));
+    resource(
+        "IPAMBlock",
+        &names::block_name(&block.cidr),
+        None,
+        with_extra(spec, &block.extra),
+    )
+}
+
+pub fn block_from(object: &Value) -> Result<IpamBlock, StoreError> {
+    let key = format!("IPAMBlock {}", name_of(object));
+    codec::block_from_object(&key, spec_of(object))
+}
+
+// ---- BlockAffinity -------------------------------------------------------------------------
+
+/// The labels a newer Calico selects a node's affinities by.
+pub fn affinity_labels(a: &BlockAffinity) -> Value {
+    json!({
+        HOSTNAME_HASH_LABEL: names::hostname_hash(&a.node),
+        AFFINITY_TYPE_LABEL: a.affinity_type,
+        IP_VERSION_LABEL: names::ip_version(a.cidr.is_ipv4()),
+    })
+}
+
+/// The affinity's spec; `deleted` is a string in this CRD (`"true"` / `"false"`).
+pub fn affinity(a: &BlockAffinity) -> Value {
+    let mut spec = Map::new();
+    spec.insert("state".into(), json!(a.state.as_str()));
+    spec.insert("node".into(), json!(a.node));
+    spec.insert("type".into(), json!(a.affinity_type));
+    spec.insert("cidr".into(), json!(a.cidr.to_string()));
+    spec.insert("deleted".into(), json!(a.deleted.to_string()));
+    resource(
+        "BlockAffinity",
+        &names::affinity_name(&a.node, &a.cidr),
+        Some(affinity_labels(a)),
+        with_extra(spec, &a.extra),
+    )
+}
+
+/// Go's `strconv.ParseBool`, which is how Calico reads the string `deleted`; empty is
+/// false.
+fn parse_go_bool(text: &str) -> Option<bool> {
+    match text {
+        "" | "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        _ => None,
+    }
+}
+
+/// `spec.deleted` of a BlockAffinity: a string, or a bool as the v3 API group writes it.
+fn affinity_deleted(key: &str, value: Value) -> Result<bool, StoreError> {
+    match value {
+        Value::Null => Ok(false),
+        Value::Bool(b) => Ok(b),
+        Value::String(s) => {
+            parse_go_bool(&s).ok_or_else(|| corrupt(key, format!("deleted is {s:?}")))
+        }
+        other => Err(corrupt(key, format!("deleted is {other}"))),
+    }
+}
+
+pub fn affinity_from(object: &Value) -> Result<BlockAffinity, StoreError> {
+    let key = format!("BlockAffinity {}", name_of(object));
+    let mut spec = spec_of(object);
+    let cidr: IpNetwork = take_string(&mut spec, "cidr")
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| corrupt(&key, "missing or invalid cidr"))?;
+    let state_text = take_string(&mut spec, "state").unwrap_or_default();
+    let state = AffinityState::parse(&state_text)
+        .ok_or_else(|| corrupt(&key, format!("unknown affinity state {state_text:?}")))?;
+    let node = take_string(&mut spec, "node").unwrap_or_default();
+    let affinity_type = take_string(&mut spec, "type")
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "host".to_string());
+    let deleted = affinity_deleted(&key, take(&mut spec, "deleted"))?;
+    Ok(BlockAffinity {
+        affinity_type,
+        node,
+        cidr,
+        state,
+        deleted,
+        extra: spec,
+    })
+}
+
+/// Whether an object's `spec.deleted` says it is being deleted (bool or string form).
+pub fn marked_deleted(object: &Value) -> bool {
+    match &object["spec"]["deleted"] {
+        Value::Bool(b) => *b,
+        Value::String(s) => parse_go_bool(s).unwrap_or(false),
+        _ => false,
+    }
+}
+
+// ---- IPAMHandle ----------------------------------------------------------------------------
+
+/// Named after the lower-cased handle ID; `spec.handleID` keeps its spelling.
+pub fn handle(h: &IpamHandle) -> Value {
+    let mut spec = Map::new();
+    spec.insert("handleID".into(), json!(h.handle_id));
+    spec.insert("block".into(), json!(h.block));
+    spec.insert("deleted".into(), json!(h.deleted));
+    resource(
+        "IPAMHandle",
+        &names::handle_name(&h.handle_id),
+        None,
+        with_extra(spec, &h.extra),
+    )
+}
+
+pub fn handle_from(object: &Value) -> Result<IpamHandle, StoreError> {
+    let key = format!("IPAMHandle {}", name_of(object));
+    let mut spec = spec_of(object);
+    let handle_id = take_string(&mut spec, "handleID")
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| corrupt(&key, "missing handleID"))?;
+    let block: BTreeMap<String, u64> = match take(&mut spec, "block") {
+        Value::Null => BTreeMap::new(),
+        v => serde_json::from_value(v).map_err(|e| corrupt(&key, e))?,
+    };
+    Ok(IpamHandle {
+        handle_id,
+        block,
+        deleted: take_bool(&mut spec, "deleted"),
+        extra: spec,
+    })
+}
+
+// ---- IPAMConfig ----------------------------------------------------------------------------
+
+/// `strictAffinity` and `autoAllocateBlocks` always (the CRD requires both),
+/// `maxBlocksPerHost` only when set.
+pub fn ipam_config(c: &IpamConfig) -> Value {
+    let mut spec = Map::new();
+    spec.insert("strictAffinity".into(), json!(c.strict_affinity));
+    spec.insert("autoAllocateBlocks".into(), json!(c.auto_allocate_blocks));
+    if c.max_blocks_per_host != 0 {
+        spec.insert("maxBlocksPerHost".into(), json!(c.max_blocks_per_host));
+    }
+    resource("IPAMConfig", DEFAULT_NAME, None, with_extra(spec, &c.extra))
+}
+
+pub fn ipam_config_from(object: &Value) -> Result<IpamConfig, StoreError> {
+    let mut spec = spec_of(object);
+    let max = take(&mut spec, "maxBlocksPerHost").as_u64().unwrap_or(0);
+    Ok(IpamConfig {
+        strict_affinity: take_bool(&mut spec, "strictAffinity"),
+        auto_allocate_blocks: take_bool(&mut spec, "autoAllocateBlocks"),
+        max_blocks_per_host: u32::try_from(max).unwrap_or(u32::MAX),
+        extra: spec,
+    })
+}
+
+// ---- read-only kinds -----------------------------------------------------------------------
+
+/// An IPPool as calicoctl would create it (only the `local`-style pool creation and tests
+/// write pools; CNI only reads them).
+pub fn pool(p: &IpPool) -> Value {
+    let mut spec = Map::new();
+    spec.insert("cidr".into(), json!(p.cidr.to_string()));
+    spec.insert("blockSize".into(), json!(p.block_size));
+    if p.disabled {
+        spec.insert("disabled".into(), json!(true));
+    }
+    if !p.node_selector.is_empty() {
+        spec.insert("nodeSelector".into(), json!(p.node_selector));
+    }
+    if !p.allowed_uses.is_empty() {
+        spec.insert("allowedUses".into(), json!(p.allowed_uses));
+    }
+    if !p.assignment_mode.is_empty() {
+        spec.insert("assignmentMode".into(), json!(p.assignment_mode));
+    }
+    resource("IPPool", &p.name, None, with_extra(spec, &p.extra))
+}
+
+/// A pool, with the legacy `ipip` and `nat-outgoing` fields converted as Calico converts
+/// them on read; a pool being deleted reads as disabled.
+pub fn pool_from(object: &Value) -> Result<IpPool, StoreError> {
+    let key = format!("IPPool {}", name_of(object));
+    let mut object = as_map(object);
+    if let Some(Value::Object(spec)) = object.get_mut("spec") {
+        convert_legacy_pool_fields(spec);
+    }
+    codec::pool_from_object(&key, object)
+}
+
+/// `ipip: {enabled, mode}` → `ipipMode` (disabled → Never, `cross-subnet` → CrossSubnet,
+/// else Always) when `ipipMode` is unset; `nat-outgoing` is ORed into `natOutgoing`.
+fn convert_legacy_pool_fields(spec: &mut Map<String, Value>) {
+    if let Some(Value::Object(ipip)) = spec.remove("ipip") {
+        let unset = spec
+            .get("ipipMode")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty);
+        if unset {
+            let mode = if ipip.get("enabled") == Some(&Value::Bool(false)) {
+                "Never"
+            } else if ipip.get("mode").and_then(Value::as_str) == Some("cross-subnet") {
+                "CrossSubnet"
+            } else {
+                "Always"
+            };
+            spec.insert("ipipMode".into(), json!(mode));
+        }
+    }
+    if let Some(legacy) = spec.remove("nat-outgoing") {
+        if legacy == Value::Bool(true) {
+            spec.insert("natOutgoing".into(), json!(true));
+        }
+    }
+}
+
+pub fn node_from(object: &Value) -> Result<Node, StoreError> {
+    codec::node_from_object(&format!("Node {}", name_of(object)), as_map(object))
+}
+
+pub fn cluster_information_from(object: &Value) -> Result<ClusterInformation, StoreError> {
+    codec::cluster_information_from_object(as_map(object))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidr(s: &str) -> IpNetwork {
+        s.parse().expect("cidr")
+    }
+
+    #[test]
+    fn block_spec_is_calicos() {
+        let mut b = IpamBlock::new(cidr("10.244.1.64/30"), Some("host:n1".into()), 7);
+        b.allocations[0] = Some(0);
+        b.unallocated = vec![1, 2, 3];
+        b.attributes.push(crate::model::AllocationAttribute {
+            handle_id: Some("net.c1".into()),
+            secondary: BTreeMap::from([("node".to_string(), "n1".to_string())]),
+            extra: Map::new(),
+        });
+        b.attributes
+            .push(crate::model::AllocationAttribute::default());
+        b.sequence_number_for_allocation.insert("0".into(), 7);
+        let obj = block(&b);
+        assert_eq!(obj["metadata"]["name"], "10-244-1-64-30");
+        assert_eq!(
+            obj["metadata"]["annotations"][METADATA_ANNOTATION],
+            METADATA_ANNOTATION_VALUE
+        );
+        assert_eq!(
+            obj["spec"],
+            json!({"cidr": "10.244.1.64/30", "affinity": "host:n1",
+                   "allocations": [0, null, null, null], "unallocated": [1, 2, 3],
+                   "attributes": [{"handle_id": "net.c1", "secondary": {"node": "n1"}}, {}],
+                   "sequenceNumber": 7, "sequenceNumberForAllocation": {"0": 7},
+                   "deleted": false, "strictAffinity": false})
+        );
+        assert_eq!(block_from(&obj).expect("decodes"), b);
+        let unaffine = IpamBlock::new(cidr("10.0.0.0/30"), None, 1);
+        let obj = block(&unaffine);
+        assert!(obj["spec"].get("affinity").is_none(), "{obj}");
+        assert_eq!(obj["spec"]["sequenceNumberForAllocation"], json!({}));
+    }
+
+    #[test]
+    fn affinity_deleted_is_a_string_and_labels_are_set() {
+        let a = BlockAffinity::host("n1", cidr("fd00::40/122"), AffinityState::Pending);
+        let obj = affinity(&a);
+        assert_eq!(obj["metadata"]["name"], "n1-fd00--40-122");
+        assert_eq!(
+            obj["spec"],
+            json!({"state": "pending", "node": "n1", "type": "host",
+                   "cidr": "fd00::40/122", "deleted": "false"})
+        );
+        assert_eq!(obj["metadata"]["labels"][IP_VERSION_LABEL], "6");
+        assert_eq!(obj["metadata"]["labels"][AFFINITY_TYPE_LABEL], "host");
+        assert_eq!(affinity_from(&obj).expect("decodes"), a);
+        let mut old = obj.clone();
+        old["spec"]["deleted"] = json!("True");
+        old["spec"]["type"] = json!("");
+        old["spec"]["state"] = json!("");
+        let read = affinity_from(&old).expect("decodes");
+        assert!(read.deleted && marked_deleted(&old));
+        assert_eq!(read.affinity_type, "host");
+        assert_eq!(read.state, AffinityState::Confirmed);
+        old["spec"]["deleted"] = json!("maybe");
+        assert!(affinity_from(&old).is_err());
+    }
+
+    #[test]
+    fn handle_keeps_its_case_in_the_spec() {
+        let h = IpamHandle {
+            handle_id: "Net.ABC".into(),
+            block: BTreeMap::from([("10.0.0.0/26".to_string(), 2)]),
+            deleted: false,
+            extra: Map::new(),
+        };
+        let obj = handle(&h);
+        assert_eq!(obj["metadata"]["name"], "net.abc");
+        assert_eq!(
+            obj["spec"],
+            json!({"handleID": "Net.ABC", "block": {"10.0.0.0/26": 2}, "deleted": false})
+        );
+        assert_eq!(handle_from(&obj).expect("decodes"), h);
+    }
+
+    #[test]
+    fn ipam_config_default_and_limit() {
+        let obj = ipam_config(&IpamConfig::default());
+        assert_eq!(obj["metadata"]["name"], "default");
+        assert_eq!(
+            obj["spec"],
+            json!({"strictAffinity": false, "autoAllocateBlocks": true})
+        );
+        let c = IpamConfig {
+            max_blocks_per_host: 3,
+            strict_affinity: true,
+            ..IpamConfig::default()
+        };
+        assert_eq!(ipam_config(&c)["spec"]["maxBlocksPerHost"], 3);
+        assert_eq!(ipam_config_from(&ipam_config(&c)).expect("decodes"), c);
+    }
+
+    #[test]
+    fn legacy_pool_fields_are_converted() {
+        let obj = json!({"metadata": {"name": "old"},
+            "spec": {"cidr": "10.0.0.0/16", "ipip": {"enabled": true, "mode": "cross-subnet"},
+                     "nat-outgoing": true}});
+        let p = pool_from(&obj).expect("decodes");
+        assert_eq!(p.extra["ipipMode"], "CrossSubnet");
+        assert_eq!(p.extra["natOutgoing"], true);
+        assert_eq!(p.block_size, 26);
+        let deleting = json!({"metadata": {"name": "x", "deletionTimestamp": "2025-01-01T00:00:00Z"},
+            "spec": {"cidr": "10.1.0.0/16"}});
+        assert!(pool_from(&deleting).expect("decodes").disabled);
+    }
+}

@@ -1,10 +1,18 @@
-//! Driving the `calico-ipam` binary by hand, for black-box tests on both of its datastores:
+//! Driving the `calico-ipam` binary by hand, for black-box tests on each of its datastores:
 //! configs, one call per verb, and the datastore read back raw — every key and value under
-//! `/calico/`, from the files of the `local` store or from etcd through its JSON gateway —
-//! independently of the plugin's own client code.
+//! `/calico/`, from the files of the `local` store, from etcd through its JSON gateway, or
+//! translated from the custom resources a fake Kubernetes API server holds — independently
+//! of the plugin's own client code.
 //!
 //! [`IpamFixture`] owns a test directory (lock files, the `local` data directory, operator
-//! config files) and, for etcd, its own etcd server unless the test brings a cluster.
+//! config files) and, for etcd, its own etcd server unless the test brings a cluster; for
+//! Kubernetes, its own [`FakeApiServer`] and a kubeconfig for it.
+//!
+//! On Kubernetes the objects are Calico's CRDs; [`IpamFixture::snapshot`] shows them in the
+//! etcd layout (same keys and values as Calico's etcd datastore holds for the same state),
+//! and [`IpamFixture::put`] takes that layout too, so one scenario asserts the same things
+//! on every datastore. Tests of the CRDs themselves read the server directly
+//! ([`IpamFixture::api`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -22,6 +30,7 @@ use crate::etcd::EtcdServer;
 use crate::exec::RawOutput;
 use crate::fixtures::{plugin_dir, run_plugin};
 use crate::host_local::Outcome;
+use crate::kube_api::FakeApiServer;
 use crate::TestDir;
 
 /// The network name of every config built here: handles are `ipam-e2e.<containerID>`.
@@ -40,55 +49,97 @@ pub const IPAM_CONFIG_KEY: &str = "/calico/ipam/v2/config";
 /// How long one raw etcd request may take.
 const ETCD_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The two datastores calico-ipam runs on here.
+/// The datastores calico-ipam runs on here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Local,
     Etcd,
+    /// Calico's CRDs on a [`FakeApiServer`].
+    Kubernetes,
 }
 
 impl Backend {
-    pub const ALL: [Backend; 2] = [Backend::Local, Backend::Etcd];
+    pub const ALL: [Backend; 3] = [Backend::Local, Backend::Etcd, Backend::Kubernetes];
 }
 
 /// A datastore and a directory for one test.
-#[derive(Debug)]
 pub struct IpamFixture {
     pub dir: TestDir,
     pub backend: Backend,
     /// `etcd_endpoints`, for etcd.
     endpoints: String,
     etcd: Option<EtcdServer>,
+    api: Option<FakeApiServer>,
+    /// The kubeconfig of `api`.
+    kubeconfig: PathBuf,
+}
+
+impl std::fmt::Debug for IpamFixture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IpamFixture")
+            .field("dir", &self.dir)
+            .field("backend", &self.backend)
+            .field("endpoints", &self.endpoints)
+            .field("api", &self.api.as_ref().map(FakeApiServer::url))
+            .finish_non_exhaustive()
+    }
 }
 
 impl IpamFixture {
-    /// A fresh store: an empty `local` data directory, or an etcd of its own.
+    /// A fresh store: an empty `local` data directory, an etcd of its own, or an API server
+    /// of its own with Calico's CRDs and nothing in them.
     pub fn new(backend: Backend) -> IpamFixture {
         let dir = TestDir::new().expect("test dir");
-        let (endpoints, etcd) = match backend {
-            Backend::Local => (String::new(), None),
+        let mut fixture = IpamFixture {
+            kubeconfig: dir.path().join("kubeconfig"),
+            dir,
+            backend,
+            endpoints: String::new(),
+            etcd: None,
+            api: None,
+        };
+        match backend {
+            Backend::Local => {}
             Backend::Etcd => {
                 let server =
                     EtcdServer::start().expect("start etcd (apt-get install -y etcd-server)");
-                (server.client_url(), Some(server))
+                fixture.endpoints = server.client_url();
+                fixture.etcd = Some(server);
             }
-        };
-        IpamFixture {
-            dir,
-            backend,
-            endpoints,
-            etcd,
+            Backend::Kubernetes => {
+                let server = FakeApiServer::start();
+                fixture.kubeconfig = server.kubeconfig(fixture.dir.path());
+                fixture.api = Some(server);
+            }
         }
+        fixture
     }
 
     /// On an etcd (cluster) the test owns: `endpoints` as `etcd_endpoints` spells them.
     pub fn on_etcd(endpoints: &str) -> IpamFixture {
+        let dir = TestDir::new().expect("test dir");
         IpamFixture {
-            dir: TestDir::new().expect("test dir"),
+            kubeconfig: dir.path().join("kubeconfig"),
+            dir,
             backend: Backend::Etcd,
             endpoints: endpoints.to_string(),
             etcd: None,
+            api: None,
         }
+    }
+
+    /// The fixture's API server (Kubernetes only): to read the CRDs as stored, inject
+    /// failures, and look at the requests the plugin made.
+    pub fn api(&self) -> &FakeApiServer {
+        match &self.api {
+            Some(api) => api,
+            None => panic!("{:?} has no API server", self.backend),
+        }
+    }
+
+    /// The kubeconfig of the fixture's API server.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
     }
 
     /// The fixture's own etcd server, if it started one.
@@ -120,6 +171,10 @@ impl IpamFixture {
             Backend::Etcd => json!({
                 "datastore_type": "etcdv3",
                 "etcd_endpoints": self.endpoints,
+            }),
+            Backend::Kubernetes => json!({
+                "datastore_type": "kubernetes",
+                "kubernetes": {"kubeconfig": self.kubeconfig},
             }),
         }
     }
@@ -160,6 +215,7 @@ impl IpamFixture {
             Backend::Local => local_snapshot(&self.data_dir()),
             Backend::Etcd => etcd_range_any(&self.endpoints, "/calico/")
                 .unwrap_or_else(|e| panic!("range /calico/ in etcd: {e}")),
+            Backend::Kubernetes => kdd::snapshot(self.api()),
         }
     }
 
@@ -181,10 +237,12 @@ impl IpamFixture {
             }
             Backend::Etcd => etcd_put_any(&self.endpoints, key, value.as_bytes())
                 .unwrap_or_else(|e| panic!("put {key}: {e}")),
+            Backend::Kubernetes => kdd::put(self.api(), key, value),
         }
     }
 
-    /// An IPPool as calicoctl creates it (v3 resource, named after the CIDR).
+    /// An IPPool as calicoctl creates it (v3 resource, named after the CIDR; on Kubernetes
+    /// the IPPool custom resource).
     pub fn create_pool(&self, cidr: &str, block_size: u8) {
         let name = cidr.replace(['.', ':', '/'], "-");
         let pool = json!({
@@ -197,7 +255,7 @@ impl IpamFixture {
         self.put(&format!("{POOL_PREFIX}{name}"), &pool.to_string());
     }
 
-    /// `/calico/ipam/v2/config`.
+    /// `/calico/ipam/v2/config` (on Kubernetes the IPAMConfig `default`).
     pub fn set_ipam_config(&self, strict_affinity: bool) {
         self.put(
             IPAM_CONFIG_KEY,
@@ -631,20 +689,224 @@ pub fn etcd_put_any(endpoints: &str, key: &str, value: &[u8]) -> Result<(), Stri
     on_any(endpoints, |e| etcd_put(e, key, value))
 }
 
-/// Declares each named test function (taking a [`Backend`]) twice, as `local::name` and
-/// `etcd::name`, so every scenario runs on both datastores.
+/// Declares each named test function (taking a [`Backend`]) once per datastore, as
+/// `local::name`, `etcd::name` and `kubernetes::name`, so every scenario runs on all three.
 #[macro_export]
-macro_rules! on_both_datastores {
+macro_rules! on_every_datastore {
     ($($name:ident),* $(,)?) => {
-        mod local {
-            use super::*;
-            $( #[test] fn $name() { super::$name(Backend::Local) } )*
-        }
-        mod etcd {
-            use super::*;
-            $( #[test] fn $name() { super::$name(Backend::Etcd) } )*
+        $crate::on_datastores!(
+            [local: Local, etcd: Etcd, kubernetes: Kubernetes] $($name),*
+        );
+    };
+}
+
+/// Declares each named test function once per listed datastore:
+/// `on_datastores!([etcd: Etcd, kubernetes: Kubernetes] a, b)` gives `etcd::a`,
+/// `kubernetes::a`, `etcd::b`, `kubernetes::b`.
+#[macro_export]
+macro_rules! on_datastores {
+    ([$($module:ident: $backend:ident),+ $(,)?] $($name:ident),* $(,)?) => {
+        $crate::on_datastores!(@each [$($module: $backend),+] [$($name),*]);
+    };
+    // The names as one token tree, so that each module can repeat all of them.
+    (@each [$($module:ident: $backend:ident),+] $names:tt) => {
+        $( $crate::datastore_tests!($module, $backend, $names); )+
+    };
+}
+
+/// One module of [`on_datastores!`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! datastore_tests {
+    ($module:ident, $backend:ident, [$($name:ident),*]) => {
+        mod $module {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name($crate::ipam::Backend::$backend)
+                }
+            )*
         }
     };
+}
+
+/// Calico's CRDs seen as Calico's etcd layout, and back.
+mod kdd {
+    use std::collections::BTreeMap;
+
+    use serde_json::{json, Map, Value};
+
+    use super::{BLOCK_PREFIX, HANDLE_PREFIX, IPAM_CONFIG_KEY, IPAM_PREFIX, POOL_PREFIX};
+    use crate::kube_api::FakeApiServer;
+
+    const NODE_PREFIX: &str = "/calico/resources/v3/projectcalico.org/nodes/";
+
+    fn family(cidr: &str) -> &'static str {
+        if cidr.contains(':') {
+            "ipv6"
+        } else {
+            "ipv4"
+        }
+    }
+
+    fn spec(object: &Value) -> Map<String, Value> {
+        object["spec"].as_object().cloned().unwrap_or_default()
+    }
+
+    fn name(object: &Value) -> &str {
+        object["metadata"]["name"].as_str().unwrap_or_default()
+    }
+
+    /// A BlockAffinity's `deleted` is a string in the CRD, a bool in etcd.
+    fn bool_of(value: &Value) -> bool {
+        match value {
+            Value::Bool(b) => *b,
+            Value::String(s) => s.eq_ignore_ascii_case("true"),
+            _ => false,
+        }
+    }
+
+    /// Every IPAM object (and pool and node) as the etcd key and value Calico's etcd
+    /// datastore would hold for it.
+    pub fn snapshot(api: &FakeApiServer) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for block in api.list("ipamblocks") {
+            let spec = spec(&block);
+            let cidr = spec["cidr"].as_str().unwrap_or_default().to_string();
+            out.insert(
+                format!(
+                    "{BLOCK_PREFIX}{}/block/{}",
+                    family(&cidr),
+                    cidr.replace('/', "-")
+                ),
+                Value::Object(spec).to_string(),
+            );
+        }
+        for affinity in api.list("blockaffinities") {
+            let spec = spec(&affinity);
+            let text = |k: &str| spec.get(k).and_then(Value::as_str).unwrap_or_default();
+            let cidr = text("cidr");
+            let kind = Some(text("type"))
+                .filter(|t| !t.is_empty())
+                .unwrap_or("host");
+            out.insert(
+                format!(
+                    "{IPAM_PREFIX}{kind}/{}/{}/block/{}",
+                    text("node"),
+                    family(cidr),
+                    cidr.replace('/', "-")
+                ),
+                json!({"state": text("state"),
+                       "deleted": bool_of(spec.get("deleted").unwrap_or(&Value::Null))})
+                .to_string(),
+            );
+        }
+        for handle in api.list("ipamhandles") {
+            let spec = spec(&handle);
+            let id = spec["handleID"].as_str().unwrap_or_default();
+            out.insert(
+                format!("{HANDLE_PREFIX}{id}"),
+                json!({"block": spec["block"], "deleted": spec.get("deleted").unwrap_or(&json!(false))})
+                    .to_string(),
+            );
+        }
+        for config in api.list("ipamconfigs") {
+            if name(&config) != "default" {
+                continue;
+            }
+            let spec = spec(&config);
+            let mut value = Map::new();
+            if spec.get("strictAffinity") == Some(&json!(true)) {
+                value.insert("strict_affinity".into(), json!(true));
+            }
+            if spec.get("autoAllocateBlocks") == Some(&json!(true)) {
+                value.insert("auto_allocate_blocks".into(), json!(true));
+            }
+            if let Some(max) = spec.get("maxBlocksPerHost").filter(|m| **m != json!(0)) {
+                value.insert("maxBlocksPerHost".into(), max.clone());
+            }
+            out.insert(
+                IPAM_CONFIG_KEY.to_string(),
+                Value::Object(value).to_string(),
+            );
+        }
+        for pool in api.list("ippools") {
+            out.insert(
+                format!("{POOL_PREFIX}{}", name(&pool)),
+                json!({"kind": "IPPool", "apiVersion": "projectcalico.org/v3",
+                       "metadata": {"name": name(&pool)}, "spec": pool["spec"]})
+                .to_string(),
+            );
+        }
+        for node in api.list("nodes") {
+            out.insert(
+                format!("{NODE_PREFIX}{}", name(&node)),
+                json!({"kind": "Node", "apiVersion": "projectcalico.org/v3",
+                       "metadata": {"name": name(&node), "labels": node["metadata"]["labels"]},
+                       "spec": {}})
+                .to_string(),
+            );
+        }
+        out
+    }
+
+    /// Stores an object given in the etcd layout as the custom resource (or Node) Calico
+    /// would hold for it. An object already there keeps its UID: this is an update, as an
+    /// operator's edit would be.
+    pub fn put(api: &FakeApiServer, key: &str, value: &str) {
+        let value: Value =
+            serde_json::from_str(value).unwrap_or_else(|e| panic!("{key}: not JSON: {e}"));
+        let (kind, object) = if let Some(name) = key.strip_prefix(POOL_PREFIX) {
+            (
+                "ippools",
+                json!({"metadata": {"name": name}, "spec": value["spec"]}),
+            )
+        } else if let Some(name) = key.strip_prefix(NODE_PREFIX) {
+            (
+                "nodes",
+                json!({"metadata": {"name": name, "labels": value["metadata"]["labels"]}}),
+            )
+        } else if key == IPAM_CONFIG_KEY {
+            let mut spec = json!({
+                "strictAffinity": value["strict_affinity"] == json!(true),
+                "autoAllocateBlocks": value["auto_allocate_blocks"] == json!(true),
+            });
+            if let Some(max) = value.get("maxBlocksPerHost") {
+                spec["maxBlocksPerHost"] = max.clone();
+            }
+            (
+                "ipamconfigs",
+                json!({"metadata": {"name": "default"}, "spec": spec}),
+            )
+        } else if let Some(id) = key.strip_prefix(HANDLE_PREFIX) {
+            let mut spec = value.clone();
+            spec["handleID"] = json!(id);
+            (
+                "ipamhandles",
+                json!({"metadata": {"name": id.to_lowercase()}, "spec": spec}),
+            )
+        } else if key.starts_with(BLOCK_PREFIX) {
+            let cidr = value["cidr"].as_str().unwrap_or_default();
+            let mut spec = value.clone();
+            if spec["affinity"].is_null() {
+                if let Some(m) = spec.as_object_mut() {
+                    m.remove("affinity");
+                }
+            }
+            spec["strictAffinity"] = json!(false);
+            (
+                "ipamblocks",
+                json!({"metadata": {"name": cidr.replace(['.', ':', '/'], "-")}, "spec": spec}),
+            )
+        } else {
+            panic!("the Kubernetes fixture cannot store {key} (affinities carry labels)");
+        };
+        let mut object = object;
+        if let Some(existing) = api.get(kind, "", name(&object)) {
+            object["metadata"]["uid"] = existing["metadata"]["uid"].clone();
+        }
+        api.put(kind, object);
+    }
 }
 
 #[cfg(test)]

@@ -75,12 +75,17 @@ fn datastore_type_consul(backend: Backend) {
     );
 }
 
-fn datastore_type_kubernetes(backend: Backend) {
+/// The Kubernetes datastore needs an API server: without a kubeconfig (nor $KUBECONFIG, nor
+/// `k8s_api_root`) the config is refused, naming the key to set.
+fn kubernetes_without_a_kubeconfig(backend: Backend) {
     let fx = fixture(backend);
     let mut conf = fx.conf("1.0.0", NODE, json!({"ipv4_pools": [POOL4]}));
     conf["datastore_type"] = json!("kubernetes");
-    let msg = refused_add(&fx, &conf, &[], 2);
-    assert!(msg.contains("kubernetes"), "{msg}");
+    if let Some(obj) = conf.as_object_mut() {
+        obj.remove("kubernetes");
+    }
+    let msg = refused_add(&fx, &conf, &[], 7);
+    assert!(msg.contains("kubernetes.kubeconfig"), "{msg}");
 }
 
 fn missing_nodename_file(backend: Backend) {
@@ -194,13 +199,15 @@ fn local_pool_smaller_than_a_default_block() {
     }
 }
 
-cni_tests::on_both_datastores!(
+cni_tests::on_every_datastore!(
     unknown_pool_name,
     v6_pool_in_ipv4_pools,
     exhausted_pool,
     datastore_type_consul,
-    datastore_type_kubernetes,
+    kubernetes_without_a_kubeconfig,
     missing_nodename_file,
+    dual_stack_is_all_or_nothing,
+    disabled_pool_named,
 );
 
 /// Dual stack is all or nothing (spec §6.1 step 6): when one family cannot be served, the
@@ -270,29 +277,5 @@ fn disabled_pool_named(backend: Backend) {
             msg.contains(entry) || msg.contains("10.89.0.0/24"),
             "names the pool: {msg}"
         );
-    }
-}
-
-mod more {
-    use super::*;
-
-    #[test]
-    fn dual_stack_is_all_or_nothing_local() {
-        dual_stack_is_all_or_nothing(Backend::Local);
-    }
-
-    #[test]
-    fn dual_stack_is_all_or_nothing_etcd() {
-        dual_stack_is_all_or_nothing(Backend::Etcd);
-    }
-
-    #[test]
-    fn disabled_pool_named_local() {
-        disabled_pool_named(Backend::Local);
-    }
-
-    #[test]
-    fn disabled_pool_named_etcd() {
-        disabled_pool_named(Backend::Etcd);
     }
 }

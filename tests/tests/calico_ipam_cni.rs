@@ -22,7 +22,7 @@ const POOL6: &str = "fd00:77::/120";
 /// store creates the pools its config names by itself.
 fn fixture(backend: Backend) -> IpamFixture {
     let fx = IpamFixture::new(backend);
-    if backend == Backend::Etcd {
+    if backend != Backend::Local {
         fx.create_pool(POOL4, 26);
         fx.create_pool(POOL6, 122);
     }
@@ -514,7 +514,7 @@ fn del_needs_no_netns(backend: Backend) {
     assert_eq!(fx.handles(), BTreeMap::new(), "released");
 }
 
-cni_tests::on_both_datastores!(
+cni_tests::on_every_datastore!(
     add_records_handle_attributes_and_affinity,
     del_releases_and_is_idempotent,
     del_releases_the_legacy_pod_handle,

@@ -1,4 +1,4 @@
-//! Many pods starting and stopping at once on one node, on both datastores: 64 parallel
+//! Many pods starting and stopping at once on one node, on every datastore: 64 parallel
 //! calico-ipam ADDs get 64 distinct addresses (filling a pool of four blocks exactly, so the
 //! node claims every block while its own plugin processes race), the datastore stays
 //! consistent, and 64 parallel DELs leave no handle and every block free but still affine —
@@ -158,6 +158,11 @@ fn sixty_four_parallel_adds_and_dels_etcd() {
 }
 
 #[test]
+fn sixty_four_parallel_adds_and_dels_kubernetes() {
+    parallel_adds_and_dels(Backend::Kubernetes, true, PODS);
+}
+
+#[test]
 fn parallel_adds_and_dels_without_the_host_lock_local() {
     parallel_adds_and_dels(Backend::Local, false, UNLOCKED_PODS);
 }
@@ -165,4 +170,9 @@ fn parallel_adds_and_dels_without_the_host_lock_local() {
 #[test]
 fn parallel_adds_and_dels_without_the_host_lock_etcd() {
     parallel_adds_and_dels(Backend::Etcd, false, UNLOCKED_PODS);
+}
+
+#[test]
+fn parallel_adds_and_dels_without_the_host_lock_kubernetes() {
+    parallel_adds_and_dels(Backend::Kubernetes, false, UNLOCKED_PODS);
 }

@@ -2,7 +2,7 @@
 //! network whose container the runtime no longer lists in `cni.dev/valid-attachments`,
 //! and nothing else (other nodes, other networks, listed containers). STATUS says whether
 //! ADD can work: the datastore answers and an enabled pool exists for every family the
-//! config assigns (code 50 otherwise, 11 when etcd cannot be reached). Neither writes
+//! config assigns (code 50 otherwise, 11 when the datastore cannot be reached). Neither writes
 //! anything it should not.
 
 use std::collections::BTreeSet;
@@ -108,7 +108,7 @@ fn status_conf(fx: &IpamFixture, ipam: Value) -> Value {
 
 fn status_ready_with_a_usable_pool(backend: Backend) {
     let fx = IpamFixture::new(backend);
-    if backend == Backend::Etcd {
+    if backend != Backend::Local {
         fx.create_pool(POOL4, 26);
     }
     let before = fx.snapshot();
@@ -119,9 +119,8 @@ fn status_ready_with_a_usable_pool(backend: Backend) {
     ok(&fx.call("ADD", &conf, "c1", &[]), "ADD after STATUS");
 }
 
-#[test]
-fn status_needs_an_enabled_pool_of_each_assigned_family() {
-    let fx = IpamFixture::new(Backend::Etcd);
+fn status_needs_an_enabled_pool_of_each_assigned_family(backend: Backend) {
+    let fx = IpamFixture::new(backend);
     let v4 = status_conf(&fx, json!({}));
     let dual = status_conf(&fx, json!({"assign_ipv6": "true"}));
     let not_available = |conf: &Value, what: &str| {
@@ -181,7 +180,8 @@ fn gc_and_status_need_cni_1_1_0() {
     assert_eq!(fx.snapshot(), before, "a 1.0.0 GC releases nothing");
 }
 
-cni_tests::on_both_datastores!(
+cni_tests::on_every_datastore!(
     gc_releases_only_this_nodes_stale_handles,
     status_ready_with_a_usable_pool,
+    status_needs_an_enabled_pool_of_each_assigned_family,
 );

@@ -1,4 +1,4 @@
-//! Several nodes sharing one etcd (spec §8): nodes allocating at the same time each claim
+//! Several nodes sharing one datastore, etcd or the Kubernetes API (spec §8): nodes allocating at the same time each claim
 //! blocks of their own and never hand out the same address; a node with no block left to
 //! claim borrows from another node's block, unless the IPAM config says strict affinity, in
 //! which case it gets "no addresses" (code 105) and writes nothing.
@@ -41,12 +41,11 @@ fn node_attribute(fx: &IpamFixture, ip: IpAddr) -> String {
         .to_string()
 }
 
-#[test]
-fn nodes_allocating_at_once_claim_distinct_blocks() {
+fn nodes_allocating_at_once_claim_distinct_blocks(backend: Backend) {
     const POOL: &str = "10.79.0.0/24";
     const NODES: usize = 4;
     const PER_NODE: usize = 8;
-    let fx = IpamFixture::new(Backend::Etcd);
+    let fx = IpamFixture::new(backend);
     // Four blocks of 64 for four nodes: every node can have one of its own.
     fx.create_pool(POOL, 26);
     let nodes: Vec<String> = (0..NODES).map(|n| format!("node-{n}")).collect();
@@ -135,8 +134,8 @@ fn nodes_allocating_at_once_claim_distinct_blocks() {
 }
 
 /// A pool of exactly one block of four addresses, claimed by node A with one address used.
-fn one_block_owned_by_a() -> (IpamFixture, IpAddr) {
-    let fx = IpamFixture::new(Backend::Etcd);
+fn one_block_owned_by_a(backend: Backend) -> (IpamFixture, IpAddr) {
+    let fx = IpamFixture::new(backend);
     fx.create_pool("10.80.0.0/30", 30);
     let a = address(
         &fx.call("ADD", &conf(&fx, "node-a", "10.80.0.0/30"), "a-1", &[]),
@@ -148,9 +147,8 @@ fn one_block_owned_by_a() -> (IpamFixture, IpAddr) {
     (fx, a)
 }
 
-#[test]
-fn a_node_without_blocks_borrows_from_another_nodes_block() {
-    let (fx, a) = one_block_owned_by_a();
+fn a_node_without_blocks_borrows_from_another_nodes_block(backend: Backend) {
+    let (fx, a) = one_block_owned_by_a(backend);
     let conf_b = conf(&fx, "node-b", "10.80.0.0/30");
     let b = address(
         &fx.call("ADD", &conf_b, "b-1", &[]),
@@ -183,9 +181,8 @@ fn a_node_without_blocks_borrows_from_another_nodes_block() {
     assert_eq!(fx.blocks()[0].affinity(), Some("host:node-a"));
 }
 
-#[test]
-fn strict_affinity_forbids_borrowing() {
-    let (fx, a) = one_block_owned_by_a();
+fn strict_affinity_forbids_borrowing(backend: Backend) {
+    let (fx, a) = one_block_owned_by_a(backend);
     fx.set_ipam_config(true);
     let before = fx.snapshot();
     let out = fx.call("ADD", &conf(&fx, "node-b", "10.80.0.0/30"), "b-1", &[]);
@@ -216,9 +213,8 @@ fn strict_affinity_forbids_borrowing() {
 
 /// `IP=` inside another node's block: allowed (the address is free) unless strict
 /// affinity, then refused as a conflict naming the block's owner (spec §8.6).
-#[test]
-fn a_static_address_in_another_nodes_block() {
-    let (fx, a) = one_block_owned_by_a();
+fn a_static_address_in_another_nodes_block(backend: Backend) {
+    let (fx, a) = one_block_owned_by_a(backend);
     let conf_b = conf(&fx, "node-b", "10.80.0.0/30");
     let free: Vec<String> = (1..4)
         .map(|i| format!("10.80.0.{i}"))
@@ -244,3 +240,12 @@ fn a_static_address_in_another_nodes_block() {
     assert_eq!(fx.blocks()[0].affinity(), Some("host:node-a"));
     allocations(&fx.snapshot()).unwrap_or_else(|e| panic!("{e}"));
 }
+
+// The local store is a single node's: several nodes share etcd or the Kubernetes API.
+cni_tests::on_datastores!(
+    [etcd: Etcd, kubernetes: Kubernetes]
+    nodes_allocating_at_once_claim_distinct_blocks,
+    a_node_without_blocks_borrows_from_another_nodes_block,
+    strict_affinity_forbids_borrowing,
+    a_static_address_in_another_nodes_block,
+);

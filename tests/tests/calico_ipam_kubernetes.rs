@@ -109,7 +109,7 @@ fn body(r: &RecordedRequest) -> Value {
 }
 
 #[test]
-fn custom_resources_are_exactly_calicos() {
+fn kube_custom_resources_are_exactly_calicos() {
     let fx = fixture();
     let id = "Sandbox-ABC";
     let args = [
@@ -240,7 +240,7 @@ fn custom_resources_are_exactly_calicos() {
 }
 
 #[test]
-fn deletes_mark_the_object_then_delete_that_version() {
+fn kube_deletes_mark_the_object_then_delete_that_version() {
     let fx = fixture();
     ok(&fx.call("ADD", &v4(&fx, NODE), "c1", &[]), "ADD");
     let handle_path = format!("{CRD}/ipamhandles/ipam-e2e.c1");
@@ -312,7 +312,7 @@ fn deletes_mark_the_object_then_delete_that_version() {
 }
 
 #[test]
-fn readers_finish_a_half_done_delete() {
+fn kube_readers_finish_a_half_done_delete() {
     // A handle marked deleted by a releaser that stopped before its DELETE: a reader
     // (CHECK) deletes it and reports it missing.
     let fx = fixture();
@@ -374,7 +374,7 @@ fn readers_finish_a_half_done_delete() {
 }
 
 #[test]
-fn an_api_server_that_is_down_is_try_again_later_and_leaks_nothing() {
+fn kube_an_api_server_that_is_down_is_try_again_later_and_leaks_nothing() {
     let fx = fixture();
     let conf = v4(&fx, NODE);
     ok(&fx.call("ADD", &conf, "c1", &[]), "ADD c1");
@@ -409,7 +409,7 @@ fn an_api_server_that_is_down_is_try_again_later_and_leaks_nothing() {
 }
 
 #[test]
-fn a_refused_token_is_try_again_later_saying_unauthorized() {
+fn kube_a_refused_token_is_try_again_later_saying_unauthorized() {
     let fx = fixture();
     ok(&fx.call("ADD", &v4(&fx, NODE), "c1", &[]), "ADD");
     fx.api().set_require_token(true);
@@ -432,7 +432,7 @@ fn a_refused_token_is_try_again_later_saying_unauthorized() {
 }
 
 #[test]
-fn a_forbidden_verb_is_named_in_the_error() {
+fn kube_a_forbidden_verb_is_named_in_the_error() {
     // No IPAMConfig yet, and no RBAC to create it (spec §10.12, Calico #3776).
     let fx = fixture();
     fx.api()
@@ -472,7 +472,7 @@ fn a_forbidden_verb_is_named_in_the_error() {
 }
 
 #[test]
-fn api_requests_per_add_and_del() {
+fn kube_api_requests_per_add_and_del() {
     let fx = fixture();
     ok(&fx.call("ADD", &v4(&fx, NODE), "c0", &[]), "first ADD");
 

@@ -35,7 +35,7 @@ fn handle(id: &str) -> IpamHandle {
 }
 
 #[test]
-fn compare_and_swap_on_resource_version() {
+fn kube_compare_and_swap_on_resource_version() {
     let server = FakeApiServer::start();
     let dir = TestDir::new().expect("dir");
     let store = store_for(&server, &dir);
@@ -77,7 +77,7 @@ fn compare_and_swap_on_resource_version() {
 }
 
 #[test]
-fn an_object_marked_deleted_reads_as_missing_and_is_deleted() {
+fn kube_an_object_marked_deleted_reads_as_missing_and_is_deleted() {
     let server = FakeApiServer::start();
     let dir = TestDir::new().expect("dir");
     let store = store_for(&server, &dir);
@@ -99,7 +99,7 @@ fn an_object_marked_deleted_reads_as_missing_and_is_deleted() {
 }
 
 #[test]
-fn affinities_by_label_without_the_deleted_ones() {
+fn kube_affinities_by_label_without_the_deleted_ones() {
     let server = FakeApiServer::start();
     let dir = TestDir::new().expect("dir");
     let store = store_for(&server, &dir);

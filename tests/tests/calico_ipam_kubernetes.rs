@@ -33,9 +33,11 @@ const WARM_ADD_REQUESTS: usize = 6;
 /// One DEL: read the handle, read and update the block, mark the handle deleted and delete
 /// it (the two-step delete), then look for the legacy `<namespace>.<pod>` handle.
 const DEL_REQUESTS: usize = 6;
-/// The first ADD on a node: the warm ADD's reads, all blocks listed once (to find a free
-/// one), then the claim: affinity created pending, block created, affinity confirmed.
-const FRESH_ADD_REQUESTS: usize = 9;
+/// The first ADD on a node: the warm ADD's reads, all affinities listed once (the node has
+/// none labelled: it may have some an older Calico wrote without labels), all blocks listed
+/// once (to find a free one), then the claim: affinity created pending, block created,
+/// affinity confirmed.
+const FRESH_ADD_REQUESTS: usize = 10;
 
 fn fixture() -> IpamFixture {
     let fx = IpamFixture::new(Backend::Kubernetes);
@@ -530,6 +532,58 @@ fn kube_api_requests_per_add_and_del() {
         let unique: BTreeSet<&String> = reads.iter().collect();
         assert_eq!(unique.len(), reads.len(), "read twice: {reads:#?}");
     }
+}
+
+/// A node whose block and affinity an older Calico wrote (no labels on the affinity): the
+/// first ADD finds its block anyway and labels the affinity, so the next ADD lists it by
+/// label like any other.
+#[test]
+fn kube_an_older_calicos_unlabelled_affinity_is_found_and_labelled() {
+    let fx = fixture();
+    fx.put(
+        "/calico/ipam/v2/assignment/ipv4/block/10.95.0.128-26",
+        &json!({"cidr": "10.95.0.128/26", "affinity": "host:node-a",
+                "allocations": std::iter::once(json!(0))
+                    .chain(std::iter::repeat_n(Value::Null, 63)).collect::<Vec<_>>(),
+                "unallocated": (1..64).collect::<Vec<_>>(),
+                "attributes": [{"handle_id": "ipam-e2e.old", "secondary": {"node": NODE}}],
+                "sequenceNumber": 5, "sequenceNumberForAllocation": {"0": 4}, "deleted": false})
+        .to_string(),
+    );
+    fx.put(
+        "/calico/ipam/v2/handle/ipam-e2e.old",
+        &json!({"block": {"10.95.0.128/26": 1}, "deleted": false}).to_string(),
+    );
+    fx.api().put(
+        "blockaffinities",
+        json!({"metadata": {"name": "node-a-10-95-0-128-26"},
+               "spec": {"state": "confirmed", "node": NODE, "cidr": "10.95.0.128/26",
+                        "deleted": "false"}}),
+    );
+    let got = ok(&fx.call("ADD", &v4(&fx, NODE), "c1", &[]), "ADD");
+    assert_eq!(
+        got,
+        ["10.95.0.129/26"],
+        "the node's own block, next address"
+    );
+    assert_eq!(fx.blocks().len(), 1, "no new block claimed");
+    let affinity = stored(&fx, "blockaffinities", "node-a-10-95-0-128-26");
+    assert_eq!(
+        affinity["metadata"]["labels"]["projectcalico.org/hostname-hash"],
+        NODE_A_HASH
+    );
+    fx.api().clear_requests();
+    ok(&fx.call("ADD", &v4(&fx, NODE), "c2", &[]), "ADD");
+    assert!(
+        fx.api().requests().len() <= WARM_ADD_REQUESTS,
+        "{:#?}",
+        fx.api()
+            .requests()
+            .iter()
+            .map(request_line)
+            .collect::<Vec<_>>()
+    );
+    allocations(&fx.snapshot()).unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]

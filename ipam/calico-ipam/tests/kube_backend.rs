@@ -190,3 +190,69 @@ fn ipam_config_and_errors_that_say_what_to_fix() {
         other => panic!("{other:?}"),
     }
 }
+
+/// An affinity an older Calico wrote has no labels: read by name, or found when the node
+/// has no labelled affinity at all, it gets them, and from then on the list by label finds
+/// it.
+#[test]
+fn kube_an_unlabelled_affinity_is_labelled_when_read() {
+    let server = FakeApiServer::start();
+    let dir = TestDir::new().expect("dir");
+    let store = store_for(&server, &dir);
+    let unlabelled = |name: &str, cidr: &str| {
+        json!({"metadata": {"name": name, "labels": {"team": "a"}},
+               "spec": {"state": "confirmed", "node": "n1", "cidr": cidr, "deleted": "false"}})
+    };
+    server.put(
+        "blockaffinities",
+        unlabelled("n1-10-0-0-0-26", "10.0.0.0/26"),
+    );
+    let read = store
+        .get_affinity("host", "n1", &cidr("10.0.0.0/26"))
+        .expect("get")
+        .expect("exists");
+    assert_eq!(read.value.state, AffinityState::Confirmed);
+    let stored = server
+        .get("blockaffinities", "", "n1-10-0-0-0-26")
+        .expect("stored");
+    assert_eq!(stored["metadata"]["resourceVersion"], json!(read.revision));
+    assert_eq!(
+        stored["metadata"]["labels"]["team"], "a",
+        "others' labels kept"
+    );
+    assert_eq!(
+        stored["metadata"]["labels"]["projectcalico.org/ip-version"],
+        "4"
+    );
+    // Labelled once: the next read writes nothing.
+    server.clear_requests();
+    store
+        .get_affinity("host", "n1", &cidr("10.0.0.0/26"))
+        .expect("get");
+    assert_eq!(server.requests().len(), 1, "{:?}", server.requests());
+
+    // Found by a list: no labelled IPv6 affinity, so all are looked at.
+    server.put("blockaffinities", unlabelled("n1-fd00---122", "fd00::/122"));
+    let listed = store.list_affinities("host", "n1", false).expect("list");
+    assert_eq!(listed.len(), 1);
+    let stored = server
+        .get("blockaffinities", "", "n1-fd00---122")
+        .expect("stored");
+    assert_eq!(
+        stored["metadata"]["labels"]["projectcalico.org/ip-version"],
+        "6"
+    );
+    assert_eq!(
+        stored["metadata"]["resourceVersion"],
+        json!(listed[0].revision)
+    );
+    server.clear_requests();
+    assert_eq!(
+        store
+            .list_affinities("host", "n1", false)
+            .expect("list")
+            .len(),
+        1
+    );
+    assert_eq!(server.requests().len(), 1, "by label alone now");
+}

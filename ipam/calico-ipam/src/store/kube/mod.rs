@@ -12,7 +12,9 @@
 //!   marked deleted finishes the delete and reports it missing; lists leave such objects
 //!   out.
 //! - A node's affinities are listed by the labels Calico puts on every BlockAffinity
-//!   (hostname hash, type, IP version), never by listing them all.
+//!   (hostname hash, type, IP version). Only when none carries them (a node's first
+//!   claim, or affinities an older Calico wrote without labels) are all listed, and the
+//!   node's own are labelled then.
 //! - 401 and 403 become [`StoreError::Denied`] with the server's verdict (which verb on
 //!   which resource), so the CNI error says what to fix.
 //!
@@ -292,6 +294,39 @@ impl KubeStore {
         }
     }
 
+    /// `affinity` as stored in `object`, with the labels a newer Calico lists affinities by
+    /// added if missing (an older Calico wrote none): else lists by label never find it.
+    /// Best effort: a lost race leaves the labelling to the next reader.
+    fn labelled(
+        &self,
+        object: &Value,
+        mut affinity: Versioned<BlockAffinity>,
+    ) -> Versioned<BlockAffinity> {
+        let labelled = match objects::affinity_labels(&affinity.value) {
+            Value::Object(wanted) => wanted
+                .iter()
+                .all(|(k, v)| object["metadata"]["labels"].get(k) == Some(v)),
+            _ => true,
+        };
+        if labelled {
+            return affinity;
+        }
+        let name = objects::name_of(object).to_string();
+        if self.remembered(Kind::Affinity, &name).is_none() {
+            // Keep the metadata others gave it.
+            self.remember(Kind::Affinity, object);
+        }
+        match self.replace(
+            Kind::Affinity,
+            objects::affinity(&affinity.value),
+            &affinity.revision,
+        ) {
+            Ok(stored) => affinity.revision = objects::revision_of(&stored),
+            Err(e) => log::info!("cannot label {}: {e}", Kind::Affinity.what(&name)),
+        }
+        affinity
+    }
+
     fn versioned<T>(object: &Value, decode: impl Fn(&Value) -> Result<T>) -> Result<Versioned<T>> {
         Ok(Versioned {
             value: decode(object)?,
@@ -401,7 +436,10 @@ impl Store for KubeStore {
         let ours = affinity.value.affinity_type == affinity_type
             && affinity.value.node == node
             && affinity.value.cidr == *cidr;
-        Ok(ours.then_some(affinity))
+        if !ours {
+            return Ok(None);
+        }
+        Ok(Some(self.labelled(&object, affinity)))
     }
 
     fn list_affinities(
@@ -411,8 +449,16 @@ impl Store for KubeStore {
         v4: bool,
     ) -> Result<Vec<Versioned<BlockAffinity>>> {
         let selector = names::affinity_selector(affinity_type, node, v4);
+        let mut listed = self.list(Kind::Affinity, Some(&selector))?;
+        let by_label = !listed.is_empty();
+        if !by_label {
+            // None labelled: this node's affinities may predate the labels (written by an
+            // older Calico). Look at all of them once; those found get labelled below, so
+            // the next list by label finds them.
+            listed = self.list(Kind::Affinity, None)?;
+        }
         let mut affinities = Vec::new();
-        for object in self.list(Kind::Affinity, Some(&selector))? {
+        for object in listed {
             if objects::marked_deleted(&object) {
                 continue;
             }
@@ -420,7 +466,11 @@ impl Store for KubeStore {
             // The labels carry a hash of the node: check the node itself.
             let a = &affinity.value;
             if a.node == node && a.affinity_type == affinity_type && a.cidr.is_ipv4() == v4 {
-                affinities.push(affinity);
+                affinities.push(if by_label {
+                    affinity
+                } else {
+                    self.labelled(&object, affinity)
+                });
             }
         }
         Ok(affinities)

@@ -9,8 +9,10 @@
 #   scripts/bench.sh calico      calico + host-local against ptp + host-local, ADD and DEL
 #   scripts/bench.sh portmap     portmap ADD and DEL of one container with 2 mappings, dual
 #                                stack: ours on iptables and on nftables, the reference on iptables
-#   scripts/bench.sh calico-ipam calico-ipam ADD and DEL on the local store and on etcd, and
-#                                one raw etcd transaction round trip for scale
+#   scripts/bench.sh calico-ipam calico-ipam ADD and DEL on the local store, on etcd and on
+#                                the Kubernetes datastore (the tests' fake API server, plain
+#                                HTTP), one raw etcd transaction round trip for scale, and
+#                                the API requests one ADD and one DEL make
 #   scripts/bench.sh bandwidth   bandwidth ADD and DEL (TBF both ways, IFB) on a veth pair
 #
 # Every command runs without a shell (hyperfine -N, stdin from --input), so the figures are
@@ -39,7 +41,7 @@ ours=$PWD/target/release
 ref=/usr/lib/cni
 out=$PWD/target/bench
 mkdir -p "$out"
-rm -f "$out"/*.json
+rm -f "$out"/*.json "$out/round-trips.txt"
 what=${1:-all}
 runs=${RUNS:-300}
 tag=$$
@@ -233,11 +235,20 @@ json.dump({"results": [{"command": "raw etcd CAS transaction (one HTTP round tri
           open(sys.argv[2], "w"))
 PY
     mv "$out/etcd-rtt.json" "$out/calico-ipam-rtt--raw.json"
-    for backend in local etcdv3; do
+    # The Kubernetes datastore: no kube-apiserver runs here, so the tests' fake one (one
+    # thread per connection, CRD schema validation on every write) stands in.
+    rm -rf "$out/kube" && mkdir -p "$out/kube"
+    "$ours/fake-apiserver" "$out/kube" --node bench --pool 10.253.0.0/16 >"$out/kube/url" &
+    kube_pid=$!
+    trap 'cleanup; kill $etcd_pid $kube_pid 2>/dev/null' EXIT
+    until [ -s "$out/kube/url" ]; do sleep 0.1; done
+    for backend in local etcdv3 kubernetes; do
         conf="$out/cipam-$backend.json"
         if [ "$backend" = local ]; then
             rm -rf "$out/cipam-local"
             store="\"datastore_type\":\"local\",\"local_data_dir\":\"$out/cipam-local\""
+        elif [ "$backend" = kubernetes ]; then
+            store="\"datastore_type\":\"kubernetes\",\"kubernetes\":{\"kubeconfig\":\"$out/kube/kubeconfig\"}"
         else
             store="\"datastore_type\":\"etcdv3\",\"etcd_endpoints\":\"$endpoint\""
         fi
@@ -250,6 +261,15 @@ PY
         measure "calico-ipam-$backend" "ours calico-ipam DEL ($backend)" "$conf" \
             "$(again DEL "${vars[@]}" "$ours/calico-ipam" "$conf"); $(again ADD "${vars[@]}" "$ours/calico-ipam" "$conf")" \
             $(cni DEL "${vars[@]}") "$ours/calico-ipam"
+    done
+    # API requests of one ADD and one DEL on a node that already has its block, counted from
+    # the client's debug log (one line per request).
+    debug_conf="$out/cipam-kubernetes-debug.json"
+    sed 's/^{/{"log_level":"debug",/' "$out/cipam-kubernetes.json" >"$debug_conf"
+    for verb in ADD DEL; do
+        n=$(env $(cni $verb rtt /run/netns/none eth0 "$ours") "$ours/calico-ipam" <"$debug_conf" 2>&1 >/dev/null \
+            | grep -c 'kubernetes: ' || true)
+        echo "calico-ipam $verb on the Kubernetes datastore: $n API requests" | tee -a "$out/round-trips.txt"
     done
 fi
 
@@ -268,3 +288,6 @@ for path in sorted(glob.glob(f"{out}/*--*.json")):
 PY
 echo
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)"
+if [ -f "$out/round-trips.txt" ]; then
+    { echo; cat "$out/round-trips.txt"; } | tee -a "$out/results.md"
+fi

@@ -6,7 +6,9 @@
 //! - [`cache`]: libcni's on-disk result cache, byte-compatible;
 //! - [`exec`]: running one plugin binary and decoding its answer;
 //! - [`fixtures`]: network namespaces, temp dirs, free ports, binary locations;
-//! - [`cnitool`]: the pieces of the `cnitool` command (argument handling, container ids).
+//! - [`cnitool`]: the pieces of the `cnitool` command (argument handling, container ids);
+//! - [`relay`]: a TCP relay from a test's node namespace to a service on the machine's
+//!   loopback (the test's etcd).
 
 pub mod bandwidth;
 pub mod cache;
@@ -21,6 +23,7 @@ pub mod ipam;
 pub mod kube_api;
 pub mod pod;
 pub mod portmap;
+pub mod relay;
 pub mod runner;
 pub mod version;
 

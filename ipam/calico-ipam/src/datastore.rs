@@ -4,9 +4,11 @@ use ipnetwork::IpNetwork;
 
 use crate::k8s::KubeSettings;
 use crate::model::IpPool;
-use crate::netconf::{Datastore, IpamNetConf};
+use crate::netconf::{Datastore, DatastoreConf, IpamNetConf, DEFAULT_LOCAL_DATA_DIR};
 use crate::store::etcd::{EtcdConfig, EtcdKv, EtcdSettings};
 use crate::store::kube::KubeStore;
+use crate::store::kv::Kv;
+use crate::store::local::LocalKv;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,39 @@ pub fn open(conf: &IpamNetConf) -> Result<Box<dyn Store>, DatastoreError> {
                 KubeStore::connect(&settings).map_err(|e| DatastoreError::Config(e.to_string()))?,
             ))
         }
+    }
+}
+
+/// The raw keys and values of an `etcdv3` or `local` datastore, opened from the same keys (and,
+/// for etcd, the same `ETCD_*` environment) as [`open`]: for the objects outside IPAM that the
+/// calico plugin reads and writes (ClusterInformation, WorkloadEndpoints) in Calico's layout.
+/// The Kubernetes datastore is no key-value store: refused.
+pub fn open_kv(conf: &DatastoreConf) -> Result<Box<dyn Kv>, DatastoreError> {
+    match conf.kind().map_err(DatastoreError::Config)? {
+        Datastore::Local => {
+            let dir = conf
+                .local_data_dir
+                .as_deref()
+                .filter(|d| !d.is_empty())
+                .unwrap_or(DEFAULT_LOCAL_DATA_DIR);
+            Ok(Box::new(LocalKv::open(std::path::Path::new(dir))?))
+        }
+        Datastore::Etcd => {
+            let settings = EtcdSettings {
+                endpoints: conf.etcd_endpoints.clone(),
+                key_file: conf.etcd_key_file.clone(),
+                cert_file: conf.etcd_cert_file.clone(),
+                ca_cert_file: conf.etcd_ca_cert_file.clone(),
+            };
+            let config = EtcdConfig::from_conf_and_env(&settings)
+                .map_err(|e| DatastoreError::Config(e.to_string()))?;
+            Ok(Box::new(
+                EtcdKv::new(&config).map_err(|e| DatastoreError::Config(e.to_string()))?,
+            ))
+        }
+        Datastore::Kubernetes => Err(DatastoreError::Unsupported(
+            "the Kubernetes datastore keeps Calico's objects as CRDs, not as keys".into(),
+        )),
     }
 }
 

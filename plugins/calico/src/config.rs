@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use calico_ipam::netconf::DatastoreConf;
+use calico_ipam::k8s::settings::{KubernetesSection, PolicySection};
+use calico_ipam::netconf::{Datastore, DatastoreConf};
 use calico_ipam::nodename::{NodenameConf, NodenameError};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -37,10 +38,14 @@ pub struct CalicoConf {
     pub device_type: Option<String>,
     #[serde(default)]
     pub ipam: IpamConf,
+    /// `type` (`k8s`: read the Pod and Namespace, honour their annotations) and the legacy
+    /// API server overrides.
     #[serde(default)]
-    pub policy: Option<Value>,
+    pub policy: PolicySection,
+    /// `kubeconfig`, `k8s_api_root`, `node_name` (the node whose podCIDRs `usePodCidr`
+    /// takes).
     #[serde(default)]
-    pub kubernetes: Option<Value>,
+    pub kubernetes: KubernetesSection,
     #[serde(default)]
     pub container_settings: ContainerSettings,
     #[serde(default)]
@@ -161,6 +166,12 @@ impl CalicoConf {
         read_mtu_file(Path::new(file), self.require_mtu_file)
     }
 
+    /// `datastore_type: kubernetes`: Calico's state is in the API server, the endpoint is
+    /// the Pod's annotations.
+    pub fn kubernetes_datastore(&self) -> bool {
+        self.datastore.kind().ok() == Some(Datastore::Kubernetes)
+    }
+
     /// TX and RX queues of the veth: at least one.
     pub fn num_queues(&self) -> u32 {
         u32::try_from(self.num_queues.max(1)).unwrap_or(1)
@@ -212,6 +223,24 @@ mod tests {
         assert_eq!(c.num_queues(), 4);
         assert!(c.container_settings.allow_ip_forwarding);
         assert_eq!(c.ipam.plugin_type, "calico-ipam");
+        assert!(c.policy.is_k8s());
+        assert!(c.kubernetes_datastore());
+        assert_eq!(
+            c.kubernetes.kubeconfig.as_deref(),
+            Some("/etc/cni/net.d/calico-kubeconfig")
+        );
+    }
+
+    #[test]
+    fn kubernetes_sections_are_optional_and_typed() {
+        let c = conf(json!({"name": "n", "ipam": {"type": "host-local"}})).expect("valid");
+        assert!(!c.policy.is_k8s());
+        assert!(!c.kubernetes_datastore());
+        assert_eq!(c.kubernetes.node_name, None);
+        let err = conf(json!({"name": "n", "ipam": {"type": "host-local"},
+                              "kubernetes": {"kubeconfig": 7}}))
+        .expect_err("not a path");
+        assert!(err.to_string().contains("kubernetes.kubeconfig"), "{err}");
     }
 
     #[test]

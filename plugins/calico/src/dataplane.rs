@@ -40,6 +40,9 @@ pub struct Plan<'a> {
     /// pod has addresses in.
     pub routes: Vec<IpNetwork>,
     pub allow_ip_forwarding: bool,
+    /// The pod interface's MAC (the pod's `hwAddr` annotation); the kernel's random one
+    /// when `None`.
+    pub container_mac: Option<[u8; 6]>,
 }
 
 impl Plan<'_> {
@@ -81,7 +84,9 @@ pub fn setup(plan: &Plan) -> Result<Wired, CalicoError> {
         &VethOptions {
             mtu: plan.mtu,
             mac: Some(HOST_MAC),
-            peer_mac: None,
+            // Set as the pair is created: no window in which the pod's interface is up
+            // with another MAC.
+            peer_mac: plan.container_mac,
             num_queues: Some(plan.num_queues),
         },
     )?;

@@ -5,9 +5,14 @@
 //! removes the veth (its routes go with it) and gives the addresses back. DEL tries every
 //! step and reports every failure.
 
+pub mod annotations;
 pub mod config;
 pub mod dataplane;
 pub mod identity;
+pub mod ipam;
+pub mod kdd;
+pub mod pod_cidr;
+pub mod readiness;
 
 use std::net::IpAddr;
 
@@ -20,6 +25,7 @@ use shared::spec::env::Command;
 use shared::spec::error::{CniError, ErrorCode};
 use shared::spec::result::{CniResult, Interface, IpConfig};
 
+use calico_ipam::k8s::KubeError;
 use config::CalicoConf;
 use dataplane::Plan;
 use identity::{Workload, INTERFACE_PREFIX_ENV};
@@ -59,6 +65,30 @@ pub enum CalicoError {
     },
     #[error("{0}")]
     CheckFailed(String),
+    /// Kubernetes datastore: ClusterInformation `default` is missing or not ready.
+    #[error("Calico is currently not ready to process requests")]
+    NotReady,
+    #[error("error getting ClusterInformation: {0}")]
+    ClusterInformation(KubeError),
+    /// Any other Kubernetes API failure; `what` says what the plugin was doing.
+    #[error("{what}: {source}")]
+    Kube { what: String, source: KubeError },
+    #[error("pod {0} not found")]
+    PodNotFound(String),
+    #[error("error deleting endpoint: endpoint was modified before it could be deleted")]
+    EndpointModified,
+    #[error("no podCidr for node {0}")]
+    NoPodCidr(String),
+    #[error("{0}")]
+    PodCidr(String),
+    /// A pod or namespace annotation that cannot be honoured.
+    #[error("{0}")]
+    Annotation(String),
+    #[error("requested feature is not enabled: {0}")]
+    FeatureDisabled(&'static str),
+    /// CNI_ARGS that cannot be used.
+    #[error("{0}")]
+    Args(String),
     /// DEL went through every step; these failed.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Several(Vec<CniError>),
@@ -96,10 +126,64 @@ impl From<CalicoError> for CniError {
                  twice, or a deleted pod's route is stale; find the owner with `ip route`",
             ),
             CalicoError::CheckFailed(_) => (C::CheckFailed, ""),
+            CalicoError::NotReady => (
+                C::TryAgainLater,
+                "ClusterInformation \"default\" does not say datastoreReady: true; calico-node \
+                 sets it once the datastore is ready (it is cleared during upgrades)",
+            ),
+            CalicoError::ClusterInformation(source) | CalicoError::Kube { source, .. } => {
+                kube_code(source)
+            }
+            CalicoError::PodNotFound(_) => (
+                C::Datastore,
+                "the pod is not in the API server: it was probably deleted meanwhile",
+            ),
+            CalicoError::EndpointModified => (
+                C::TryAgainLater,
+                "the Pod kept changing between read and update; the runtime retries DEL",
+            ),
+            CalicoError::NoPodCidr(_) => (
+                C::TryAgainLater,
+                "usePodCidr takes the node's spec.podCIDRs, which the controller manager \
+                 assigns (--allocate-node-cidrs); or set ipam.subnet explicitly",
+            ),
+            CalicoError::PodCidr(_) => (
+                C::InvalidNetworkConfig,
+                "make the usePodCidr / usePodCidrIPv6 subnets match the node's spec.podCIDRs",
+            ),
+            CalicoError::Annotation(_) => (
+                C::InvalidEnvironment,
+                "fix the cni.projectcalico.org annotations of the pod (or its namespace)",
+            ),
+            CalicoError::FeatureDisabled(_) => (
+                C::InvalidNetworkConfig,
+                "enable it under feature_control in the network configuration, or remove the \
+                 pod's annotation",
+            ),
+            CalicoError::Args(_) => (C::InvalidEnvironment, ""),
             // The first failure decides the code; the message lists them all.
             CalicoError::Several(all) => (all.first().map(|f| f.code).unwrap_or(C::Internal), ""),
         };
         CniError::new(code, msg).with_details(details)
+    }
+}
+
+/// The code of a Kubernetes API failure: retry later when the server is down or refuses
+/// the credentials or the RBAC verb (calico-node refreshes the token; an operator fixes the
+/// ClusterRole); the configuration when the kubeconfig is unusable; else the datastore's.
+fn kube_code(error: &KubeError) -> (ErrorCode, &'static str) {
+    match error {
+        e if e.is_transient() => (
+            ErrorCode::TryAgainLater,
+            "check that the API server is reachable from the node and that the CNI \
+             kubeconfig's credentials are current and allowed by RBAC",
+        ),
+        KubeError::Config(_) => (
+            ErrorCode::InvalidNetworkConfig,
+            "check kubernetes.kubeconfig (and the policy.k8s_* overrides) in the network \
+             configuration",
+        ),
+        _ => (ErrorCode::Datastore, ""),
     }
 }
 
@@ -110,9 +194,10 @@ struct Invocation<'a> {
     conf: CalicoConf,
     req: &'a Request<'a>,
     host_veth: String,
-    /// CNI_ARGS for the IPAM plugin: Calico makes it ignore the Kubernetes keys it does not
-    /// know.
-    ipam_args: String,
+    /// The IPAM plugin, with the stdin and CNI_ARGS it gets.
+    ipam: ipam::Ipam<'a>,
+    /// The pod interface's MAC, when the pod asks for one.
+    container_mac: Option<[u8; 6]>,
 }
 
 impl<'a> Invocation<'a> {
@@ -122,37 +207,38 @@ impl<'a> Invocation<'a> {
         let workload = Workload::from_args(&req.env.args, &req.env.container_id);
         let prefix = std::env::var(INTERFACE_PREFIX_ENV).ok();
         let host_veth = workload.host_veth_name(prefix.as_deref());
-        let ipam_args = if req.env.args_raw.is_empty() {
-            "IgnoreUnknown=1".to_string()
-        } else {
-            format!("IgnoreUnknown=1;{}", req.env.args_raw)
-        };
+        let mut ipam = ipam::Ipam::new(
+            &conf.ipam.plugin_type,
+            &req.env.path,
+            &req.env.args_raw,
+            req.stdin,
+            req.version,
+        );
+        // Only ADD needs the node's pod CIDRs (see pod_cidr).
+        if req.env.command != Command::Add {
+            if let Some(stdin) = pod_cidr::stdin_with_dummies(req.stdin) {
+                ipam.set_stdin(stdin);
+            }
+        }
         Ok(Invocation {
             conf,
             req,
             host_veth,
-            ipam_args,
+            ipam,
+            container_mac: None,
         })
     }
 
     fn ipam(&self, command: Command) -> Result<(), shared::Error> {
-        delegate::call(
-            &self.conf.ipam.plugin_type,
-            &self.req.env.path,
-            command,
-            &[("CNI_ARGS", &self.ipam_args)],
-            self.req.stdin,
-        )
+        self.ipam.call(command)
     }
 
-    fn ipam_add(&self) -> Result<CniResult, shared::Error> {
-        delegate::add(
-            &self.conf.ipam.plugin_type,
-            &self.req.env.path,
-            &[("CNI_ARGS", &self.ipam_args)],
-            self.req.stdin,
-            self.req.version,
-        )
+    /// What the Kubernetes side decided: the IPAM plugin's stdin, the pod's MAC.
+    fn follow(&mut self, plan: &kdd::AddPlan) {
+        if let Some(stdin) = &plan.ipam_stdin {
+            self.ipam.set_stdin(stdin.clone());
+        }
+        self.container_mac = plan.mac;
     }
 
     /// The pod's routes: host-local's `routes` when given (only their destinations; the
@@ -207,6 +293,7 @@ impl<'a> Invocation<'a> {
             addresses,
             routes: self.route_destinations()?,
             allow_ip_forwarding: self.conf.container_settings.allow_ip_forwarding,
+            container_mac: self.container_mac,
         })
     }
 
@@ -232,22 +319,32 @@ impl Plugin for Calico {
     }
 
     fn add(&self, req: &Request) -> Result<CniResult, CalicoError> {
-        let inv = Invocation::new(req)?;
+        let mut inv = Invocation::new(req)?;
         // Everything that can be checked before an address is taken is checked first.
         let netns = inv.netns()?;
         inv.conf.mtu()?;
         inv.route_destinations()?;
 
-        let ipam_result = inv.ipam_add()?;
-        match wire(&inv, &netns, ipam_result) {
+        // With the Kubernetes API: readiness, the node's pod CIDRs, the pod's annotations.
+        let (kube, plan) = kdd::Session::open_for_add(&inv.conf, req)?;
+        inv.follow(&plan);
+
+        let ipam_result = inv.ipam.obtain(&plan.addresses)?;
+        let wired = wire(&inv, &netns, ipam_result).and_then(|result| match &kube {
+            Some(kube) => kube.publish(&result).map(|()| result),
+            None => Ok(result),
+        });
+        match wired {
             Ok(result) => Ok(result),
             Err(e) => {
                 log::error!("ADD failed after IPAM: {e}; rolling back");
                 if let Err(undo) = dataplane::remove_host_veth(&inv.host_veth) {
                     log::error!("rollback: removing {}: {undo}", inv.host_veth);
                 }
-                if let Err(undo) = inv.ipam(Command::Del) {
-                    log::error!("rollback: releasing the addresses: {undo}");
+                if ipam::Ipam::holds(&plan.addresses) {
+                    if let Err(undo) = inv.ipam(Command::Del) {
+                        log::error!("rollback: releasing the addresses: {undo}");
+                    }
                 }
                 Err(e)
             }
@@ -256,6 +353,11 @@ impl Plugin for Calico {
 
     fn del(&self, req: &Request) -> Result<(), CalicoError> {
         let inv = Invocation::new(req)?;
+        // Kubernetes datastore: refused while Calico is not ready; the Pod's addresses are
+        // cleared before anything is torn down, and an unreadable Pod stops DEL here.
+        if let Some(kube) = kdd::Session::open_for_del(&inv.conf, req)? {
+            kube.release()?;
+        }
         let mut failures: Vec<CniError> = Vec::new();
         if let Err(e) = dataplane::teardown(req.env.netns.as_deref(), &req.env.ifname) {
             failures.push(e.into());
@@ -290,24 +392,26 @@ impl Plugin for Calico {
 
     fn gc(&self, req: &Request, _valid: &[Attachment]) -> Result<(), CalicoError> {
         let conf = CalicoConf::parse(req.stdin)?;
+        let stdin = pod_cidr::stdin_with_dummies(req.stdin);
         delegate::call(
             &conf.ipam.plugin_type,
             &req.env.path,
             Command::Gc,
             &[],
-            req.stdin,
+            stdin.as_deref().unwrap_or(req.stdin),
         )?;
         Ok(())
     }
 
     fn status(&self, req: &Request) -> Result<(), CalicoError> {
         let conf = CalicoConf::parse(req.stdin)?;
+        let stdin = pod_cidr::stdin_with_dummies(req.stdin);
         delegate::call(
             &conf.ipam.plugin_type,
             &req.env.path,
             Command::Status,
             &[],
-            req.stdin,
+            stdin.as_deref().unwrap_or(req.stdin),
         )?;
         Ok(())
     }

@@ -21,6 +21,7 @@ pub mod fixtures;
 pub mod host_local;
 pub mod ipam;
 pub mod kube_api;
+pub mod kube_cluster;
 pub mod pod;
 pub mod portmap;
 pub mod relay;

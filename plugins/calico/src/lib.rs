@@ -13,6 +13,8 @@ pub mod ipam;
 pub mod kdd;
 pub mod pod_cidr;
 pub mod readiness;
+pub mod wep_name;
+pub mod workload_endpoint;
 
 use std::net::IpAddr;
 
@@ -89,6 +91,9 @@ pub enum CalicoError {
     /// CNI_ARGS that cannot be used.
     #[error("{0}")]
     Args(String),
+    /// ClusterInformation readiness and the WorkloadEndpoint on etcd or `local`.
+    #[error(transparent)]
+    Endpoint(#[from] workload_endpoint::WepError),
     /// DEL went through every step; these failed.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Several(Vec<CniError>),
@@ -161,6 +166,7 @@ impl From<CalicoError> for CniError {
                  pod's annotation",
             ),
             CalicoError::Args(_) => (C::InvalidEnvironment, ""),
+            CalicoError::Endpoint(e) => e.code_and_details(),
             // The first failure decides the code; the message lists them all.
             CalicoError::Several(all) => (all.first().map(|f| f.code).unwrap_or(C::Internal), ""),
         };
@@ -324,16 +330,24 @@ impl Plugin for Calico {
         let netns = inv.netns()?;
         inv.conf.mtu()?;
         inv.route_destinations()?;
+        // On etcd or `local`: Calico must be ready, and the endpoint's name valid, before an
+        // address is taken.
+        let endpoint = workload_endpoint::Session::open_for_add(&inv.conf, req)?;
 
         // With the Kubernetes API: readiness, the node's pod CIDRs, the pod's annotations.
         let (kube, plan) = kdd::Session::open_for_add(&inv.conf, req)?;
         inv.follow(&plan);
 
         let ipam_result = inv.ipam.obtain(&plan.addresses)?;
-        let wired = wire(&inv, &netns, ipam_result).and_then(|result| match &kube {
-            Some(kube) => kube.publish(&result).map(|()| result),
-            None => Ok(result),
-        });
+        let wired = wire(&inv, &netns, ipam_result)
+            .and_then(|result| match &endpoint {
+                Some(endpoint) => endpoint.write(&result).map(|()| result),
+                None => Ok(result),
+            })
+            .and_then(|result| match &kube {
+                Some(kube) => kube.publish(&result).map(|()| result),
+                None => Ok(result),
+            });
         match wired {
             Ok(result) => Ok(result),
             Err(e) => {
@@ -358,13 +372,16 @@ impl Plugin for Calico {
         if let Some(kube) = kdd::Session::open_for_del(&inv.conf, req)? {
             kube.release()?;
         }
-        let mut failures: Vec<CniError> = Vec::new();
-        if let Err(e) = dataplane::teardown(req.env.netns.as_deref(), &req.env.ifname) {
-            failures.push(e.into());
-        }
-        if let Err(e) = inv.ipam(Command::Del) {
-            failures.push(e.into());
-        }
+        let teardown = || dataplane::teardown(req.env.netns.as_deref(), &req.env.ifname);
+        let release = || inv.ipam(Command::Del).map_err(CalicoError::from);
+        // On etcd or `local`: refused while Calico is not ready; the endpoint goes too.
+        let failures: Vec<CniError> = match workload_endpoint::Session::open(&inv.conf, req)? {
+            Some(endpoint) => endpoint.del(teardown, release),
+            None => [teardown(), release()]
+                .into_iter()
+                .filter_map(|r| r.err().map(CniError::from))
+                .collect(),
+        };
         if failures.is_empty() {
             Ok(())
         } else {

@@ -96,7 +96,8 @@ pub struct Session {
     pod_object: Option<Value>,
 }
 
-fn connect(conf: &CalicoConf) -> Result<KubeClient, CalicoError> {
+/// A client for the API server the configuration names (nothing is sent yet).
+pub fn connect(conf: &CalicoConf) -> Result<KubeClient, CalicoError> {
     let settings = KubeSettings::from_conf(&conf.kubernetes, &conf.policy);
     KubeClient::connect(&settings).map_err(|source| CalicoError::Kube {
         what: "cannot use the Kubernetes API".into(),

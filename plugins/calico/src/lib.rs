@@ -7,6 +7,7 @@
 
 pub mod annotations;
 pub mod config;
+pub mod connection_test;
 pub mod dataplane;
 pub mod identity;
 pub mod ipam;

@@ -493,6 +493,17 @@ fn kv_datastore(conf: &DatastoreConf) -> Result<Option<Datastore>, WepError> {
     }
 }
 
+/// `calico -t` on a key-value datastore: reached and found ready; `false` when the config
+/// names none.
+pub fn check_datastore(conf: &CalicoConf) -> Result<bool, CalicoError> {
+    let Some(kind) = kv_datastore(&conf.datastore)? else {
+        return Ok(false);
+    };
+    let kv = open_kv(&conf.datastore).map_err(WepError::from)?;
+    check_ready(kv.as_ref(), kind == Datastore::Local)?;
+    Ok(true)
+}
+
 /// One invocation's endpoint work: the datastore, found ready, and the endpoint's identity.
 pub struct Session {
     kv: Box<dyn Kv>,

@@ -347,6 +347,60 @@ fn calico_k8s_ip_addrs_are_taken_through_ipam() {
 }
 
 #[test]
+fn calico_k8s_ip_addrs_follow_the_pod_to_a_new_sandbox() {
+    // A pod with a fixed address gets a new sandbox (a restart, a node reboot) before the old
+    // sandbox's DEL: the endpoint's address is released by address first, so the new
+    // sandbox gets it, and the old sandbox's late DEL takes nothing from the new one.
+    let c = Cluster::new();
+    let p = pools(&c);
+    let list = c.conflist(CONFLIST, |_| {});
+    let runner = c.runner();
+    let base: Ipv4Addr =
+        p.a.split('/')
+            .next()
+            .and_then(|b| b.parse().ok())
+            .expect("a");
+    let fixed = IpAddr::V4(Ipv4Addr::from(u32::from(base) + 42));
+    c.pod(
+        "ns1",
+        "sticky",
+        json!({"cni.projectcalico.org/ipAddrs": format!("[\"{fixed}\"]")}),
+    );
+    let old = c.sandbox("k8s-sticky-old", "ns1", "sticky");
+    assert_eq!(
+        result_ips(&runner.add(&list, &old.rt).expect("ADD old")),
+        vec![fixed]
+    );
+    let new = c.sandbox("k8s-sticky-new", "ns1", "sticky");
+    let result = runner
+        .add(&list, &new.rt)
+        .expect("ADD of the new sandbox takes the fixed address over");
+    assert_eq!(result_ips(&result), vec![fixed]);
+    assert_eq!(
+        c.ipam_allocations(),
+        BTreeMap::from([(fixed.to_string(), handle("k8s-sticky-new"))])
+    );
+    assert_eq!(c.ipam_handles(), vec![handle("k8s-sticky-new")]);
+
+    // The old sandbox's DEL: the Pod names the new container, so its annotations stay, and
+    // the new sandbox keeps its address and its veth.
+    runner.del(&list, &old.rt).expect("DEL old");
+    let annotations = c.calico_annotations("ns1", "sticky");
+    assert_eq!(
+        annotations.get(POD_IP).map(String::as_str),
+        Some(host_form(fixed).as_str())
+    );
+    assert_eq!(
+        c.ipam_allocations(),
+        BTreeMap::from([(fixed.to_string(), handle("k8s-sticky-new"))])
+    );
+    assert_eq!(new.addresses(), vec![host_form(fixed)]);
+
+    runner.del(&list, &new.rt).expect("DEL new");
+    assert_nothing_left(&c, &new, "after both DELs");
+}
+
+#[test]
 fn calico_k8s_ip_addrs_no_ipam_needs_the_feature_and_takes_nothing_from_ipam() {
     let c = Cluster::new();
     pools(&c);

@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod cni;
 pub mod datastore;
+pub mod direct;
 pub mod engine;
 pub mod k8s;
 pub mod lock;

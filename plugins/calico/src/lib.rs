@@ -95,6 +95,9 @@ pub enum CalicoError {
     /// ClusterInformation readiness and the WorkloadEndpoint on etcd or `local`.
     #[error(transparent)]
     Endpoint(#[from] workload_endpoint::WepError),
+    /// `ipAddrs` on a pod whose endpoint still holds addresses: releasing them failed.
+    #[error("releasing the pod's previous addresses: {}", .0.msg)]
+    PreviousAddresses(CniError),
     /// DEL went through every step; these failed.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Several(Vec<CniError>),
@@ -168,6 +171,7 @@ impl From<CalicoError> for CniError {
             ),
             CalicoError::Args(_) => (C::InvalidEnvironment, ""),
             CalicoError::Endpoint(e) => e.code_and_details(),
+            CalicoError::PreviousAddresses(inner) => (inner.code, inner.details.as_str()),
             // The first failure decides the code; the message lists them all.
             CalicoError::Several(all) => (all.first().map(|f| f.code).unwrap_or(C::Internal), ""),
         };

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 
 use cni_tests::host_local::Outcome;
 use cni_tests::ipam::{merge, Backend, IpamFixture};
+use cni_tests::kube_cluster::NodeApiServer;
 use cni_tests::pod::{cni_host_veth, k8s_host_veth, Node, Pod, NET};
 use cni_tests::relay::TcpRelay;
 use serde_json::{json, Value};
@@ -411,6 +412,64 @@ fn wep_write_failure_rolls_back_the_pod() {
 
     fs::remove_dir_all(&in_the_way).expect("rm");
     s.add(&pod);
+    s.del(&pod, "DEL");
+    s.assert_nothing_left(&pod, "after DEL");
+}
+
+#[test]
+fn wep_with_k8s_policy_carries_the_pods_labels_service_account_and_ports() {
+    // etcd-style datastore, but `policy.type: k8s`: the plugin reads the Pod from the API
+    // server and the endpoint carries what Felix's policy needs from it.
+    let mut s = Setup::new(Backend::Local);
+    let api = NodeApiServer::start(s.node.netns.path());
+    let kubeconfig = api.kubeconfig(s.node.dir.path());
+    s.plugin["policy"] = json!({"type": "k8s"});
+    s.plugin["kubernetes"] = json!({"kubeconfig": kubeconfig});
+    api.put(
+        "namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+    );
+    api.put(
+        "pods",
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "cart-7d9f", "namespace": "shop", "generateName": "cart-",
+                            "labels": {"app": "cart", "tier": "web"}},
+               "spec": {"nodeName": NODE, "serviceAccountName": "cart-sa",
+                        "initContainers": [{"name": "init", "image": "busybox",
+                                            "ports": [{"name": "warmup", "containerPort": 9000,
+                                                       "protocol": "UDP"}]}],
+                        "containers": [{"name": "main", "image": "busybox",
+                                        "ports": [{"name": "http", "containerPort": 8080},
+                                                  {"containerPort": 8081},
+                                                  {"containerPort": 8443, "hostPort": 443,
+                                                   "hostIP": "10.0.0.1", "protocol": "TCP"}]}]},
+               "status": {"phase": "Pending"}}),
+    );
+    let pod = s
+        .node
+        .k8s_pod("wep0000000000000000000000000000c3", "shop", "cart-7d9f");
+    s.add(&pod);
+    let key = format!("{WEP_PREFIX}shop/e2e--node-k8s-cart--7d9f-eth0");
+    let wep = s.endpoints().remove(&key).expect("the endpoint");
+    assert_eq!(wep["metadata"]["generateName"], "cart-", "{wep}");
+    assert_eq!(
+        wep["metadata"]["labels"],
+        json!({"app": "cart", "tier": "web", "projectcalico.org/namespace": "shop",
+               "projectcalico.org/orchestrator": "k8s",
+               "projectcalico.org/serviceaccount": "cart-sa"})
+    );
+    assert_eq!(wep["spec"]["serviceAccountName"], "cart-sa");
+    assert_eq!(
+        wep["spec"]["profiles"],
+        json!(["kns.shop", "ksa.shop.cart-sa"])
+    );
+    assert_eq!(
+        wep["spec"]["ports"],
+        json!([{"name": "warmup", "protocol": "udp", "port": 9000},
+               {"name": "http", "protocol": "tcp", "port": 8080},
+               {"protocol": "tcp", "port": 8443, "hostPort": 443, "hostIP": "10.0.0.1"}]),
+        "ports without a name or host port are left out"
+    );
     s.del(&pod, "DEL");
     s.assert_nothing_left(&pod, "after DEL");
 }

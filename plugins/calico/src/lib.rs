@@ -344,9 +344,10 @@ impl Plugin for Calico {
         inv.follow(&plan);
 
         let ipam_result = inv.ipam.obtain(&plan.addresses)?;
+        let pod_object = kube.as_ref().and_then(kdd::Session::pod_object);
         let wired = wire(&inv, &netns, ipam_result)
             .and_then(|result| match &endpoint {
-                Some(endpoint) => endpoint.write(&result).map(|()| result),
+                Some(endpoint) => endpoint.write(&result, pod_object).map(|()| result),
                 None => Ok(result),
             })
             .and_then(|result| match &kube {

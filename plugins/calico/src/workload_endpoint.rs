@@ -135,12 +135,84 @@ impl From<DatastoreError> for WepError {
 }
 
 /// What a pod's Kubernetes object adds to its endpoint, when it has been read (with
-/// `policy.type: k8s`): labels, service account, `generateName`.
+/// `policy.type: k8s`): labels, service account, `generateName`, named and host ports.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodInfo {
     pub labels: BTreeMap<String, String>,
     pub service_account: Option<String>,
     pub generate_name: Option<String>,
+    /// Calico's `EndpointPort` objects (`name`, `protocol`, `port`, `hostPort`, `hostIP`).
+    pub ports: Vec<Value>,
+}
+
+impl PodInfo {
+    /// From a Pod object as the API server returns it.
+    pub fn of_pod(pod: &Value) -> PodInfo {
+        let labels = pod
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let text = |pointer: &str| {
+            pod.pointer(pointer)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        PodInfo {
+            labels,
+            service_account: text("/spec/serviceAccountName"),
+            generate_name: text("/metadata/generateName"),
+            ports: endpoint_ports(pod),
+        }
+    }
+}
+
+/// The ports Felix exports for named-port policy (spec §5.4): container and init-container
+/// ports that have a name or a host port; protocol lower-cased, TCP when unset.
+fn endpoint_ports(pod: &Value) -> Vec<Value> {
+    let mut ports = Vec::new();
+    for list in ["/spec/initContainers", "/spec/containers"] {
+        let containers = pod.pointer(list).and_then(Value::as_array);
+        for port in containers
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["ports"].as_array())
+            .flatten()
+        {
+            let name = port["name"].as_str().unwrap_or_default();
+            let host_port = port["hostPort"].as_u64().unwrap_or(0);
+            if name.is_empty() && host_port == 0 {
+                continue;
+            }
+            let protocol = port["protocol"]
+                .as_str()
+                .filter(|p| !p.is_empty())
+                .unwrap_or("TCP")
+                .to_ascii_lowercase();
+            let mut out = Map::new();
+            if !name.is_empty() {
+                out.insert("name".into(), json!(name));
+            }
+            out.insert("protocol".into(), json!(protocol));
+            out.insert(
+                "port".into(),
+                json!(port["containerPort"].as_u64().unwrap_or(0)),
+            );
+            if host_port != 0 {
+                out.insert("hostPort".into(), json!(host_port));
+            }
+            if let Some(ip) = port["hostIP"].as_str().filter(|ip| !ip.is_empty()) {
+                out.insert("hostIP".into(), json!(ip));
+            }
+            ports.push(Value::Object(out));
+        }
+    }
+    ports
 }
 
 /// Who the endpoint belongs to, and what it is called.
@@ -337,6 +409,9 @@ impl WepIdentity {
         }
         if !attached.mac.is_empty() {
             spec.insert("mac".into(), json!(attached.mac));
+        }
+        if !self.pod_info.ports.is_empty() {
+            spec.insert("ports".into(), json!(self.pod_info.ports));
         }
         json!({
             "kind": "WorkloadEndpoint",
@@ -545,10 +620,19 @@ impl Session {
         Ok(session)
     }
 
-    /// ADD's last step: record what was wired.
-    pub fn write(&self, result: &CniResult) -> Result<(), CalicoError> {
+    /// ADD's last step: record what was wired, and what the Pod says of itself when it was
+    /// read (`policy.type: k8s`).
+    pub fn write(&self, result: &CniResult, pod: Option<&Value>) -> Result<(), CalicoError> {
         let id = self.id.as_ref().map_err(|e| WepError::Name(e.clone()))?;
-        write(self.kv.as_ref(), id, &Attached::from_result(result))?;
+        let attached = Attached::from_result(result);
+        match pod {
+            Some(pod) => {
+                let mut id = id.clone();
+                id.pod_info = PodInfo::of_pod(pod);
+                write(self.kv.as_ref(), &id, &attached)?;
+            }
+            None => write(self.kv.as_ref(), id, &attached)?,
+        }
         Ok(())
     }
 
@@ -725,6 +809,7 @@ mod tests {
             labels: BTreeMap::from([("app".into(), "web".into())]),
             service_account: Some("builder".into()),
             generate_name: Some("web-".into()),
+            ports: Vec::new(),
         };
         let v = id.resource(&attached(), &meta());
         assert_eq!(

@@ -1,0 +1,803 @@
+//! `scripts/install.sh` end to end: what an operator relies on when installing the suite on a
+//! node. Every test installs into bin and conf dirs of its own temporary directory (never
+//! `/opt/cni/bin` or `/etc/cni/net.d`), from stand-in binaries it writes itself, except one
+//! that installs the binaries this workspace built and runs them.
+//!
+//! Every run of the script is checked for two things whatever the test: the service-account
+//! token never appears on stdout or stderr, and no temporary file is left in the dirs.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine;
+use cni_tests::fixtures::{plugin_dir, run_plugin};
+use cni_tests::TestDir;
+use serde_json::Value;
+
+const PLUGINS: [&str; 6] = [
+    "calico",
+    "calico-ipam",
+    "host-local",
+    "portmap",
+    "bandwidth",
+    "loopback",
+];
+const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.aW5zdGFsbC1zY3JpcHQtdGVzdA.c2lnbmF0dXJl-x_Y";
+const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBdzCCAR2gAwIBAgIBADAKBggqhkjOPQQDAjAjMSEwHwYDVQQDDBhrM3Mtc2Vy\n-----END CERTIFICATE-----\n";
+const SERVER: &str = "https://10.96.0.1:443";
+const STATE: &str = ".calico-rs-install";
+const BACKUP: &str = ".calico-rs-install.backup";
+// Variables the script reads; cleared so that the machine's own never leak into a test.
+const SCRIPT_ENV: [&str; 6] = [
+    "KUBERNETES_NODE_NAME",
+    "CNI_MTU",
+    "ETCD_ENDPOINTS",
+    "KUBERNETES_SERVICE_HOST",
+    "KUBERNETES_SERVICE_PORT",
+    "CARGO_TARGET_DIR",
+];
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
+}
+
+fn script() -> PathBuf {
+    repo().join("scripts/install.sh")
+}
+
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "install.sh failed: {self:?}");
+        self
+    }
+    fn refused(self) -> Run {
+        assert_eq!(self.code, 1, "expected a refusal (exit 1): {self:?}");
+        self
+    }
+}
+
+/// A node's worth of directories: `from/` (the built binaries), `bin/` (the CNI bin dir),
+/// `conf/` (the CNI conf dir) and `sa/` (a service account's token and CA).
+struct Node {
+    dir: TestDir,
+    from: PathBuf,
+    bin: PathBuf,
+    conf: PathBuf,
+    sa: PathBuf,
+}
+
+impl Node {
+    fn new() -> Node {
+        let dir = TestDir::new().expect("temp dir");
+        let from = dir.subdir("from").expect("from dir");
+        let bin = dir.subdir("bin").expect("bin dir");
+        let conf = dir.subdir("conf").expect("conf dir");
+        let sa = dir.subdir("sa").expect("service account dir");
+        fs::write(sa.join("token"), format!("{TOKEN}\n")).expect("token");
+        fs::write(sa.join("ca.crt"), CA).expect("ca");
+        let node = Node {
+            dir,
+            from,
+            bin,
+            conf,
+            sa,
+        };
+        node.build("v1");
+        node
+    }
+
+    /// Stand-in binaries, small and distinct per version, mode 0700 so that the install
+    /// visibly sets 0755.
+    fn build(&self, version: &str) {
+        for name in PLUGINS {
+            let path = self.from.join(name);
+            fs::write(&path, format!("#!/bin/sh\necho '{name} {version}'\n")).expect("stand-in");
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).expect("chmod");
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn credentials(&self) -> Vec<String> {
+        vec![
+            format!("--token-file={}", self.sa.join("token").display()),
+            format!("--ca-file={}", self.sa.join("ca.crt").display()),
+            format!("--server={SERVER}"),
+        ]
+    }
+
+    /// The script with `args` and `env`, nothing else of the caller's script variables.
+    fn run(&self, args: &[String], env: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(script());
+        cmd.args(args);
+        for var in SCRIPT_ENV {
+            cmd.env_remove(var);
+        }
+        cmd.envs(env.iter().copied());
+        let out = cmd.output().expect("run scripts/install.sh");
+        let run = Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        for part in TOKEN.split('.') {
+            assert!(
+                !run.stdout.contains(part) && !run.stderr.contains(part),
+                "the token is printed: {run:?}"
+            );
+        }
+        for dir in [&self.bin, &self.conf] {
+            assert_no_temp_files(dir);
+        }
+        run
+    }
+
+    /// Installs into this node's dirs from `from/`, with `extra` options.
+    fn install(&self, extra: &[String]) -> Run {
+        let mut args = vec![
+            format!("--from={}", self.from.display()),
+            format!("--bin-dir={}", self.bin.display()),
+            format!("--conf-dir={}", self.conf.display()),
+        ];
+        args.extend_from_slice(extra);
+        self.run(&args, &[])
+    }
+
+    /// The default conflist (Kubernetes datastore) with the service account's credentials.
+    fn install_k8s(&self, extra: &[&str]) -> Run {
+        let mut args = self.credentials();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        self.install(&args)
+    }
+
+    fn uninstall(&self) -> Run {
+        self.run(
+            &[
+                "--uninstall".into(),
+                format!("--conf-dir={}", self.conf.display()),
+            ],
+            &[],
+        )
+    }
+
+    fn conflist(&self) -> Value {
+        read_json(&self.conf.join("10-calico.conflist"))
+    }
+}
+
+fn s(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = fs::read_to_string(path).expect("read conflist");
+    serde_json::from_str(&text).expect("the conflist is JSON")
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).expect("stat").permissions().mode() & 0o7777
+}
+
+/// A temporary file is `.<target>.calico-rs-install.XXXXXX`; the state file and the
+/// directory of replaced files are the only other names of ours.
+fn assert_no_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        assert!(
+            !name.contains(".calico-rs-install.") || name == BACKUP,
+            "a temporary file is left in {}: {name}",
+            dir.display()
+        );
+    }
+}
+
+/// What a reader of a directory tree can see of each entry, the top dir excluded.
+#[derive(Debug, PartialEq, Eq)]
+struct Seen {
+    ino: u64,
+    mode: u32,
+    mtime: (i64, i64),
+    content: Option<Vec<u8>>,
+}
+
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Seen> {
+    let mut seen = BTreeMap::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return seen;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let meta = fs::symlink_metadata(&path).expect("lstat");
+        let content = meta.is_file().then(|| fs::read(&path).expect("read"));
+        if meta.is_dir() {
+            seen.extend(snapshot(&path));
+        }
+        seen.insert(
+            path,
+            Seen {
+                ino: meta.ino(),
+                mode: meta.mode(),
+                mtime: (meta.mtime(), meta.mtime_nsec()),
+                content,
+            },
+        );
+    }
+    seen
+}
+
+fn dir_mtime(dir: &Path) -> (i64, i64) {
+    let meta = fs::metadata(dir).expect("stat dir");
+    (meta.mtime(), meta.mtime_nsec())
+}
+
+fn same_content(a: &Path, b: &Path) -> bool {
+    let len = |p: &Path| fs::metadata(p).expect("stat").len();
+    if len(a) != len(b) {
+        return false;
+    }
+    let open = |p: &Path| std::io::BufReader::new(fs::File::open(p).expect("open"));
+    let (mut fa, mut fb) = (open(a), open(b));
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let mut left = len(a);
+    while left > 0 {
+        let n = left.min(1 << 20) as usize;
+        fa.read_exact(&mut ba[..n]).expect("read");
+        fb.read_exact(&mut bb[..n]).expect("read");
+        if ba[..n] != bb[..n] {
+            return false;
+        }
+        left -= n as u64;
+    }
+    true
+}
+
+#[test]
+fn install_copies_the_built_binaries_identical_0755_and_they_run() {
+    let node = Node::new();
+    let built = plugin_dir();
+    let run = node
+        .run(
+            &[
+                format!("--from={}", built.display()),
+                format!("--bin-dir={}", node.bin.display()),
+                format!("--conf-dir={}", node.conf.display()),
+                "--conflist=10-calico-single-node.conflist".into(),
+            ],
+            &[],
+        )
+        .ok();
+    for name in PLUGINS {
+        let installed = node.bin.join(name);
+        assert!(
+            same_content(&built.join(name), &installed),
+            "{name} differs from the built one"
+        );
+        assert_eq!(mode(&installed), 0o755, "{name}");
+        assert!(run
+            .stdout
+            .contains(&format!("installing {}", installed.display())));
+        let out = run_plugin(
+            &installed,
+            &[("CNI_COMMAND", "VERSION")],
+            br#"{"cniVersion": "1.0.0"}"#,
+        )
+        .expect("exec the installed plugin");
+        assert!(out.success(), "{name} VERSION: {out:?}");
+        let versions: Value = serde_json::from_slice(&out.stdout).expect("VERSION is JSON");
+        assert!(
+            versions["supportedVersions"].is_array(),
+            "{name}: {versions}"
+        );
+    }
+    let state = fs::read_to_string(node.conf.join(STATE)).expect("state file");
+    for name in PLUGINS {
+        assert!(state.contains(&format!(" bin {}\n", node.bin.join(name).display())));
+    }
+}
+
+#[test]
+fn binaries_are_installed_0755_beside_foreign_plugins() {
+    let node = Node::new();
+    let other = node.bin.join("other-plugin");
+    fs::write(&other, "#!/bin/sh\n").expect("foreign plugin");
+    let before = snapshot(&node.bin).remove(&other);
+    node.install_k8s(&[]).ok();
+    for name in PLUGINS {
+        let installed = node.bin.join(name);
+        assert_eq!(
+            fs::read(&installed).expect("installed"),
+            fs::read(node.from.join(name)).expect("source")
+        );
+        assert_eq!(mode(&installed), 0o755, "{name} (its source is 0700)");
+    }
+    assert_eq!(snapshot(&node.bin).remove(&other), before, "untouched");
+}
+
+#[test]
+fn replacing_a_binary_is_atomic_for_a_reader_of_the_old_one() {
+    let node = Node::new();
+    node.install_k8s(&[]).ok();
+    let target = node.bin.join("calico");
+    let v1 = fs::read(&target).expect("v1");
+    let old_ino = fs::metadata(&target).expect("stat").ino();
+    // A kubelet that started executing the old binary holds it open like this.
+    let mut held = fs::File::open(&target).expect("open the old binary");
+
+    node.build("v2");
+    let run = node.install_k8s(&[]).ok();
+    assert!(run
+        .stdout
+        .contains(&format!("updating {}", target.display())));
+
+    let new_ino = fs::metadata(&target).expect("stat").ino();
+    assert_ne!(new_ino, old_ino, "a new file was renamed over the old one");
+    let mut seen = Vec::new();
+    held.read_to_end(&mut seen).expect("read the held file");
+    assert_eq!(seen, v1, "the open file still reads the old bytes");
+    assert_eq!(
+        fs::read(&target).expect("v2"),
+        fs::read(node.from.join("calico")).expect("source"),
+    );
+    assert_eq!(mode(&target), 0o755);
+    let mut names: Vec<String> = fs::read_dir(&node.bin)
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut expected: Vec<String> = PLUGINS.iter().map(|p| p.to_string()).collect();
+    expected.sort();
+    assert_eq!(names, expected, "nothing but the plugins in the bin dir");
+}
+
+#[test]
+fn a_rerun_changes_nothing_not_even_mtimes() {
+    let node = Node::new();
+    node.install_k8s(&["--node-name=node-a"]).ok();
+    let (bin, conf) = (snapshot(&node.bin), snapshot(&node.conf));
+    let mtimes = (dir_mtime(&node.bin), dir_mtime(&node.conf));
+
+    let run = node.install_k8s(&["--node-name=node-a"]).ok();
+    assert_eq!(snapshot(&node.bin), bin);
+    assert_eq!(snapshot(&node.conf), conf);
+    assert_eq!((dir_mtime(&node.bin), dir_mtime(&node.conf)), mtimes);
+    assert_eq!(
+        run.stdout.matches("unchanged ").count(),
+        PLUGINS.len() + 2,
+        "{run:?}"
+    );
+}
+
+#[test]
+fn every_shipped_conflist_renders_as_itself_with_the_values_filled_in() {
+    let mut names: Vec<String> = fs::read_dir(repo().join("conflists"))
+        .expect("conflists/")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".conflist"))
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 4, "{names:?}");
+    let etcd = "https://10.0.0.5:2379,https://10.0.0.6:2379";
+    for name in names {
+        let node = Node::new();
+        let kubeconfig = node.path("etc/calico/kubeconfig");
+        let mut args = node.credentials();
+        args.extend(s(&[
+            &format!("--conflist={name}"),
+            "--conf-name=05-pods.conflist",
+            "--node-name=node-a.example",
+            "--mtu=1410",
+            &format!("--etcd-endpoints={etcd}"),
+            &format!("--kubeconfig={}", kubeconfig.display()),
+        ]));
+        node.install(&args).ok();
+
+        let template = fs::read_to_string(repo().join("conflists").join(&name)).expect("template");
+        let expected: Value = serde_json::from_str(
+            &template
+                .replace("__KUBERNETES_NODE_NAME__", "node-a.example")
+                .replace("__CNI_MTU__", "1410")
+                .replace("__ETCD_ENDPOINTS__", etcd)
+                .replace("__KUBECONFIG_FILEPATH__", &kubeconfig.display().to_string()),
+        )
+        .expect("the filled-in template is JSON");
+        let rendered_path = node.conf.join("05-pods.conflist");
+        let rendered = fs::read_to_string(&rendered_path).expect("rendered");
+        assert!(
+            !rendered.contains("__"),
+            "{name}: a placeholder is left: {rendered}"
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(&rendered).expect("JSON"),
+            expected,
+            "{name}"
+        );
+        assert_eq!(mode(&rendered_path), 0o644, "{name}");
+        assert_eq!(mode(&kubeconfig), 0o600, "{name}");
+    }
+}
+
+#[test]
+fn values_come_from_options_then_the_environment_then_the_host() {
+    let env = [
+        ("KUBERNETES_NODE_NAME", "env-node"),
+        ("CNI_MTU", "1440"),
+        ("ETCD_ENDPOINTS", "http://127.0.0.1:2379"),
+    ];
+    let node = Node::new();
+    let mut args = node.credentials();
+    args.extend(s(&[
+        &format!("--from={}", node.from.display()),
+        &format!("--bin-dir={}", node.bin.display()),
+        &format!("--conf-dir={}", node.conf.display()),
+        "--conflist=10-calico-etcd",
+    ]));
+    node.run(&args, &env).ok();
+    let calico = &node.conflist()["plugins"][0];
+    assert_eq!(calico["nodename"], "env-node");
+    assert_eq!(calico["mtu"], 1440);
+    assert_eq!(calico["etcd_endpoints"], "http://127.0.0.1:2379");
+
+    args.extend(s(&["--node-name=opt-node", "--mtu=9000"]));
+    node.run(&args, &env).ok();
+    let calico = &node.conflist()["plugins"][0];
+    assert_eq!(calico["nodename"], "opt-node");
+    assert_eq!(calico["mtu"], 9000);
+
+    let bare = Node::new();
+    bare.install(&s(&["--conflist=10-calico-single-node.conflist"]))
+        .ok();
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let calico = &bare.conflist()["plugins"][0];
+    assert_eq!(calico["nodename"], host.trim().to_lowercase());
+    assert_eq!(calico["mtu"], 1500);
+}
+
+#[test]
+fn the_kubeconfig_is_0600_with_the_server_ca_and_token() {
+    let node = Node::new();
+    let run = node.install_k8s(&[]).ok();
+    let path = node.conf.join("calico-kubeconfig");
+    assert!(run
+        .stdout
+        .contains(&format!("installing {}", path.display())));
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(
+        node.conflist()["plugins"][0]["kubernetes"]["kubeconfig"],
+        path.display().to_string()
+    );
+
+    let config: serde_norway::Value =
+        serde_norway::from_str(&fs::read_to_string(&path).expect("kubeconfig")).expect("YAML");
+    assert_eq!(config["kind"].as_str(), Some("Config"));
+    let context = config["current-context"].as_str().expect("current-context");
+    let by_name = |list: &str, name: &str| {
+        config[list]
+            .as_sequence()
+            .expect("a list")
+            .iter()
+            .find(|e| e["name"].as_str() == Some(name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {list} entry {name}"))
+    };
+    let context = by_name("contexts", context);
+    let cluster = by_name(
+        "clusters",
+        context["context"]["cluster"].as_str().expect("cluster"),
+    );
+    let user = by_name("users", context["context"]["user"].as_str().expect("user"));
+    assert_eq!(cluster["cluster"]["server"].as_str(), Some(SERVER));
+    let ca = base64::engine::general_purpose::STANDARD
+        .decode(
+            cluster["cluster"]["certificate-authority-data"]
+                .as_str()
+                .expect("certificate-authority-data"),
+        )
+        .expect("base64");
+    assert_eq!(ca, CA.as_bytes());
+    assert_eq!(user["user"]["token"].as_str(), Some(TOKEN));
+}
+
+#[test]
+fn in_a_pod_the_service_account_and_service_address_are_used() {
+    let node = Node::new();
+    let args = s(&[
+        &format!("--from={}", node.from.display()),
+        &format!("--bin-dir={}", node.bin.display()),
+        &format!("--conf-dir={}", node.conf.display()),
+        &format!("--service-account-dir={}", node.sa.display()),
+    ]);
+    let env = [
+        ("KUBERNETES_SERVICE_HOST", "fd00:10:96::1"),
+        ("KUBERNETES_SERVICE_PORT", "6443"),
+    ];
+    node.run(&args, &env).ok();
+    let text = fs::read_to_string(node.conf.join("calico-kubeconfig")).expect("kubeconfig");
+    let config: serde_norway::Value = serde_norway::from_str(&text).expect("YAML");
+    assert_eq!(
+        config["clusters"][0]["cluster"]["server"].as_str(),
+        Some("https://[fd00:10:96::1]:6443")
+    );
+    assert_eq!(config["users"][0]["user"]["token"].as_str(), Some(TOKEN));
+
+    // Without a service address there is no server to name: refused, nothing written.
+    let other = Node::new();
+    let args = s(&[
+        &format!("--from={}", other.from.display()),
+        &format!("--bin-dir={}", other.bin.display()),
+        &format!("--conf-dir={}", other.conf.display()),
+        &format!("--service-account-dir={}", other.sa.display()),
+    ]);
+    let run = other.run(&args, &[]).refused();
+    assert!(run.stderr.contains("--server"), "{run:?}");
+    assert!(snapshot(&other.conf).is_empty() && snapshot(&other.bin).is_empty());
+}
+
+#[test]
+fn the_token_is_never_printed() {
+    // Node::run fails the test if any part of the token shows on stdout or stderr; this
+    // test takes the script down every path that reads or writes the token.
+    let node = Node::new();
+    node.install_k8s(&[]).ok();
+    node.install_k8s(&[]).ok();
+    fs::write(node.sa.join("token"), format!("{TOKEN}rotated")).expect("rotate");
+    let run = node.install_k8s(&[]).ok();
+    assert!(
+        run.stdout.contains("updating"),
+        "a new token is written: {run:?}"
+    );
+    fs::write(node.sa.join("token"), format!("{TOKEN} {TOKEN}")).expect("bad token");
+    let run = node.install_k8s(&[]).refused();
+    assert!(run.stderr.contains("bearer token"), "{run:?}");
+
+    let foreign = Node::new();
+    fs::write(foreign.conf.join("calico-kubeconfig"), "foreign").expect("foreign");
+    foreign.install_k8s(&[]).refused();
+    foreign.install_k8s(&["--force"]).ok();
+    foreign.uninstall().ok();
+    node.uninstall().ok();
+}
+
+#[test]
+fn a_foreign_conflist_is_refused_untouched_replaced_with_force_and_put_back() {
+    let node = Node::new();
+    let target = node.conf.join("10-calico.conflist");
+    fs::write(
+        &target,
+        r#"{"name": "theirs", "cniVersion": "1.0.0", "plugins": []}"#,
+    )
+    .expect("foreign conflist");
+    let (bin, conf) = (snapshot(&node.bin), snapshot(&node.conf));
+
+    let run = node.install_k8s(&[]).refused();
+    assert!(run.stderr.contains("--force"), "{run:?}");
+    assert_eq!(snapshot(&node.bin), bin, "no binary written either");
+    assert_eq!(snapshot(&node.conf), conf);
+
+    let run = node.install_k8s(&["--force"]).ok();
+    assert!(run
+        .stdout
+        .contains(&format!("replacing {}", target.display())));
+    assert_eq!(node.conflist()["name"], "k8s-pod-network");
+    // Ours now: a plain rerun and a change of template need no --force.
+    node.install_k8s(&[]).ok();
+    node.install_k8s(&["--mtu=1400"]).ok();
+    assert_eq!(node.conflist()["plugins"][0]["mtu"], 1400);
+
+    node.uninstall().ok();
+    assert_eq!(
+        snapshot(&node.conf),
+        conf,
+        "the foreign conflist is back as it was"
+    );
+    assert_eq!(snapshot(&node.bin), bin);
+}
+
+#[test]
+fn uninstall_puts_the_dirs_back_as_they_were_twice() {
+    let node = Node::new();
+    // A node with the reference plugins and another network already there.
+    fs::write(node.bin.join("portmap"), "reference portmap").expect("portmap");
+    fs::write(node.bin.join("other-plugin"), "other").expect("other plugin");
+    fs::write(node.conf.join("20-other.conflist"), "{}").expect("other conflist");
+    let (bin, conf) = (snapshot(&node.bin), snapshot(&node.conf));
+
+    node.install_k8s(&[]).ok();
+    node.build("v2");
+    node.install_k8s(&[]).ok();
+    assert_eq!(
+        fs::read(node.bin.join("portmap")).expect("ours"),
+        fs::read(node.from.join("portmap")).expect("source")
+    );
+
+    let run = node.uninstall().ok();
+    assert!(run
+        .stdout
+        .contains(&format!("restored {}", node.bin.join("portmap").display())));
+    assert_eq!(snapshot(&node.bin), bin);
+    assert_eq!(snapshot(&node.conf), conf);
+
+    let run = node.uninstall().ok();
+    assert!(run.stdout.contains("nothing to uninstall"), "{run:?}");
+    assert_eq!(snapshot(&node.bin), bin);
+    assert_eq!(snapshot(&node.conf), conf);
+}
+
+#[test]
+fn uninstall_leaves_a_file_changed_since_the_install() {
+    let node = Node::new();
+    node.install_k8s(&[]).ok();
+    let target = node.conf.join("10-calico.conflist");
+    let mut edited = fs::read_to_string(&target).expect("conflist");
+    edited.push('\n');
+    fs::write(&target, &edited).expect("edit");
+
+    let run = node.uninstall().ok();
+    assert!(
+        run.stdout.contains(&format!("left {}", target.display())),
+        "{run:?}"
+    );
+    assert_eq!(fs::read_to_string(&target).expect("kept"), edited);
+    let left: Vec<PathBuf> = snapshot(&node.conf).into_keys().collect();
+    assert_eq!(left, vec![target]);
+    assert!(snapshot(&node.bin).is_empty());
+}
+
+#[test]
+fn a_missing_value_is_refused_with_nothing_written() {
+    let node = Node::new();
+    // Dirs that do not exist yet must not be created by a refused run.
+    let (bin, conf) = (node.path("new/bin"), node.path("new/net.d"));
+    let attempt = |extra: &[String]| {
+        let mut args = s(&[
+            &format!("--from={}", node.from.display()),
+            &format!("--bin-dir={}", bin.display()),
+            &format!("--conf-dir={}", conf.display()),
+        ]);
+        args.extend_from_slice(extra);
+        let run = node.run(&args, &[]).refused();
+        assert!(!node.path("new").exists(), "written: {extra:?}");
+        run
+    };
+    let mut etcd = node.credentials();
+    etcd.push("--conflist=10-calico-etcd.conflist".into());
+    let run = attempt(&etcd);
+    assert!(run.stderr.contains("__ETCD_ENDPOINTS__") && run.stderr.contains("--etcd-endpoints"));
+
+    let run = attempt(&[]);
+    assert!(run.stderr.contains("__KUBECONFIG_FILEPATH__"), "{run:?}");
+
+    for mtu in ["9", "70000", "15OO", ""] {
+        let run = attempt(&[
+            format!("--mtu={mtu}"),
+            "--conflist=10-calico-single-node".into(),
+        ]);
+        assert!(run.stderr.contains("MTU"), "{run:?}");
+    }
+    let run = attempt(&s(&[
+        "--conflist=10-calico-etcd",
+        "--etcd-endpoints=10.0.0.5:2379",
+    ]));
+    assert!(run.stderr.contains("etcd endpoint"), "{run:?}");
+    let run = attempt(&s(&["--server=http://10.0.0.1:6443"]));
+    assert!(run.stderr.contains("https"), "{run:?}");
+
+    // A template of one's own is held to the same rules.
+    let custom = node.path("custom.conflist");
+    fs::write(
+        &custom,
+        r#"{"name": "x", "plugins": [{"type": "__UNKNOWN_THING__"}]}"#,
+    )
+    .expect("template");
+    let run = attempt(&[format!("--conflist={}", custom.display())]);
+    assert!(run.stderr.contains("__UNKNOWN_THING__"), "{run:?}");
+    fs::write(&custom, r#"{"name": "x", "mtu": __CNI_MTU__, "plugins": ["#).expect("template");
+    let run = attempt(&[format!("--conflist={}", custom.display())]);
+    assert!(run.stderr.contains("not a JSON object"), "{run:?}");
+
+    fs::remove_file(node.from.join("bandwidth")).expect("rm");
+    let run = attempt(&s(&["--conflist=10-calico-single-node"]));
+    assert!(run.stderr.contains("bandwidth"), "{run:?}");
+}
+
+#[test]
+fn help_documents_every_option_and_bad_usage_exits_1() {
+    let node = Node::new();
+    let help = node.run(&s(&["--help"]), &[]).ok().stdout;
+    // The options the script accepts, as its argument loop spells them.
+    let text = fs::read_to_string(script()).expect("script");
+    let mut options = Vec::new();
+    for line in text.lines() {
+        let arm = line.trim().trim_end_matches(['\\', ')']).trim();
+        let words: Vec<&str> = arm
+            .split('|')
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+            .collect();
+        if !words.is_empty() && words.iter().all(|w| w.starts_with('-') && !w.contains(' ')) {
+            options.extend(words.iter().map(|w| w.to_string()));
+        }
+    }
+    for expected in [
+        "--from",
+        "--build",
+        "--bin-dir",
+        "--conflist",
+        "--conf-dir",
+        "--conf-name",
+        "--node-name",
+        "--mtu",
+        "--etcd-endpoints",
+        "--kubeconfig",
+        "--token-file",
+        "--ca-file",
+        "--server",
+        "--force",
+        "--uninstall",
+        "--help",
+    ] {
+        assert!(
+            options.iter().any(|o| o == expected),
+            "{expected} not parsed: {options:?}"
+        );
+    }
+    for option in &options {
+        assert!(
+            help.contains(option.as_str()),
+            "--help does not document {option}"
+        );
+    }
+
+    for bad in [
+        s(&["--bogus"]),
+        s(&["--mtu"]),
+        s(&["--force=yes"]),
+        s(&["extra"]),
+        s(&["--build", "--from=/nonexistent"]),
+        s(&["--conf-name=10-calico.conf"]),
+    ] {
+        let run = node.run(&bad, &[]).refused();
+        assert!(run.stderr.contains("--help"), "{bad:?}: {run:?}");
+    }
+}
+
+#[test]
+fn a_failure_while_writing_exits_2() {
+    let node = Node::new();
+    let file = node.path("not-a-dir");
+    fs::write(&file, "").expect("file");
+    let run = node.run(
+        &[
+            format!("--from={}", node.from.display()),
+            format!("--bin-dir={}", file.join("bin").display()),
+            format!("--conf-dir={}", node.conf.display()),
+            "--conflist=10-calico-single-node".into(),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        !node.conf.join("10-calico.conflist").exists(),
+        "no conflist for binaries that are not there"
+    );
+}

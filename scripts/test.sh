@@ -18,6 +18,7 @@ declare -A needs=(
     [etcd]=etcd-server
     [iperf3]=iperf3
     [/usr/lib/cni/host-local]=containernetworking-plugins
+    [python3]=python3
 )
 missing=()
 for what in "${!needs[@]}"; do

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
@@ -15,7 +16,7 @@ use shared::netns::NetNs;
 use crate::conflist::ConfList;
 use crate::kube_api::{FakeApiServer, RecordedRequest};
 use crate::pod::{Node, Pod};
-use crate::runner::Runner;
+use crate::runner::{RunError, Runner};
 
 /// The node's name: what [`Node`] writes into its nodename file.
 pub const NODE_NAME: &str = "e2e-node";
@@ -327,4 +328,70 @@ impl Default for Cluster {
     fn default() -> Cluster {
         Cluster::new()
     }
+}
+
+// ---- assertions the Kubernetes-mode tests share ----
+
+/// The path of a pod's status subresource, which ADD and DEL patch.
+pub fn status_path(ns: &str, pod: &str) -> String {
+    format!("/api/v1/namespaces/{ns}/pods/{pod}/status")
+}
+
+/// The addresses of an ADD result, bare.
+pub fn result_ips(result: &Value) -> Vec<IpAddr> {
+    result["ips"]
+        .as_array()
+        .expect("ips")
+        .iter()
+        .map(|ip| {
+            let text = ip["address"].as_str().expect("address");
+            let (ip, prefix) = text.split_once('/').expect("CIDR");
+            let ip: IpAddr = ip.parse().expect("address");
+            assert_eq!(
+                prefix,
+                if ip.is_ipv4() { "32" } else { "128" },
+                "calico reports single hosts: {result}"
+            );
+            ip
+        })
+        .collect()
+}
+
+/// Whether `ip` is inside `cidr`.
+pub fn within(cidr: &str, ip: IpAddr) -> bool {
+    let (net, prefix) = cidr.split_once('/').expect("CIDR");
+    let prefix: u32 = prefix.parse().expect("prefix");
+    match (net.parse::<IpAddr>().expect("network"), ip) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
+}
+
+/// `ip` as a single host (`/32`, `/128`), as calico reports and annotates addresses.
+pub fn host_form(ip: IpAddr) -> String {
+    format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 })
+}
+
+/// The code and message of a refused chain call.
+pub fn refusal(err: &RunError) -> (u32, String) {
+    let e = err
+        .cni_error()
+        .unwrap_or_else(|| panic!("no CNI error object: {err}"));
+    (e.code.as_u32(), e.msg.clone())
+}
+
+/// Runs an ADD that must be refused: its code and message.
+pub fn add_fails(c: &Cluster, list: &ConfList, pod: &Pod) -> (u32, String) {
+    let err = c
+        .runner()
+        .add(list, &pod.rt)
+        .expect_err("ADD must be refused");
+    refusal(&err)
 }

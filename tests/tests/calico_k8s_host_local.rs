@@ -8,56 +8,14 @@
 
 use std::net::IpAddr;
 
-use cni_tests::kube_cluster::{Cluster, CONTAINER_ID, MTU, NODE_NAME, POD_IP, POD_IPS};
-use cni_tests::pod::{assert_tcp, k8s_host_veth, Pod};
-use cni_tests::{ConfList, RunError};
+use cni_tests::kube_cluster::{
+    add_fails, host_form, refusal, result_ips, status_path, within, Cluster, CONTAINER_ID, MTU,
+    NODE_NAME, POD_IP, POD_IPS,
+};
+use cni_tests::pod::{assert_tcp, k8s_host_veth};
 use serde_json::{json, Value};
 
 const CONFLIST: &str = "10-calico-host-local.conflist";
-
-fn status_path(ns: &str, pod: &str) -> String {
-    format!("/api/v1/namespaces/{ns}/pods/{pod}/status")
-}
-
-/// The addresses of an ADD result, bare.
-fn result_ips(result: &Value) -> Vec<IpAddr> {
-    result["ips"]
-        .as_array()
-        .expect("ips")
-        .iter()
-        .map(|ip| {
-            let text = ip["address"].as_str().expect("address");
-            let (ip, prefix) = text.split_once('/').expect("CIDR");
-            let ip: IpAddr = ip.parse().expect("address");
-            assert_eq!(
-                prefix,
-                if ip.is_ipv4() { "32" } else { "128" },
-                "calico reports single hosts: {result}"
-            );
-            ip
-        })
-        .collect()
-}
-
-fn within(cidr: &str, ip: IpAddr) -> bool {
-    let (net, prefix) = cidr.split_once('/').expect("CIDR");
-    let prefix: u32 = prefix.parse().expect("prefix");
-    match (net.parse::<IpAddr>().expect("network"), ip) {
-        (IpAddr::V4(n), IpAddr::V4(a)) => {
-            let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
-            u32::from(n) & mask == u32::from(a) & mask
-        }
-        (IpAddr::V6(n), IpAddr::V6(a)) => {
-            let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
-            u128::from(n) & mask == u128::from(a) & mask
-        }
-        _ => false,
-    }
-}
-
-fn host_form(ip: IpAddr) -> String {
-    format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 })
-}
 
 /// The annotations ADD writes for these addresses.
 fn added(ips: &[IpAddr], container: &str) -> Vec<(String, String)> {
@@ -73,21 +31,6 @@ fn added(ips: &[IpAddr], container: &str) -> Vec<(String, String)> {
 
 fn calico_annotations(c: &Cluster, ns: &str, pod: &str) -> Vec<(String, String)> {
     c.calico_annotations(ns, pod).into_iter().collect()
-}
-
-fn refusal(err: &RunError) -> (u32, String) {
-    let e = err
-        .cni_error()
-        .unwrap_or_else(|| panic!("no CNI error object: {err}"));
-    (e.code.as_u32(), e.msg.clone())
-}
-
-fn add_fails(c: &Cluster, list: &ConfList, pod: &Pod) -> (u32, String) {
-    let err = c
-        .runner()
-        .add(list, &pod.rt)
-        .expect_err("ADD must be refused");
-    refusal(&err)
 }
 
 #[test]

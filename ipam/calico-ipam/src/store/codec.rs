@@ -347,7 +347,8 @@ fn split_resource(mut m: Map<String, Value>) -> MetadataAndSpec {
     (metadata, spec)
 }
 
-pub fn encode_pool(p: &IpPool) -> Vec<u8> {
+/// An IPPool's `spec` as calicoctl writes it: the same in a v3 resource and in the CRD.
+pub fn pool_spec(p: &IpPool) -> Value {
     let mut spec = Map::new();
     spec.insert("cidr".into(), json!(p.cidr.to_string()));
     spec.insert("blockSize".into(), json!(p.block_size));
@@ -363,7 +364,11 @@ pub fn encode_pool(p: &IpPool) -> Vec<u8> {
     if !p.assignment_mode.is_empty() {
         spec.insert("assignmentMode".into(), json!(p.assignment_mode));
     }
-    let spec = with_extra(spec, &p.extra);
+    with_extra(spec, &p.extra)
+}
+
+pub fn encode_pool(p: &IpPool) -> Vec<u8> {
+    let spec = pool_spec(p);
     to_bytes(json!({
         "kind": "IPPool",
         "apiVersion": "projectcalico.org/v3",

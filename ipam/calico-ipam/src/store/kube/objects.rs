@@ -272,22 +272,7 @@ pub fn ipam_config_from(object: &Value) -> Result<IpamConfig, StoreError> {
 /// An IPPool as calicoctl would create it (only the `local`-style pool creation and tests
 /// write pools; CNI only reads them).
 pub fn pool(p: &IpPool) -> Value {
-    let mut spec = Map::new();
-    spec.insert("cidr".into(), json!(p.cidr.to_string()));
-    spec.insert("blockSize".into(), json!(p.block_size));
-    if p.disabled {
-        spec.insert("disabled".into(), json!(true));
-    }
-    if !p.node_selector.is_empty() {
-        spec.insert("nodeSelector".into(), json!(p.node_selector));
-    }
-    if !p.allowed_uses.is_empty() {
-        spec.insert("allowedUses".into(), json!(p.allowed_uses));
-    }
-    if !p.assignment_mode.is_empty() {
-        spec.insert("assignmentMode".into(), json!(p.assignment_mode));
-    }
-    resource("IPPool", &p.name, None, with_extra(spec, &p.extra))
+    resource("IPPool", &p.name, None, codec::pool_spec(p))
 }
 
 /// A pool, with the legacy `ipip` and `nat-outgoing` fields converted as Calico converts

@@ -56,6 +56,12 @@ Kubeconfig (mode 0600: the CA as certificate-authority-data, the token as token)
   a pod (\$KUBERNETES_SERVICE_HOST set and a token present). A conflist that names a
   kubeconfig is refused when none is written and none exists at that path.
 
+Datastore
+  --check-datastore     before writing the conflist, run the installed `calico -t` on its
+                        calico plugin: the datastore it names must answer and say it is
+                        ready (ClusterInformation datastoreReady), else exit 2 with the
+                        cause and no conflist written
+
 Ownership
   --force               replace a conflist or kubeconfig this script did not write (the
                         replaced file is kept and put back by --uninstall)
@@ -105,7 +111,7 @@ trap remove_temps EXIT
 from="" build=0 bin_dir=/opt/cni/bin conf_dir=/etc/cni/net.d
 conflist=10-calico.conflist conf_name=10-calico.conflist
 node_name=${KUBERNETES_NODE_NAME:-} mtu=${CNI_MTU:-1500} etcd_endpoints=${ETCD_ENDPOINTS:-}
-kubeconfig="" token_file="" ca_file="" server="" sa_dir="" force=0 uninstall=0
+kubeconfig="" token_file="" ca_file="" server="" sa_dir="" force=0 uninstall=0 check_datastore=0
 
 while [ $# -gt 0 ]; do
     opt=$1 val="" inline=0
@@ -122,7 +128,7 @@ while [ $# -gt 0 ]; do
                 shift
             fi
             ;;
-        --build | --force | --uninstall | -h | --help)
+        --build | --force | --uninstall | --check-datastore | -h | --help)
             [ "$inline" = 0 ] || usage_error "$opt takes no value"
             ;;
         *) usage_error "unknown argument: $opt" ;;
@@ -142,6 +148,7 @@ while [ $# -gt 0 ]; do
         --server) server=$val ;;
         --service-account-dir) sa_dir=$val ;;
         --build) build=1 ;;
+        --check-datastore) check_datastore=1 ;;
         --force) force=1 ;;
         --uninstall) uninstall=1 ;;
         -h | --help)
@@ -541,6 +548,24 @@ if [ "$write_kubeconfig" = 1 ]; then
         record kubeconfig "$kubeconfig" "$kubeconfig_sha"
     fi
     say "  (server $server, CA from $ca_file, token from $token_file)"
+fi
+if [ "$check_datastore" = 1 ]; then
+    # `calico -t` reads one plugin's config: the conflist's calico entry, with the list's
+    # name and cniVersion, as a runtime would hand it over.
+    calico_conf='import json, sys
+d = json.load(sys.stdin)
+p = next((p for p in d["plugins"] if p.get("type") == "calico"), None)
+if p is None:
+    sys.exit(1)
+p = dict(p, name=d.get("name", ""), cniVersion=d.get("cniVersion", ""))
+print(json.dumps(p))'
+    plugin_conf=$(python3 -c "$calico_conf" <<<"$conflist_text") ||
+        refuse "--check-datastore: $template has no calico plugin to test"
+    if ! answer=$("$bin_dir/calico" -t <<<"$plugin_conf"); then
+        say "the datastore check failed: $answer" >&2
+        exit 2
+    fi
+    say "datastore reachable and ready"
 fi
 if announce "$conf_target" 0644 "$conflist_status"; then
     printf '%s' "$conflist_text" | atomic_write "$conf_target" 0644

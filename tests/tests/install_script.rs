@@ -16,7 +16,8 @@ use std::process::Command;
 use base64::Engine;
 use cni_tests::fixtures::{plugin_dir, run_plugin};
 use cni_tests::TestDir;
-use serde_json::Value;
+use cni_tests::kube_api::FakeApiServer;
+use serde_json::{json, Value};
 
 const PLUGINS: [&str; 6] = [
     "calico",
@@ -800,4 +801,39 @@ fn a_failure_while_writing_exits_2() {
         !node.conf.join("10-calico.conflist").exists(),
         "no conflist for binaries that are not there"
     );
+}
+
+#[test]
+fn check_datastore_writes_the_conflist_only_once_calico_is_ready() {
+    // The real binaries this time: `--check-datastore` runs the installed `calico -t`
+    // against the API server the kubeconfig names.
+    let node = Node::new();
+    let api = FakeApiServer::start();
+    let kubeconfig = api.kubeconfig(node.dir.path());
+    let args = vec![
+        format!("--from={}", plugin_dir().display()),
+        format!("--kubeconfig={}", kubeconfig.display()),
+        "--node-name=node-1".to_string(),
+        "--check-datastore".to_string(),
+    ];
+    let run = node.install(&args);
+    assert_eq!(run.code, 2, "no ClusterInformation yet: {run:?}");
+    assert!(run.stderr.contains("not ready"), "{run:?}");
+    assert!(
+        !node.conf.join("10-calico.conflist").exists(),
+        "no conflist while the datastore is not ready"
+    );
+
+    api.put(
+        "clusterinformations",
+        json!({"apiVersion": "crd.projectcalico.org/v1", "kind": "ClusterInformation",
+               "metadata": {"name": "default"}, "spec": {"datastoreReady": true}}),
+    );
+    let run = node.install(&args).ok();
+    assert!(run.stdout.contains("datastore reachable and ready"), "{run:?}");
+    assert_eq!(
+        node.conflist()["plugins"][0]["kubernetes"]["kubeconfig"],
+        json!(kubeconfig)
+    );
+    node.uninstall().ok();
 }

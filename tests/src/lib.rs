@@ -8,7 +8,8 @@
 //! - [`fixtures`]: network namespaces, temp dirs, free ports, binary locations;
 //! - [`cnitool`]: the pieces of the `cnitool` command (argument handling, container ids);
 //! - [`relay`]: a TCP relay from a test's node namespace to a service on the machine's
-//!   loopback (the test's etcd).
+//!   loopback (the test's etcd);
+//! - [`runtime`]: podman and containerd, private to a test, driving the plugins.
 
 pub mod bandwidth;
 pub mod cache;
@@ -26,6 +27,7 @@ pub mod pod;
 pub mod portmap;
 pub mod relay;
 pub mod runner;
+pub mod runtime;
 pub mod version;
 
 pub use cache::{CachedAttachment, CachedInfo, ResultCache};

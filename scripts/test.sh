@@ -19,6 +19,13 @@ declare -A needs=(
     [iperf3]=iperf3
     [/usr/lib/cni/host-local]=containernetworking-plugins
     [python3]=python3
+    # Real runtimes driving the plugins (tests/tests/runtime_*.rs). busybox-static is checked
+    # through dpkg: the dynamic busybox has the same /bin/busybox and cannot run in a root
+    # without libc (the test container roots are built from it).
+    [podman]=podman
+    [ctr]=containerd
+    [runc]=runc
+    [/var/lib/dpkg/info/busybox-static.list]=busybox-static
 )
 missing=()
 for what in "${!needs[@]}"; do

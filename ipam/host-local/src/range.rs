@@ -162,24 +162,30 @@ impl RangeConf {
                 broadcast
             }
         };
-        // Like the reference, an explicit start is checked against the explicit end (and the
-        // other way round): a start past the end is reported as a start outside the network.
-        let within = |a: IpAddr| {
-            a.is_ipv4() == ip.is_ipv4()
-                && subnet.contains(a)
-                && range_start.is_none_or(|s| to_u128(a) >= to_u128(s))
-                && range_end.is_none_or(|e| to_u128(a) <= to_u128(e))
-        };
+        let in_subnet = |a: IpAddr| a.is_ipv4() == ip.is_ipv4() && subnet.contains(a);
+        // Like the reference, an explicit start is checked against the explicit end (a start
+        // past the end is reported as a start outside the network), then the end against the
+        // start in force, explicit or default: an end at the network address is refused.
         let start = match range_start {
-            Some(s) if !within(s) => return Err(RangeError::StartOutside(s, subnet)),
+            Some(s) if !in_subnet(s) || range_end.is_some_and(|e| to_u128(s) > to_u128(e)) => {
+                return Err(RangeError::StartOutside(s, subnet))
+            }
             Some(s) => s,
             None => first,
         };
         let end = match range_end {
-            Some(e) if !within(e) => return Err(RangeError::EndOutside(e, subnet)),
+            Some(e) if !in_subnet(e) || to_u128(e) < to_u128(start) => {
+                return Err(RangeError::EndOutside(e, subnet))
+            }
             Some(e) => e,
             None => last,
         };
+        // Where we are stricter than the reference: an IPv4 start at the broadcast address,
+        // past the default end. The reference accepts it, then hands out the broadcast
+        // address and walks on out of the subnet; every range here has start <= end.
+        if to_u128(start) > to_u128(end) {
+            return Err(RangeError::StartOutside(start, subnet));
+        }
         Ok(Range {
             subnet,
             start,
@@ -382,6 +388,40 @@ mod tests {
             "invalid IP address: 10.1.2.x"
         );
         assert!(conf("usePodCidr").check_syntax().is_ok());
+    }
+
+    #[test]
+    fn a_range_never_starts_after_its_end() {
+        // Found by fuzzing: an end at the network address (with the default start), or an
+        // IPv4 start at the broadcast address (with the default end), made a range whose
+        // start was past its end, and `capacity` overflowed.
+        let mut c = conf("2001:db8::/126");
+        c.range_end = Some("2001:db8::".into());
+        assert_eq!(
+            c.canonicalize().expect_err("invalid").to_string(),
+            "RangeEnd 2001:db8:: not in network 2001:db8::/126"
+        );
+        let mut c = conf("10.1.0.0/24");
+        c.range_end = Some("10.1.0.0".into());
+        assert!(matches!(c.canonicalize(), Err(RangeError::EndOutside(..))));
+        let mut c = conf("10.1.0.0/24");
+        c.range_start = Some("10.1.0.255".into());
+        assert_eq!(
+            c.canonicalize().expect_err("invalid").to_string(),
+            "RangeStart 10.1.0.255 not in network 10.1.0.0/24"
+        );
+        // The edges themselves are fine.
+        let mut c = conf("10.1.0.0/24");
+        c.range_start = Some("10.1.0.254".into());
+        let r = c.canonicalize().expect("valid");
+        assert_eq!(
+            (r.start, r.end, r.capacity()),
+            (ip("10.1.0.254"), ip("10.1.0.254"), 1)
+        );
+        let mut c = conf("10.1.0.0/24");
+        c.range_end = Some("10.1.0.1".into());
+        let r = c.canonicalize().expect("valid");
+        assert_eq!((r.start, r.end), (ip("10.1.0.1"), ip("10.1.0.1")));
     }
 
     #[test]

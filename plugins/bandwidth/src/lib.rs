@@ -10,11 +10,11 @@
 //! namespace is only read, to find the veth peer. DEL deletes the IFB (with its qdisc); the
 //! host veth's qdiscs go with the veth.
 
-mod config;
+pub mod config;
 mod error;
 mod host;
 mod ifb;
-mod shaping;
+pub mod shaping;
 
 use std::collections::HashSet;
 

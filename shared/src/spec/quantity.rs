@@ -91,16 +91,18 @@ fn parse(text: &str) -> Result<i128, Malformed> {
     } else {
         kept.parse().map_err(|_| Malformed::Format)?
     };
-    let scale = exp10 - fraction.len() as i32 + (digits.len() - kept.len()) as i32;
+    // In i64: an exponent near i32's limits, shifted by the digits, must not overflow (it
+    // did in i32: "1.5e-2147483648"); so large a power of ten saturates or divides to 0 below.
+    let scale = i64::from(exp10) - fraction.len() as i64 + (digits.len() - kept.len()) as i64;
+    let power_of_ten = u32::try_from(scale.unsigned_abs())
+        .ok()
+        .and_then(|e| 10i128.checked_pow(e));
     let mut inexact = dropped_nonzero;
     mantissa = mantissa.saturating_mul(1i128 << exp2);
     let value = if scale >= 0 {
-        let factor = 10i128
-            .checked_pow(scale.unsigned_abs())
-            .unwrap_or(i128::MAX);
-        mantissa.saturating_mul(factor)
+        mantissa.saturating_mul(power_of_ten.unwrap_or(i128::MAX))
     } else {
-        match 10i128.checked_pow(scale.unsigned_abs()) {
+        match power_of_ten {
             Some(divisor) => {
                 inexact |= mantissa % divisor != 0;
                 mantissa / divisor
@@ -207,6 +209,27 @@ mod tests {
             Some(1001)
         );
         assert_eq!(parse_quantity("-1.5"), Some(-2));
+    }
+
+    #[test]
+    fn extreme_exponents_saturate_instead_of_overflowing() {
+        // Found by fuzzing: the exponent plus the digits' shift overflowed an i32.
+        assert_eq!(parse_quantity("1.5e-2147483648"), Some(1));
+        assert_eq!(
+            parse_quantity("10000000000000000000000000000000000e2147483647"),
+            Some(i128::MAX)
+        );
+        assert_eq!(parse_quantity("1e2147483647"), Some(i128::MAX));
+        assert_eq!(parse_quantity("-1e2147483647"), Some(-i128::MAX));
+        let one = |v: &'static str| bandwidth_from_annotations([(EGRESS_ANNOTATION, v)]);
+        assert!(matches!(
+            one("1.5e-2147483648"),
+            Err(QuantityError::TooSmall { .. })
+        ));
+        assert!(matches!(
+            one("10000000000000000000000000000000000e2147483647"),
+            Err(QuantityError::TooLarge { .. })
+        ));
     }
 
     #[test]

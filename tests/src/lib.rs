@@ -9,7 +9,8 @@
 //! - [`cnitool`]: the pieces of the `cnitool` command (argument handling, container ids);
 //! - [`relay`]: a TCP relay from a test's node namespace to a service on the machine's
 //!   loopback (the test's etcd);
-//! - [`runtime`]: podman and containerd, private to a test, driving the plugins.
+//! - [`runtime`]: podman and containerd, private to a test, driving the plugins;
+//! - [`soak`]: kill -9 injection into a running chain, and a node's leftovers, for the soak.
 
 pub mod bandwidth;
 pub mod cache;
@@ -28,6 +29,7 @@ pub mod portmap;
 pub mod relay;
 pub mod runner;
 pub mod runtime;
+pub mod soak;
 pub mod version;
 
 pub use cache::{CachedAttachment, CachedInfo, ResultCache};

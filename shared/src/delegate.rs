@@ -101,6 +101,35 @@ fn exec(
     }
 }
 
+/// Makes the process `cmd` starts die with ours: the kernel sends it SIGKILL when the thread
+/// that started it ends (`PR_SET_PDEATHSIG`), and it gives up before exec if we are already
+/// gone.
+///
+/// Why: a plugin killed with kill -9 (a runtime's timeout, an OOM kill) must not leave a
+/// child that goes on with the job. The runtime sees the plugin fail and sends DEL; a child
+/// the scheduler held back would then allocate an address (IPAM) or commit NAT rules
+/// (iptables-restore, nft) after that DEL, for a pod that no longer exists, and nothing
+/// would ever remove them. Killed instead, the child stops wherever it is, and every step of
+/// the suite is safe to interrupt. The thread that starts a child here always waits for it,
+/// so the signal never comes early.
+#[allow(unsafe_code)]
+pub fn die_with_parent(cmd: &mut Process) -> &mut Process {
+    use std::os::unix::process::CommandExt;
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed: it makes two system calls (prctl, getppid),
+    // allocates nothing, and its error is a raw OS error.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Runs the plugin once. Its stderr is ours, so its logs reach the runtime.
 fn run_once(
     binary: &Path,
@@ -108,7 +137,7 @@ fn run_once(
     env: ExtraEnv,
     stdin: &[u8],
 ) -> std::io::Result<(std::process::ExitStatus, Vec<u8>)> {
-    let mut child = Process::new(binary)
+    let mut child = die_with_parent(&mut Process::new(binary))
         .envs(env.iter().copied())
         .env("CNI_COMMAND", command.as_str())
         .stdin(Stdio::piped())

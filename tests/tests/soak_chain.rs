@@ -23,8 +23,8 @@ use cni_tests::fixtures::plugin_dir;
 use cni_tests::ipam::{handles_of, merge, Backend, IpamFixture};
 use cni_tests::pod::{link_names, Node};
 use cni_tests::soak::{
-    files_in, netns_named, seed_from_env, store_leaks, Arm, KillSwitch, NodeState, OpLog, Rng,
-    OP_ENV, WEP_PREFIX,
+    files_in, netns_named, resume, seed_from_env, still_running, store_leaks, Action, Arm,
+    KillSwitch, NodeState, OpLog, Rng, OP_ENV, WEP_PREFIX,
 };
 use cni_tests::{ConfList, RunError, Runner, RuntimeConf, TestNetns};
 use serde_json::{json, Value};
@@ -601,4 +601,65 @@ fn soak_leak_check_names_everything_a_pod_leaves() {
         let leaks = soak.leaks(pod).expect("read the leftovers");
         assert!(leaks.is_empty(), "after DEL:\n{}", leaks.join("\n"));
     }
+}
+
+/// Kills `parent` running ADD as soon as it has started `child`, which the scheduler holds
+/// back meanwhile (it is stopped); the runtime's DEL comes and goes; then `child` runs.
+/// Returns what is left behind afterwards.
+fn orphan_scenario(backend: usize, parent: &str, child: &str) -> Vec<String> {
+    let mut soak = Soak::new(0, 0);
+    let pod = TestNetns::new("soak-pod").expect("pod netns");
+    let rt = runtime_conf(&format!("soak-orphan-{parent}"), &pod, Some(0));
+    let list = soak.lists[backend].clone();
+    let arm = Arm {
+        action: Action::StopChildThenKill(child.to_string()),
+        ..Arm::kill(parent, "ADD", Duration::ZERO)
+    };
+    let (added, log) = soak.op(Some(arm), |r| r.add(&list, &rt));
+    let kill = log.kill.expect("the parent started");
+    assert!(kill.delivered, "{child} stopped and {parent} killed");
+    assert!(added.is_err(), "ADD fails when {parent} is killed");
+    soak.op(None, |r| r.del(&list, &rt))
+        .0
+        .expect("DEL after the kill");
+
+    resume(&kill);
+    // Bounded only so that a hung process cannot hang the suite; how long it takes does
+    // not matter.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while still_running(&kill) {
+        assert!(
+            Instant::now() < deadline,
+            "{child} (pid {}) still runs",
+            kill.pid
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    soak.leaks(&pod).expect("read the leftovers")
+}
+
+/// calico is killed while the calico-ipam it started has not reached the datastore yet.
+/// Once the pod's DEL is done, that calico-ipam must not allocate: nothing would ever
+/// release the address.
+#[test]
+fn soak_calico_killed_before_its_ipam_plugin_ran_leaks_no_address() {
+    let leaks = orphan_scenario(0, "calico", "calico-ipam");
+    assert!(
+        leaks.is_empty(),
+        "left behind by a calico-ipam that outlived calico:\n{}",
+        leaks.join("\n")
+    );
+}
+
+/// portmap (iptables) is killed while its iptables-restore has the rules but has not
+/// committed them. Once the pod's DEL is done, they must not appear.
+#[test]
+fn soak_portmap_killed_before_its_iptables_restore_ran_leaks_no_rule() {
+    // comm holds 15 bytes of the name.
+    let leaks = orphan_scenario(0, "portmap", "iptables-restor");
+    assert!(
+        leaks.is_empty(),
+        "left behind by an iptables-restore that outlived portmap:\n{}",
+        leaks.join("\n")
+    );
 }

@@ -15,6 +15,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
+use shared::delegate::die_with_parent;
 
 use crate::config::Settings;
 use crate::model::{Container, Family, Mapping, Protocol};
@@ -478,7 +479,7 @@ impl Session {
 
 /// `nft -j list ruleset`. `Ok(None)` when nft is not installed (nothing can be ours).
 pub fn list_nft() -> Result<Option<Vec<Listed>>, String> {
-    let out = match Command::new("nft")
+    let out = match die_with_parent(&mut Command::new("nft"))
         .args(["-j", "list", "ruleset"])
         .stdin(Stdio::null())
         .output()
@@ -498,7 +499,8 @@ pub fn list_nft() -> Result<Option<Vec<Listed>>, String> {
 
 /// `nft -f -` fed `script`: one transaction.
 pub fn apply_nft(script: &str) -> Result<(), String> {
-    let mut child = Command::new("nft")
+    // Killed with us: a transaction that outlived a killed ADD could commit after the DEL.
+    let mut child = die_with_parent(&mut Command::new("nft"))
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

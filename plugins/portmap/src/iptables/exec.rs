@@ -4,6 +4,8 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use shared::delegate::die_with_parent;
+
 use crate::model::Family;
 
 fn binary(family: Family, what: &str) -> String {
@@ -14,7 +16,7 @@ fn binary(family: Family, what: &str) -> String {
 /// (no binary, no kernel support).
 pub fn save(family: Family) -> Result<String, String> {
     let bin = binary(family, "save");
-    let out = Command::new(&bin)
+    let out = die_with_parent(&mut Command::new(&bin))
         .args(["-t", "nat"])
         .stdin(Stdio::null())
         .output()
@@ -31,7 +33,8 @@ pub fn save(family: Family) -> Result<String, String> {
 /// `iptables-restore --noflush --wait` fed `script`: all of it applies or none does.
 pub fn restore(family: Family, script: &str) -> Result<(), String> {
     let bin = binary(family, "restore");
-    let mut child = Command::new(&bin)
+    // Killed with us: a restore that outlived a killed ADD could commit after the DEL.
+    let mut child = die_with_parent(&mut Command::new(&bin))
         .args(["--noflush", "--wait"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

@@ -15,8 +15,8 @@ use std::process::Command;
 
 use base64::Engine;
 use cni_tests::fixtures::{plugin_dir, run_plugin};
-use cni_tests::TestDir;
 use cni_tests::kube_api::FakeApiServer;
+use cni_tests::TestDir;
 use serde_json::{json, Value};
 
 const PLUGINS: [&str; 6] = [
@@ -830,7 +830,10 @@ fn check_datastore_writes_the_conflist_only_once_calico_is_ready() {
                "metadata": {"name": "default"}, "spec": {"datastoreReady": true}}),
     );
     let run = node.install(&args).ok();
-    assert!(run.stdout.contains("datastore reachable and ready"), "{run:?}");
+    assert!(
+        run.stdout.contains("datastore reachable and ready"),
+        "{run:?}"
+    );
     assert_eq!(
         node.conflist()["plugins"][0]["kubernetes"]["kubeconfig"],
         json!(kubeconfig)

@@ -517,7 +517,7 @@ impl Soak {
             self.stats.del_attempts,
             took.as_secs_f64()
         );
-        out.push_str("  kills (plugin command: armed / SIGKILL delivered to the live process):\n");
+        out.push_str("  kills (plugin command: armed / SIGKILL sent to the live process):\n");
         for ((plugin, command), (armed, delivered)) in &self.stats.kills {
             let window = self.window(plugin, command);
             out.push_str(&format!(

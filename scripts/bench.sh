@@ -14,6 +14,11 @@
 #                                HTTP), one raw etcd transaction round trip for scale, and
 #                                the API requests one ADD and one DEL make
 #   scripts/bench.sh bandwidth   bandwidth ADD and DEL (TBF both ways, IFB) on a veth pair
+#   scripts/bench.sh chain       the whole chain through cnitool, calico + calico-ipam + portmap
+#                                + bandwidth against ptp + host-local + portmap + bandwidth:
+#                                ADD and DEL of one pod, a churn of CHURN_PODS (200) pods
+#                                CHURN_JOBS (8) at a time, each plugin's time inside the chain,
+#                                peak RSS, binary sizes (also in target/bench/chain.md)
 #
 # Every command runs without a shell (hyperfine -N, stdin from --input), so the figures are
 # the plugin's own cost: process start, its work, and any plugin it executes. ADD is timed
@@ -41,14 +46,17 @@ ours=$PWD/target/release
 ref=/usr/lib/cni
 out=$PWD/target/bench
 mkdir -p "$out"
-rm -f "$out"/*.json "$out/round-trips.txt"
+rm -f "$out"/*.json "$out/round-trips.txt" "$out/chain.md"
 what=${1:-all}
 runs=${RUNS:-300}
 tag=$$
 
-namespaces=()
+namespaces=() scratch=()
 new_netns() { ip netns add "$1"; namespaces+=("$1"); }
-cleanup() { for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done; }
+cleanup() {
+    for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+    rm -rf "${scratch[@]}"
+}
 trap cleanup EXIT
 
 # measure TABLE LABEL INPUT PREPARE [VAR=VALUE...] COMMAND...
@@ -273,6 +281,240 @@ PY
     done
 fi
 
+if [ "$what" = all ] || [ "$what" = chain ]; then
+    # The whole chain a Calico node runs for every pod, driven by our cnitool (libcni's order:
+    # ADD with prevResult, DEL in reverse from the cached result). Ours: calico + calico-ipam
+    # (local datastore) + portmap + bandwidth; the reference: ptp + host-local + portmap +
+    # bandwidth. Each side has a node namespace of its own (an uplink veth, a default route,
+    # its own iptables tables) and gives every pod a fresh namespace, the same CNI_ARGS as a
+    # kubelet, and the same runtimeConfig (one port mapping, both bandwidth directions).
+    # IPv4, single stack; both portmaps on iptables.
+    if [ ! -x /usr/bin/time ]; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends time >/dev/null
+    fi
+    work=$(mktemp -d /tmp/cni-bench-chain.XXXXXX)
+    scratch+=("$work")
+    load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+    pods=${CHURN_PODS:-200} jobs=${CHURN_JOBS:-8} rss_runs=${RSS_RUNS:-20}
+    caps() {
+        printf '{"portMappings":[{"hostPort":%d,"containerPort":80,"protocol":"tcp"}],"bandwidth":{"ingressRate":10000000,"ingressBurst":1000000,"egressRate":10000000,"egressBurst":1000000}}' "$1"
+    }
+    kargs() { echo "IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=$1"; }
+    # wrapper time|rss NAME REAL LOG: a stand-in for plugin NAME on CNI_PATH that runs REAL
+    # and logs its wall time (bash's clock, no fork) or its peak RSS (GNU time's %M: the
+    # largest of the plugin and the processes it waited for).
+    # shellcheck disable=SC2016 # the $ are the wrapper's own
+    wrapper() {
+        if [ "$1" = time ]; then
+            printf '#!/bin/bash\nt0=$EPOCHREALTIME\n%q "$@"\nrc=$?\nt1=$EPOCHREALTIME\necho "%s $CNI_COMMAND $t0 $t1" >>%q\nexit $rc\n' \
+                "$3" "$2" "$4"
+        else
+            printf '#!/bin/bash\nexec /usr/bin/time -a -o %q -f "%s $CNI_COMMAND %%M" %q "$@"\n' "$4" "$2" "$3"
+        fi
+    }
+    for side in ours ref; do
+        dir=${!side} node="bench-chain-$side-$tag" pod="bench-chain-pod-$side-$tag" net="bench-$side"
+        new_netns "$node"
+        new_netns "$pod"
+        ip -n "$node" link set lo up
+        ip -n "$node" link add up0 type veth peer name up1
+        ip -n "$node" link set up0 up
+        ip -n "$node" link set up1 up
+        ip -n "$node" route add default dev up0
+        mkdir -p "$work/$side/net"
+        if [ "$side" = ours ]; then
+            main=calico ipam=calico-ipam
+            first="{\"type\":\"calico\",\"datastore_type\":\"local\",\"local_data_dir\":\"$work/ours/datastore\",\"ipam_lock_file\":\"$work/ours/ipam.lock\",\"nodename\":\"bench\",\"nodename_file_optional\":true,\"ipam\":{\"type\":\"calico-ipam\",\"ipv4_pools\":[\"10.254.0.0/16\"]}}"
+        else
+            main=ptp ipam=host-local
+            first="{\"type\":\"ptp\",\"ipam\":{\"type\":\"host-local\",\"ranges\":[[{\"subnet\":\"10.255.0.0/16\"}]],\"dataDir\":\"$work/ref/host-local\"}}"
+        fi
+        printf '{"cniVersion":"1.0.0","name":"%s","plugins":[%s,{"type":"portmap","snat":true,"capabilities":{"portMappings":true}},{"type":"bandwidth","capabilities":{"bandwidth":true}}]}\n' \
+            "$net" "$first" >"$work/$side/net/$net.conflist"
+        # CNI_PATHs for the per-plugin passes: the chain's plugins wrapped (the IPAM plugin
+        # as itself, so the main plugin's figures hold no wrapper), or the IPAM plugin alone.
+        for pass in time-top time-ipam rss-top rss-ipam; do
+            mkdir -p "$work/$side/$pass"
+            for plugin in "$main" "$ipam" portmap bandwidth; do
+                role=top
+                if [ "$plugin" = "$ipam" ]; then role=ipam; fi
+                if [ "${pass#*-}" = "$role" ]; then
+                    wrapper "${pass%-*}" "$plugin" "$dir/$plugin" "$work/$side/${pass%-*}.log" >"$work/$side/$pass/$plugin"
+                    chmod +x "$work/$side/$pass/$plugin"
+                else
+                    ln -s "$dir/$plugin" "$work/$side/$pass/$plugin"
+                fi
+            done
+        done
+        chain_env=("NETCONFPATH=$work/$side/net" "CNI_PATH=$dir" "CNI_CACHE_DIR=$work/$side/cache"
+             "CAP_ARGS=$(caps 20000)" "CNI_ARGS=$(kargs bench-pod)")
+        add=("$ours/cnitool" add "$net" "/run/netns/$pod") del=("$ours/cnitool" del "$net" "/run/netns/$pod")
+        label="$side $main + $ipam + portmap + bandwidth"
+        # (1) One pod at a time: ADD after an untimed DEL, DEL after an untimed ADD.
+        env "${chain_env[@]}" ip netns exec "$node" "$hf" -N --warmup 5 --runs "$runs" -n "$label ADD" \
+            --export-json "$out/fullchain--${side}_ADD.json" --prepare "sh -c '${del[*]} >/dev/null'" "${add[*]}" >/dev/null
+        env "${chain_env[@]}" ip netns exec "$node" "$hf" -N --warmup 5 --runs "$runs" -n "$label DEL" \
+            --export-json "$out/fullchain--${side}_DEL.json" --prepare "sh -c '${del[*]} >/dev/null; ${add[*]} >/dev/null'" "${del[*]}" >/dev/null
+        env "${chain_env[@]}" ip netns exec "$node" "${del[@]}"
+        # (3) and (4): the same pod through the wrapped plugins, ADD then DEL, untimed here.
+        for pass in time-top time-ipam rss-top rss-ipam; do
+            n=$runs
+            if [ "${pass%-*}" = rss ]; then n=$rss_runs; fi
+            for ((i = 0; i < n; i++)); do
+                env "${chain_env[@]}" "CNI_PATH=$work/$side/$pass" ip netns exec "$node" "${add[@]}" >/dev/null
+                env "${chain_env[@]}" "CNI_PATH=$work/$side/$pass" ip netns exec "$node" "${del[@]}"
+            done
+        done
+        # (2) Churn: every pod ADD then DEL, $jobs pods at a time, each on a fresh namespace.
+        churn=()
+        for ((i = 0; i < pods; i++)); do
+            new_netns "bench-churn-$side-$i-$tag"
+            churn+=("/run/netns/bench-churn-$side-$i-$tag")
+        done
+        env "${chain_env[@]}" ip netns exec "$node" python3 - "$ours/cnitool" "$net" "$jobs" "$work/churn-$side.json" "${churn[@]}" <<'PY'
+import concurrent.futures, json, os, subprocess, sys, time
+cnitool, net, jobs, dest, netns = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5:]
+def run(verb, i, path):
+    env = dict(os.environ, CNI_ARGS=f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=churn-{i}",
+               CAP_ARGS=json.dumps({"portMappings": [{"hostPort": 21000 + i, "containerPort": 80, "protocol": "tcp"}],
+                                    "bandwidth": {"ingressRate": 10000000, "ingressBurst": 1000000,
+                                                  "egressRate": 10000000, "egressBurst": 1000000}},
+                                   separators=(",", ":")))
+    t = time.perf_counter()
+    p = subprocess.run([cnitool, verb, net, path], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    t = time.perf_counter() - t
+    if p.returncode != 0:
+        raise SystemExit(f"cnitool {verb} {net} {path}: exit {p.returncode}: {p.stderr.decode()}")
+    return t
+def pod(arg):
+    i, path = arg
+    return run("add", i, path), run("del", i, path)
+start = time.perf_counter()
+with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+    times = list(pool.map(pod, enumerate(netns)))
+wall = time.perf_counter() - start
+json.dump({"pods": len(netns), "jobs": jobs, "wall": wall,
+           "add": [a for a, _ in times], "del": [d for _, d in times]}, open(dest, "w"))
+PY
+        for ns in "${churn[@]}"; do ip netns del "${ns#/run/netns/}"; done
+        # Every DEL undid its ADD: no device, NAT chain, reservation, IPAM handle or endpoint left.
+        left=$( (ip -n "$node" -o link show | grep -v -e ' lo:' -e ' up0@' -e ' up1@'
+                 ip netns exec "$node" iptables-save -t nat | grep '^:CNI-DN-'
+                 find "$work/ours/datastore/calico/ipam/v2/handle" "$work/ref/host-local/$net" \
+                     "$work/ours/datastore/calico/resources/v3/projectcalico.org/workloadendpoints" \
+                     -mindepth 1 -type f ! -name lock ! -name 'last_reserved_ip*' 2>/dev/null) || true)
+        if [ -n "$left" ]; then
+            printf 'scripts/bench.sh chain: the %s chain left behind:\n%s\n' "$side" "$left" >&2
+            exit 1
+        fi
+    done
+    # What the kernel alone takes to delete the devices a pod's DEL deletes, for scale: a veth
+    # pair whose peer is in another namespace (both chains) and an IFB (both bandwidths).
+    node="bench-chain-ours-$tag" pod="bench-chain-pod-ours-$tag"
+    ip netns exec "$node" "$hf" -N --warmup 5 --runs "$runs" -n "kernel: ip link del of a veth pair" \
+        --export-json "$out/fullchain-floor--veth.json" \
+        --prepare "ip link add bfloor0 type veth peer name bfloor1 netns $pod" "ip link del bfloor0" >/dev/null
+    ip netns exec "$node" "$hf" -N --warmup 5 --runs "$runs" -n "kernel: ip link del of an IFB" \
+        --export-json "$out/fullchain-floor--ifb.json" \
+        --prepare "ip link add bfloor2 type ifb" "ip link del bfloor2" >/dev/null
+    python3 - "$out" "$work" "$ours" "$ref" "$load_start" "$(cut -d' ' -f1-3 /proc/loadavg)" \
+        "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" "$(nproc)" "$(uname -r)" \
+        "$(iptables --version)" <<'PY' | tee "$out/chain.md"
+import json, os, statistics, sys
+out, work, ours, ref, load_start, load_end, cpu, cores, kernel, ipt = sys.argv[1:]
+def dist(ms):
+    ms = sorted(ms)
+    q = statistics.quantiles(ms, n=10) if len(ms) > 1 else [ms[0]] * 9
+    return statistics.median(ms), q[0], q[-1]
+def fmt(d, unit="ms"):
+    return f"{d[0]:.2f} {unit} ({d[1]:.2f}–{d[2]:.2f})"
+def hyperfine(name):
+    r = json.load(open(f"{out}/{name}.json"))["results"][0]
+    return dist([t * 1000 for t in r["times"]]), len(r["times"])
+def verdict(ok):
+    return "met" if ok else "**not met**"
+print("## Full chain: calico + calico-ipam + portmap + bandwidth (ours) against ptp + host-local + portmap + bandwidth (reference)")
+print()
+print(f"Machine: {cores} cores ({cpu}), kernel {kernel}, {ipt}. Load average (1/5/15 min) "
+      f"at the start of this section: {load_start}; at its end (its own churn included): {load_end}. Driver: our cnitool "
+      "(libcni's order, result cache), one fresh pod namespace per pod in a node namespace per side; "
+      "IPv4; one port mapping and both bandwidth directions per pod; calico-ipam on its local datastore.")
+print()
+print("| measurement | ours: median (p10–p90) | reference: median (p10–p90) | ours / reference | goal |")
+print("|---|---|---|---|---|")
+for verb, goal in (("ADD", 0.15), ("DEL", 0.08)):
+    (o, n), (r, _) = hyperfine(f"fullchain--ours_{verb}"), hyperfine(f"fullchain--ref_{verb}")
+    print(f"| whole chain {verb}, one pod at a time ({n} runs) | {fmt(o)} | {fmt(r)} | {o[0] / r[0]:.3f} | "
+          f"≤ {goal}: {verdict(o[0] / r[0] <= goal)} |")
+churn = {s: json.load(open(f"{work}/churn-{s}.json")) for s in ("ours", "ref")}
+co, cr = churn["ours"], churn["ref"]
+print(f"| churn: {co['pods']} pods (ADD then DEL each), {co['jobs']} at a time, total wall time | "
+      f"{co['wall']:.2f} s | {cr['wall']:.2f} s | {co['wall'] / cr['wall']:.3f} | ≤ 0.2: {verdict(co['wall'] / cr['wall'] <= 0.2)} |")
+for verb in ("add", "del"):
+    o, r = dist([t * 1000 for t in co[verb]]), dist([t * 1000 for t in cr[verb]])
+    print(f"| churn: one {verb.upper()} under that load | {fmt(o)} | {fmt(r)} | {o[0] / r[0]:.3f} | |")
+floor = 0.0
+for name, what in (("veth", "a veth pair (peer in another namespace)"), ("ifb", "an IFB")):
+    d, _ = hyperfine(f"fullchain-floor--{name}")
+    floor += d[0]
+    print(f"| for scale: `ip link del` of {what}, the kernel's share of every DEL | {fmt(d)} | (the same kernel) | | |")
+r, _ = hyperfine("fullchain--ref_DEL")
+print()
+print(f"Every pod's DEL deletes one veth pair and one IFB: {floor:.1f} ms of kernel work by the medians above "
+      f"(`ip` included), so no chain can DEL in less than {floor / r[0]:.2f} × the reference's {r[0]:.1f} ms.")
+print()
+def plugin_log(side, kind):
+    rows = {}
+    path = f"{work}/{side}/{kind}.log"
+    for line in open(path):
+        f = line.split()
+        if kind == "time" and len(f) == 4:
+            rows.setdefault((f[0], f[1]), []).append((float(f[3]) - float(f[2])) * 1000)
+        elif kind == "rss" and len(f) == 3 and f[2].isdigit():
+            rows.setdefault((f[0], f[1]), []).append(int(f[2]))
+    return rows
+pairs = [("calico", "ptp", "(with the IPAM plugin it runs)"), ("calico-ipam", "host-local", ""),
+         ("portmap", "portmap", "(with the iptables processes it runs)"), ("bandwidth", "bandwidth", "")]
+to, tr = plugin_log("ours", "time"), plugin_log("ref", "time")
+print("Each plugin inside the chain: the same pod and runtimeConfig, the plugin's stdin and prevResult as the "
+      "chain gives them, timed around its exec by a wrapper on CNI_PATH (the IPAM plugin wrapped in a pass of its own).")
+print()
+print("| plugin: ours / reference | ADD ours | ADD reference | ratio | DEL ours | DEL reference | ratio |")
+print("|---|---|---|---|---|---|---|")
+for o, r, note in pairs:
+    cells = []
+    for verb in ("ADD", "DEL"):
+        a, b = dist(to[(o, verb)]), dist(tr[(r, verb)])
+        cells += [fmt(a), fmt(b), f"{a[0] / b[0]:.2f}"]
+    name = f"`{o}` / `{r}` {note}" if o != r else f"`{o}` {note}"
+    print(f"| {name.strip()} | " + " | ".join(cells) + " |")
+print()
+ro, rr = plugin_log("ours", "rss"), plugin_log("ref", "rss")
+print("Peak RSS during ADD (GNU time `%M`, KB, median of the runs: the largest of the plugin and the processes it "
+      "waited for, so calico's and ptp's include their IPAM plugin, and the portmaps their iptables processes).")
+print()
+print("| plugin: ours / reference | ours | reference | ours ≤ reference |")
+print("|---|---|---|---|")
+for o, r, _ in pairs:
+    a, b = statistics.median(ro[(o, "ADD")]), statistics.median(rr[(r, "ADD")])
+    name = f"`{o}` / `{r}`" if o != r else f"`{o}`"
+    print(f"| {name} | {a:.0f} | {b:.0f} | {verdict(a <= b)} |")
+print()
+print("Binary sizes (ours: the release profile, stripped; reference: Debian's `/usr/lib/cni`). 1 MB = 10^6 bytes.")
+print()
+print("| plugin: ours / reference | ours | reference | goal |")
+print("|---|---|---|---|")
+for o, r, limit in (("calico", "ptp", 10), ("calico-ipam", "host-local", 10), ("host-local", "host-local", 2),
+                    ("portmap", "portmap", 2), ("bandwidth", "bandwidth", 2), ("loopback", "loopback", None)):
+    a, b = os.path.getsize(f"{ours}/{o}") / 1e6, os.path.getsize(f"{ref}/{r}") / 1e6
+    name = f"`{o}` / `{r}`" if o != r else f"`{o}`"
+    goal = f"≤ {limit} MB: {verdict(a <= limit)}" if limit else ""
+    print(f"| {name} | {a:.2f} MB | {b:.2f} MB | {goal} |")
+PY
+fi
+
 python3 - "$out" <<'PY' | tee "$out/results.md"
 import glob, json, os, statistics, sys
 out = sys.argv[1]
@@ -288,6 +530,9 @@ for path in sorted(glob.glob(f"{out}/*--*.json")):
 PY
 echo
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)"
+if [ -f "$out/chain.md" ]; then
+    { echo; cat "$out/chain.md"; } >>"$out/results.md"
+fi
 if [ -f "$out/round-trips.txt" ]; then
     { echo; cat "$out/round-trips.txt"; } | tee -a "$out/results.md"
 fi

@@ -31,6 +31,9 @@ use serde_json::{json, Value};
 use shared::netns::NetNs;
 
 use crate::fixtures::{plugin_dir, unique_name};
+use crate::ipam::{Backend, IpamFixture};
+use crate::pod::Node;
+use crate::TestDir;
 use crate::TestNetns;
 
 /// How long a runtime gets to come up or to finish a step before the test gives up on it:
@@ -255,6 +258,54 @@ pub fn plugin_bin_dir(dir: &Path) -> Result<PathBuf, RuntimeError> {
         symlink(&built, bin.join(name)).map_err(io_err(format!("link {name}")))?;
     }
     Ok(bin)
+}
+
+/// Where both runtime tests start: a node namespace, a `local` datastore, the plugins in a
+/// private bin dir and the chain's conflist in a private conf dir, logging to a file.
+pub struct ChainSetup {
+    pub node: Node,
+    pub store: IpamFixture,
+    pub dir: TestDir,
+    pub bin: PathBuf,
+    pub net_d: PathBuf,
+    pub log: PathBuf,
+    /// `<net_d>/10-calico.conflist`.
+    pub conflist: PathBuf,
+}
+
+impl ChainSetup {
+    /// Panics when the setup cannot be made: no runtime test can go on without it.
+    pub fn new(network: &str, nodename: &str, pool_v4: &str, pool_v6: &str) -> ChainSetup {
+        let node = Node::new();
+        let store = IpamFixture::new(Backend::Local);
+        let dir = TestDir::new().expect("test dir");
+        let bin = plugin_bin_dir(dir.path()).expect("plugin dir");
+        let net_d = dir.path().join("net.d");
+        let log = dir.path().join("cni.log");
+        write_chain_conflist(
+            &net_d,
+            &ChainConf {
+                network,
+                nodename,
+                data_dir: &store.data_dir(),
+                lock_file: &store.lock_file(nodename),
+                log_file: &log,
+                pool_v4,
+                pool_v6,
+            },
+        )
+        .expect("conflist");
+        let conflist = net_d.join("10-calico.conflist");
+        ChainSetup {
+            node,
+            store,
+            dir,
+            bin,
+            net_d,
+            log,
+            conflist,
+        }
+    }
 }
 
 /// What a runtime test's conflist is made of.

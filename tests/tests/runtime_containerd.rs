@@ -13,13 +13,12 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use cni_tests::ipam::{self, allocations, Backend, IpamFixture};
+use cni_tests::ipam::{self, allocations, IpamFixture};
 use cni_tests::pod::{cni_host_veth, Family, Node};
 use cni_tests::runtime::{
-    self, busybox_rootfs, cached_results, global_addrs, host_port, http_get, nat_leftovers,
-    plugin_bin_dir, retry, write_chain_conflist, ChainConf, Containerd, STEP_LIMIT,
+    self, busybox_rootfs, cached_results, global_addrs, host_port, http_get, nat_leftovers, retry,
+    ChainSetup, Containerd, STEP_LIMIT,
 };
-use cni_tests::TestDir;
 
 const NET: &str = "runtime-containerd";
 const NODENAME: &str = "runtime-containerd-node";
@@ -89,26 +88,15 @@ fn runtime_containerd_ctr_cni_wires_containers_and_removal_leaves_nothing() {
             .expect("containerd is installed (apt-get install containerd)"),
         runtime::runc_version().expect("runc is installed (apt-get install runc)")
     );
-    let node = Node::new();
-    let store = IpamFixture::new(Backend::Local);
-    let dir = TestDir::new().expect("test dir");
-    let bin = plugin_bin_dir(dir.path()).expect("plugin dir");
-    let net_d = dir.path().join("net.d");
-    let log = dir.path().join("cni.log");
-    write_chain_conflist(
-        &net_d,
-        &ChainConf {
-            network: NET,
-            nodename: NODENAME,
-            data_dir: &store.data_dir(),
-            lock_file: &store.lock_file(NODENAME),
-            log_file: &log,
-            pool_v4: POOL_V4,
-            pool_v6: POOL_V6,
-        },
-    )
-    .expect("conflist");
-    let conflist = net_d.join("10-calico.conflist");
+    let ChainSetup {
+        node,
+        store,
+        dir,
+        bin,
+        net_d,
+        log,
+        conflist,
+    } = ChainSetup::new(NET, NODENAME, POOL_V4, POOL_V6);
     let mut ctd = Containerd::start(node.netns.path(), dir.path(), &bin, &net_d)
         .unwrap_or_else(|e| panic!("containerd cannot run here: {e}"));
     let plugin_log = || std::fs::read_to_string(&log).unwrap_or_default();

@@ -10,13 +10,12 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use cni_tests::ipam::{self, allocations, Backend, IpamFixture};
+use cni_tests::ipam::{self, allocations, IpamFixture};
 use cni_tests::pod::{cni_host_veth, Family, Node};
 use cni_tests::runtime::{
-    self, busybox_rootfs, cached_results, global_addrs, host_port, http_get, nat_leftovers,
-    plugin_bin_dir, retry, write_chain_conflist, ChainConf, Podman, STEP_LIMIT,
+    self, busybox_rootfs, cached_results, global_addrs, host_port, http_get, nat_leftovers, retry,
+    ChainSetup, Podman, STEP_LIMIT,
 };
-use cni_tests::TestDir;
 use serde_json::Value;
 
 const NET: &str = "runtime-podman";
@@ -166,26 +165,15 @@ fn runtime_podman_wires_containers_through_the_chain_and_removal_leaves_nothing(
         runtime::podman_version().expect("podman is installed (apt-get install podman)"),
         runtime::runc_version().expect("runc is installed (apt-get install runc)")
     );
-    let node = Node::new();
-    let store = IpamFixture::new(Backend::Local);
-    let dir = TestDir::new().expect("test dir");
-    let bin = plugin_bin_dir(dir.path()).expect("plugin dir");
-    let net_d = dir.path().join("net.d");
-    let log = dir.path().join("cni.log");
-    write_chain_conflist(
-        &net_d,
-        &ChainConf {
-            network: NET,
-            nodename: NODENAME,
-            data_dir: &store.data_dir(),
-            lock_file: &store.lock_file(NODENAME),
-            log_file: &log,
-            pool_v4: POOL_V4,
-            pool_v6: POOL_V6,
-        },
-    )
-    .expect("conflist");
-    let conflist = net_d.join("10-calico.conflist");
+    let ChainSetup {
+        node,
+        store,
+        dir,
+        bin,
+        net_d,
+        log,
+        conflist,
+    } = ChainSetup::new(NET, NODENAME, POOL_V4, POOL_V6);
     let podman = Podman::new(node.netns.path(), dir.path(), &bin, &net_d)
         .unwrap_or_else(|e| panic!("podman cannot run here: {e}"));
     let plugin_log = || std::fs::read_to_string(&log).unwrap_or_default();

@@ -308,6 +308,38 @@ impl ChainSetup {
     }
 }
 
+/// Where the chain keeps WorkloadEndpoints in the `local` datastore.
+pub const WEP_PREFIX: &str = "/calico/resources/v3/projectcalico.org/workloadendpoints/";
+
+/// Panics unless the runtime's removals left nothing of the chain: no pod link or route on
+/// the node, no allocation, handle or WorkloadEndpoint in the datastore, no NAT rule naming
+/// any of `addrs`.
+pub fn assert_chain_clean(node: &Node, store: &IpamFixture, addrs: &[IpAddr], what: &str) {
+    node.assert_node_clean(what);
+    let snapshot = store.snapshot();
+    assert_eq!(
+        crate::ipam::allocations(&snapshot).expect("consistent"),
+        std::collections::BTreeMap::new(),
+        "{what}: addresses left allocated"
+    );
+    assert_eq!(
+        store.handles(),
+        std::collections::BTreeMap::new(),
+        "{what}: IPAM handles left"
+    );
+    let weps: Vec<&String> = snapshot
+        .keys()
+        .filter(|k| k.starts_with(WEP_PREFIX))
+        .collect();
+    assert!(weps.is_empty(), "{what}: workload endpoints left: {weps:?}");
+    let nat = nat_leftovers(&node.netns, addrs);
+    assert!(
+        nat.is_empty(),
+        "{what}: NAT rules left:\n{}",
+        nat.join("\n")
+    );
+}
+
 /// What a runtime test's conflist is made of.
 #[derive(Debug, Clone)]
 pub struct ChainConf<'a> {

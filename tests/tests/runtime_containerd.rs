@@ -10,21 +10,19 @@
 //! own, see `cni_tests::runtime`) and runs, with ctr, inside the test's node network
 //! namespace.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use cni_tests::ipam::{self, allocations, IpamFixture};
 use cni_tests::pod::{cni_host_veth, Family, Node};
 use cni_tests::runtime::{
-    self, busybox_rootfs, cached_results, global_addrs, host_port, http_get, nat_leftovers, retry,
-    ChainSetup, Containerd, STEP_LIMIT,
+    self, assert_chain_clean, busybox_rootfs, cached_results, global_addrs, host_port, http_get,
+    nat_leftovers, retry, ChainSetup, Containerd, STEP_LIMIT, WEP_PREFIX,
 };
 
 const NET: &str = "runtime-containerd";
 const NODENAME: &str = "runtime-containerd-node";
 const POOL_V4: &str = "10.242.0.0/24";
 const POOL_V6: &str = "fd00:10:242::/112";
-const WEP_PREFIX: &str = "/calico/resources/v3/projectcalico.org/workloadendpoints/";
 
 /// The addresses the datastore holds for container `id` (handle `<network>.<ns>-<id>`).
 fn held_by(store: &IpamFixture, id: &str) -> Vec<IpAddr> {
@@ -212,22 +210,8 @@ fn runtime_containerd_ctr_cni_wires_containers_and_removal_leaves_nothing() {
     );
     check_gone(&node, &store, "web", &web, "after web was killed");
 
-    node.assert_node_clean("after both containers");
-    let snapshot = store.snapshot();
-    assert_eq!(
-        allocations(&snapshot).expect("consistent"),
-        BTreeMap::new(),
-        "addresses left allocated"
-    );
-    assert_eq!(store.handles(), BTreeMap::new(), "IPAM handles left");
-    let weps: Vec<&String> = snapshot
-        .keys()
-        .filter(|k| k.starts_with(WEP_PREFIX))
-        .collect();
-    assert!(weps.is_empty(), "workload endpoints left: {weps:?}");
     let every: Vec<IpAddr> = [web, client].concat();
-    let nat = nat_leftovers(&node.netns, &every);
-    assert!(nat.is_empty(), "NAT rules left:\n{}", nat.join("\n"));
+    assert_chain_clean(&node, &store, &every, "after both containers");
     assert_eq!(
         cached_results(&ctd.cni_cache()),
         Vec::<String>::new(),

@@ -13,8 +13,8 @@ use std::net::{IpAddr, SocketAddr};
 use cni_tests::ipam::{self, allocations, IpamFixture};
 use cni_tests::pod::{cni_host_veth, Family, Node};
 use cni_tests::runtime::{
-    self, busybox_rootfs, cached_results, global_addrs, host_port, http_get, nat_leftovers, retry,
-    ChainSetup, Podman, STEP_LIMIT,
+    self, assert_chain_clean, busybox_rootfs, cached_results, global_addrs, host_port, http_get,
+    nat_leftovers, retry, ChainSetup, Podman, STEP_LIMIT, WEP_PREFIX,
 };
 use serde_json::Value;
 
@@ -23,7 +23,6 @@ const NODENAME: &str = "runtime-podman-node";
 const POOL_V4: &str = "10.241.0.0/24";
 const POOL_V6: &str = "fd00:10:241::/112";
 const HOST_PORT: u16 = 8080;
-const WEP_PREFIX: &str = "/calico/resources/v3/projectcalico.org/workloadendpoints/";
 
 /// The running state of one container, as podman, the datastore and the node show it.
 struct Seen {
@@ -290,22 +289,8 @@ fn runtime_podman_wires_containers_through_the_chain_and_removal_leaves_nothing(
         .expect("podman rm -f");
     assert_quiet(&rm, "podman rm -f client");
     check_gone(&node, &store, &client, "after podman rm -f client");
-    node.assert_node_clean("after removing both containers");
-    let snapshot = store.snapshot();
-    assert_eq!(
-        allocations(&snapshot).expect("consistent"),
-        BTreeMap::new(),
-        "addresses left allocated"
-    );
-    assert_eq!(store.handles(), BTreeMap::new(), "IPAM handles left");
-    let weps: Vec<&String> = snapshot
-        .keys()
-        .filter(|k| k.starts_with(WEP_PREFIX))
-        .collect();
-    assert!(weps.is_empty(), "workload endpoints left: {weps:?}");
     let every: Vec<IpAddr> = [web.addrs.clone(), client.addrs.clone()].concat();
-    let nat = nat_leftovers(&node.netns, &every);
-    assert!(nat.is_empty(), "NAT rules left:\n{}", nat.join("\n"));
+    assert_chain_clean(&node, &store, &every, "after removing both containers");
     assert_eq!(
         podman.netns_files().expect("list netns"),
         Vec::<String>::new(),

@@ -7,12 +7,13 @@
 //! Needs root.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use cni_tests::kube_cluster::{
     add_fails, host_form, refusal, result_ips, status_path, within, Cluster, CONTAINER_ID, MTU,
     NODE_NAME, POD_IP, POD_IPS,
 };
-use cni_tests::pod::{assert_tcp, k8s_host_veth};
+use cni_tests::pod::{assert_tcp, k8s_host_veth, wait_for};
 use serde_json::{json, Value};
 
 const CONFLIST: &str = "10-calico-host-local.conflist";
@@ -492,6 +493,13 @@ fn calico_k8s_del_succeeds_when_the_sandbox_is_already_gone() {
     drop(pod);
     runner.del(&list, &rt).expect("DEL without a namespace");
     assert_eq!(c.calico_annotations("ns1", "web")[POD_IP], "");
+    // The kernel destroys a namespace, and the veth pair in it, from a work queue after the
+    // last reference goes: the host end can outlive the unmount by a few milliseconds.
+    assert!(
+        wait_for(Duration::from_secs(5), || c.node.cali_links().is_empty()),
+        "the host veth went with the namespace: {:?}",
+        c.node.cali_links()
+    );
     c.node.assert_node_clean("sandbox gone");
     assert!(c.reservations().is_empty());
     runner.del(&list, &rt).expect("DEL again");

@@ -11,9 +11,10 @@
 //! namespace.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use cni_tests::ipam::{self, allocations, IpamFixture};
-use cni_tests::pod::{cni_host_veth, Family, Node};
+use cni_tests::pod::{cni_host_veth, wait_for, Family, Node};
 use cni_tests::runtime::{
     self, assert_chain_clean, busybox_rootfs, cached_results, global_addrs, host_port, http_get,
     nat_leftovers, retry, ChainSetup, Containerd, STEP_LIMIT, WEP_PREFIX,
@@ -45,7 +46,12 @@ fn family(addrs: &[IpAddr], v4: bool) -> IpAddr {
 /// Checks that nothing of container `id` is left on the node or in the datastore.
 fn check_gone(node: &Node, store: &IpamFixture, id: &str, addrs: &[IpAddr], what: &str) {
     let veth = cni_host_veth(&Containerd::cni_container_id(id));
-    assert!(node.link(&veth).is_none(), "{what}: host veth {veth} left");
+    // ctr's DEL names the dead task's /proc/<pid>/ns/net, already gone: the veth pair goes
+    // with the namespace, which the kernel destroys from a work queue a little later.
+    assert!(
+        wait_for(Duration::from_secs(5), || node.link(&veth).is_none()),
+        "{what}: host veth {veth} left"
+    );
     assert_eq!(
         held_by(store, id),
         Vec::<IpAddr>::new(),

@@ -20,7 +20,7 @@ if ! command -v ip >/dev/null || ! command -v ping >/dev/null || ! command -v ns
     apt-get install -y -qq --no-install-recommends iproute2 iputils-ping util-linux >/dev/null
 fi
 
-cargo build --release --workspace --bins
+scripts/build.sh
 
 work=$(mktemp -d /tmp/cni-demo.XXXXXX)
 tag=$$

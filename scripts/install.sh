@@ -27,7 +27,7 @@ from conflists/ into the CNI conf dir.
 Binaries
   --from DIR            where the built binaries are (default: target/release of this
                         repository, or \$CARGO_TARGET_DIR/release)
-  --build               first run cargo build --release --workspace --bins (not with --from)
+  --build               first run scripts/build.sh, the release build (not with --from)
   --bin-dir DIR         CNI bin dir to install into (default: /opt/cni/bin)
 
 Conflist
@@ -483,12 +483,12 @@ if [ "$write_kubeconfig" = 1 ]; then
 fi
 
 if [ "$build" = 1 ]; then
-    say "building: cargo build --release --workspace --bins"
-    (cd "$root" && cargo build --release --workspace --bins) >&2
+    say "building: scripts/build.sh"
+    "$root/scripts/build.sh" >&2
 fi
 for plugin in "${plugins[@]}"; do
     if [ ! -f "$from/$plugin" ] || [ ! -x "$from/$plugin" ]; then
-        refuse "no executable $from/$plugin: build with cargo build --release --workspace --bins (or pass --build), or point --from at the binaries"
+        refuse "no executable $from/$plugin: build with scripts/build.sh (or pass --build), or point --from at the binaries"
     fi
 done
 for plugin in "${plugins[@]}"; do

@@ -31,7 +31,7 @@ test_name=soak_chain_survives_kill_9_and_leaks_nothing
 # wall time below is the soak's).
 cargo build --workspace --bins
 if [ "$profile" = release ]; then
-    cargo build --workspace --bins --release
+    scripts/build.sh
     export CNI_TEST_BIN_DIR="$PWD/target/release"
 fi
 cargo test -p cni-tests --test soak_chain --no-run

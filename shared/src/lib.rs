@@ -5,6 +5,7 @@
 
 pub mod delegate;
 pub mod error;
+pub mod gojson;
 pub mod log;
 pub mod netlink;
 pub mod netns;

@@ -39,7 +39,17 @@ pub enum Error {
     #[error("error reading from stdin: {0}")]
     ReadStdin(#[source] io::Error),
     #[error("error unmarshall network config: {0}")]
-    DecodeConfig(#[source] serde_json::Error),
+    DecodeConfig(#[source] crate::gojson::DecodeError),
+    /// A key every plugin shares has the wrong shape (`runtimeConfig.portMappings[0]...`).
+    #[error("invalid network config: {0}")]
+    ConfigField(#[source] crate::gojson::DecodeError),
+    /// The plugin's own keys have the wrong shape.
+    #[error("invalid {plugin} configuration: {source}")]
+    PluginConfig {
+        plugin: &'static str,
+        #[source]
+        source: crate::gojson::DecodeError,
+    },
     #[error("missing network name")]
     MissingNetworkName,
     #[error("invalid characters found in network name")]
@@ -155,9 +165,21 @@ impl From<Error> for CniError {
                     .to_string(),
             ),
             Error::ReadStdin(_) => (C::IoFailure, String::new()),
-            Error::DecodeConfig(_) => (
+            Error::DecodeConfig(e) => (
                 C::DecodingFailure,
-                "the network configuration on stdin must be a JSON object".to_string(),
+                if e.is_syntax() {
+                    "the network configuration on stdin must be one JSON object".to_string()
+                } else {
+                    "the network configuration must be a JSON object with a string \"name\""
+                        .to_string()
+                },
+            ),
+            Error::ConfigField(e) | Error::PluginConfig { source: e, .. } => (
+                C::InvalidNetworkConfig,
+                match e.path_string() {
+                    p if p.is_empty() => "fix the network configuration".to_string(),
+                    p => format!("fix {p:?} in the network configuration"),
+                },
             ),
             Error::MissingNetworkName => (
                 C::InvalidNetworkConfig,

@@ -8,39 +8,45 @@
 use std::io::{Read, Write};
 
 use log::LevelFilter;
-use serde_json::Value;
 
 use crate::error::Error;
+use crate::gojson::{Decode, Document};
 use crate::spec::config::NetConf;
 use crate::spec::env::{Command, Environment};
 use crate::spec::error::CniError;
 use crate::spec::result::CniResult;
 use crate::spec::version::{self, Version};
 
-/// One invocation, validated: what every verb gets.
-pub struct Request<'a> {
+pub use crate::spec::config::Attachment;
+
+/// The `Config` of a plugin that has no keys of its own.
+pub type NoConfig = serde::de::IgnoredAny;
+
+/// One invocation, validated and decoded: what every verb gets.
+pub struct Request<'a, C> {
     pub env: &'a Environment,
+    /// The keys every plugin shares.
     pub conf: &'a NetConf,
-    /// The config exactly as read from stdin, for delegation and for plugin-specific parsing.
+    /// The plugin's own keys, decoded once from the same document.
+    pub config: &'a C,
+    /// stdin, parsed: for code that forwards or edits the config as Go code edits a map.
+    pub document: &'a Document,
+    /// The config exactly as read from stdin, for delegation.
     pub stdin: &'a [u8],
     /// The negotiated version: results are printed in it.
     pub version: Version,
     /// The previous plugin's result, already parsed: a malformed one is refused before the
-    /// plugin changes anything.
+    /// plugin changes anything (DEL does without it).
     pub prev_result: Option<CniResult>,
-}
-
-/// An attachment the runtime still wants (GC keeps these).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-pub struct Attachment {
-    #[serde(rename = "containerID")]
-    pub container_id: String,
-    pub ifname: String,
 }
 
 /// What a plugin implements. GC and STATUS default to success: a plugin with nothing to
 /// collect and no dependency to probe is always ready.
 pub trait Plugin {
+    /// The plugin's own keys. On DEL the skeleton decodes them leniently: a key that cannot
+    /// be read is left at its default, because DEL must clean up whatever ADD made.
+    type Config: Decode;
+
     /// The crate's error type, converted once into a CNI error at the skeleton.
     type Error: Into<CniError> + std::fmt::Display;
 
@@ -52,15 +58,15 @@ pub trait Plugin {
         &Version::ALL
     }
 
-    fn add(&self, req: &Request) -> Result<CniResult, Self::Error>;
-    fn del(&self, req: &Request) -> Result<(), Self::Error>;
-    fn check(&self, req: &Request) -> Result<(), Self::Error>;
+    fn add(&self, req: &Request<Self::Config>) -> Result<CniResult, Self::Error>;
+    fn del(&self, req: &Request<Self::Config>) -> Result<(), Self::Error>;
+    fn check(&self, req: &Request<Self::Config>) -> Result<(), Self::Error>;
 
-    fn gc(&self, _req: &Request, _valid: &[Attachment]) -> Result<(), Self::Error> {
+    fn gc(&self, _req: &Request<Self::Config>, _valid: &[Attachment]) -> Result<(), Self::Error> {
         Ok(())
     }
 
-    fn status(&self, _req: &Request) -> Result<(), Self::Error> {
+    fn status(&self, _req: &Request<Self::Config>) -> Result<(), Self::Error> {
         Ok(())
     }
 }
@@ -110,7 +116,14 @@ pub fn run_with<P: Plugin>(
     if let Err(e) = { stdin }.read_to_end(&mut input) {
         return fail(stdout, Error::ReadStdin(e).into(), None);
     }
-    let conf = match NetConf::parse(&input).and_then(|c| env.validate().map(|_| c)) {
+    // DEL must clean up whatever the runtime kept: what it does not need must not stop it.
+    let lenient = env.command == Command::Del;
+    let doc = match Document::parse(&input) {
+        Ok(doc) => doc,
+        Err(e) => return fail(stdout, Error::DecodeConfig(e).into(), None),
+    };
+    let (conf, unread) = match NetConf::parse(&doc, lenient).and_then(|c| env.validate().map(|_| c))
+    {
         Ok(c) => c,
         Err(e) => return fail(stdout, e.into(), None),
     };
@@ -122,18 +135,26 @@ pub fn run_with<P: Plugin>(
         Err(e) => return fail(stdout, e.into(), None),
     };
     init_logging(plugin.name(), &env, &conf);
+    for e in unread {
+        log::warn!("DEL ignores a network config key it cannot read: {e}");
+    }
     let prev_result = match conf.prev_result(version) {
         Ok(prev) => prev,
-        // DEL must clean up whatever the runtime kept; it can do without the previous result.
-        Err(e) if env.command == Command::Del => {
+        Err(e) if lenient => {
             log::warn!("ignoring unreadable prevResult on DEL: {e}");
             None
         }
         Err(e) => return fail(stdout, e.into(), Some(version)),
     };
+    let config = match decode_config::<P>(plugin.name(), &doc, lenient) {
+        Ok(c) => c,
+        Err(e) => return fail(stdout, e.into(), Some(version)),
+    };
     let req = Request {
         env: &env,
         conf: &conf,
+        config: &config,
+        document: &doc,
         stdin: &input,
         version,
         prev_result,
@@ -152,14 +173,35 @@ pub fn run_with<P: Plugin>(
     }
 }
 
-fn dispatch<P: Plugin>(plugin: &P, req: &Request) -> Result<Option<CniResult>, CniError> {
+/// The plugin's own keys; leniently for DEL, where each key that cannot be read is logged
+/// and left at its default.
+fn decode_config<P: Plugin>(
+    plugin: &'static str,
+    doc: &Document,
+    lenient: bool,
+) -> Result<P::Config, Error> {
+    let wrap = |source| Error::PluginConfig { plugin, source };
+    if !lenient {
+        return doc.decode::<P::Config>().map_err(wrap);
+    }
+    let (config, dropped) = doc.decode_lenient::<P::Config>().map_err(wrap)?;
+    for e in dropped {
+        log::warn!("DEL ignores a {plugin} setting it cannot read: {e}");
+    }
+    Ok(config)
+}
+
+fn dispatch<P: Plugin>(
+    plugin: &P,
+    req: &Request<P::Config>,
+) -> Result<Option<CniResult>, CniError> {
     let out = match req.env.command {
         Command::Add => plugin.add(req).map(Some),
         Command::Del => plugin.del(req).map(|_| None),
         Command::Check => plugin.check(req).map(|_| None),
         Command::Status => plugin.status(req).map(|_| None),
         Command::Gc => {
-            let valid = valid_attachments(req.conf).map_err(CniError::from)?;
+            let valid = req.conf.valid_attachments().map_err(CniError::from)?;
             plugin.gc(req, &valid).map(|_| None)
         }
         // Answered before stdin was read.
@@ -185,35 +227,13 @@ fn allowed(command: Command, config: Version) -> Result<(), Error> {
     }
 }
 
-/// GC's list of attachments to keep. libcni sends both keys (the 1.1.0 text named the older
-/// one); an absent list means nothing is valid.
-pub fn valid_attachments(conf: &NetConf) -> Result<Vec<Attachment>, Error> {
-    let raw = conf
-        .extra
-        .get("cni.dev/valid-attachments")
-        .or_else(|| conf.extra.get("cni.dev/attachments"));
-    match raw {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
-            Error::InvalidConfig(format!(
-                "cni.dev/valid-attachments must be a list of {{containerID, ifname}}: {e}"
-            ))
-        }),
-    }
-}
-
 /// `log_level` and `log_file_path` are Calico's keys; every plugin of the suite honours them.
 fn init_logging(name: &'static str, env: &Environment, conf: &NetConf) {
-    let level = conf
-        .extra
-        .get("log_level")
-        .and_then(Value::as_str)
-        .map(|s| crate::log::parse_level(s, LevelFilter::Warn))
-        .unwrap_or(LevelFilter::Warn);
-    let file = conf
-        .extra
-        .get("log_file_path")
-        .and_then(Value::as_str)
+    let level = match conf.log_level.as_str() {
+        "" => LevelFilter::Warn,
+        text => crate::log::parse_level(text, LevelFilter::Warn),
+    };
+    let file = Some(conf.log_file_path.as_str())
         .filter(|s| !s.is_empty())
         .map(std::path::Path::new);
     crate::log::init(name, &env.container_id, level, file);
@@ -228,6 +248,8 @@ fn fail(stdout: &mut impl Write, e: CniError, version: Option<Version>) -> i32 {
 mod tests {
     use super::*;
     use crate::spec::error::ErrorCode;
+    use serde::Deserialize;
+    use serde_json::Value;
     use std::cell::RefCell;
     use std::collections::HashMap;
 
@@ -236,26 +258,38 @@ mod tests {
     struct Recorder {
         calls: RefCell<Vec<(Command, Version)>>,
         kept: RefCell<Vec<Attachment>>,
+        seen: RefCell<Vec<OwnKeys>>,
+    }
+
+    #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+    struct OwnKeys {
+        #[serde(rename = "markBit", default)]
+        mark_bit: u8,
+        #[serde(default)]
+        tag: String,
     }
 
     impl Plugin for Recorder {
+        type Config = OwnKeys;
         type Error = CniError;
         fn name(&self) -> &'static str {
             "recorder"
         }
-        fn add(&self, req: &Request) -> Result<CniResult, CniError> {
+        fn add(&self, req: &Request<OwnKeys>) -> Result<CniResult, CniError> {
             self.calls.borrow_mut().push((Command::Add, req.version));
+            self.seen.borrow_mut().push(req.config.clone());
             Ok(CniResult::default())
         }
-        fn del(&self, req: &Request) -> Result<(), CniError> {
+        fn del(&self, req: &Request<OwnKeys>) -> Result<(), CniError> {
             self.calls.borrow_mut().push((Command::Del, req.version));
+            self.seen.borrow_mut().push(req.config.clone());
             Err(CniError::new(ErrorCode::Netlink, "boom"))
         }
-        fn check(&self, req: &Request) -> Result<(), CniError> {
+        fn check(&self, req: &Request<OwnKeys>) -> Result<(), CniError> {
             self.calls.borrow_mut().push((Command::Check, req.version));
             Ok(())
         }
-        fn gc(&self, _req: &Request, valid: &[Attachment]) -> Result<(), CniError> {
+        fn gc(&self, _req: &Request<OwnKeys>, valid: &[Attachment]) -> Result<(), CniError> {
             self.kept.borrow_mut().extend_from_slice(valid);
             Ok(())
         }
@@ -353,5 +387,68 @@ mod tests {
         let (_, out) = invoke(&p, "ADD", r#"{"cniVersion":"7.0.0","name":"n"}"#);
         assert_eq!(out["code"], 1);
         assert!(p.calls.borrow().is_empty());
+    }
+
+    #[test]
+    fn the_plugins_keys_are_decoded_once_as_go_decodes_them() {
+        let p = Recorder::default();
+        let (code, _) = invoke(
+            &p,
+            "ADD",
+            r#"{"cniVersion":"1.0.0","NAME":"n","MarkBit":5,"markbit":6,"TAG":"x"}"#,
+        );
+        assert_eq!(code, 0);
+        assert_eq!(
+            p.seen.borrow()[0],
+            OwnKeys {
+                mark_bit: 6,
+                tag: "x".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_mistyped_key_stops_add_with_its_path_but_not_del() {
+        let p = Recorder::default();
+        let conf = r#"{"cniVersion":"1.0.0","name":"n","markBit":"five","tag":"t",
+                       "runtimeConfig":{"portMappings":[{"HostPort":"x"}]}}"#;
+        let (code, out) = invoke(&p, "ADD", conf);
+        assert_eq!((code, out["code"].clone()), (1, 7.into()));
+        assert!(
+            out["msg"]
+                .as_str()
+                .is_some_and(|m| m.contains("runtimeConfig.portMappings[0].hostPort")),
+            "{out}"
+        );
+        let conf = r#"{"cniVersion":"1.0.0","name":"n","markBit":"five","tag":"t"}"#;
+        let (code, out) = invoke(&p, "ADD", conf);
+        assert_eq!((code, out["code"].clone()), (1, 7.into()));
+        assert_eq!(
+            out["msg"],
+            "invalid recorder configuration: markBit: invalid type: string \"five\", expected u8"
+        );
+        assert!(p.calls.borrow().is_empty(), "ADD must not run");
+        // DEL runs, with the unreadable key at its default and the rest as written.
+        let conf = r#"{"cniVersion":"1.0.0","name":"n","markBit":"five","tag":"t",
+                       "runtimeConfig":{"portMappings":[{"HostPort":"x"}]},"dns":7}"#;
+        let (code, _) = invoke(&p, "DEL", conf);
+        assert_eq!(code, 1, "the recorder's DEL fails by design");
+        assert_eq!(*p.calls.borrow(), vec![(Command::Del, Version::V1_0_0)]);
+        assert_eq!(
+            p.seen.borrow()[0],
+            OwnKeys {
+                mark_bit: 0,
+                tag: "t".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_name_that_is_not_a_string_is_a_decoding_failure() {
+        let p = Recorder::default();
+        let (_, out) = invoke(&p, "ADD", r#"{"cniVersion":"1.0.0","name":7}"#);
+        assert_eq!(out["code"], 6);
+        let (_, out) = invoke(&p, "DEL", r#"{"cniVersion":"1.0.0","name":null}"#);
+        assert_eq!(out["code"], 7, "null is no name: {out}");
     }
 }

@@ -126,7 +126,8 @@ pub fn load_config(path: &Path) -> Result<IpamNetConf, String> {
     if let (Some(obj), Some(name)) = (plugin.as_object_mut(), value.get("name")) {
         obj.insert("name".into(), name.clone());
     }
-    serde_json::from_value(plugin).map_err(|e| format!("{}: {e}", path.display()))
+    let doc = shared::gojson::Document::from_value(shared::gojson::Value::from_json(&plugin));
+    doc.decode().map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn utilisation(block: &IpamBlock) -> (usize, usize) {

@@ -143,10 +143,8 @@ struct Context {
 }
 
 impl Context {
-    fn new(req: &Request) -> Result<Context, IpamPluginError> {
-        let conf: IpamNetConf = serde_json::from_slice(req.stdin).map_err(|e| {
-            IpamPluginError::Config(format!("invalid calico-ipam configuration: {e}"))
-        })?;
+    fn new(req: &Req) -> Result<Context, IpamPluginError> {
+        let conf = req.config.clone();
         let node = conf.node.resolve()?;
         let store = datastore::open(&conf)?;
         Ok(Context { conf, node, store })
@@ -199,7 +197,7 @@ impl Context {
 
 /// The legacy handle Calico also releases on DEL: `<namespace>.<pod>` for a pod, the
 /// container id otherwise.
-fn legacy_handle(req: &Request) -> String {
+fn legacy_handle(req: &Req) -> String {
     match (
         req.env
             .args
@@ -214,7 +212,7 @@ fn legacy_handle(req: &Request) -> String {
 
 /// `node`, `timestamp`, and for a pod `pod` and `namespace`: what kube-controllers' IPAM
 /// garbage collection reads to tell a live allocation from a leak.
-fn attributes(req: &Request, node: &str) -> BTreeMap<String, String> {
+fn attributes(req: &Req, node: &str) -> BTreeMap<String, String> {
     let mut attrs = BTreeMap::new();
     attrs.insert("node".to_string(), node.to_string());
     attrs.insert("timestamp".to_string(), timestamp::now());
@@ -252,14 +250,17 @@ fn host_prefix(ip: IpAddr) -> IpNetwork {
     }
 }
 
+type Req<'a> = Request<'a, IpamNetConf>;
+
 impl Plugin for CalicoIpam {
+    type Config = IpamNetConf;
     type Error = IpamPluginError;
 
     fn name(&self) -> &'static str {
         "calico-ipam"
     }
 
-    fn add(&self, req: &Request) -> Result<CniResult, IpamPluginError> {
+    fn add(&self, req: &Req) -> Result<CniResult, IpamPluginError> {
         let ctx = Context::new(req)?;
         let handle = names::handle_id(&ctx.conf.name, &req.env.container_id);
         let attrs = attributes(req, &ctx.node);
@@ -358,7 +359,7 @@ impl Plugin for CalicoIpam {
         ))
     }
 
-    fn del(&self, req: &Request) -> Result<(), IpamPluginError> {
+    fn del(&self, req: &Req) -> Result<(), IpamPluginError> {
         let ctx = Context::new(req)?;
         let _lock = HostLock::acquire(&ctx.conf.lock_file());
         let ipam = ctx.ipam();
@@ -375,7 +376,7 @@ impl Plugin for CalicoIpam {
         Ok(())
     }
 
-    fn check(&self, req: &Request) -> Result<(), IpamPluginError> {
+    fn check(&self, req: &Req) -> Result<(), IpamPluginError> {
         let ctx = Context::new(req)?;
         let handle = names::handle_id(&ctx.conf.name, &req.env.container_id);
         match ctx.store.get_handle(&handle)? {
@@ -386,7 +387,7 @@ impl Plugin for CalicoIpam {
 
     /// Releases the handles of this network on this node whose container the runtime no
     /// longer has.
-    fn gc(&self, req: &Request, valid: &[Attachment]) -> Result<(), IpamPluginError> {
+    fn gc(&self, req: &Req, valid: &[Attachment]) -> Result<(), IpamPluginError> {
         let ctx = Context::new(req)?;
         let live: HashSet<&str> = valid.iter().map(|a| a.container_id.as_str()).collect();
         let prefix = format!("{}.", ctx.conf.name);
@@ -429,7 +430,7 @@ impl Plugin for CalicoIpam {
 
     /// Ready when the datastore answers and a pool this plugin may use exists for each
     /// family it assigns.
-    fn status(&self, req: &Request) -> Result<(), IpamPluginError> {
+    fn status(&self, req: &Req) -> Result<(), IpamPluginError> {
         let ctx = Context::new(req)?;
         ctx.store.ping()?;
         let pools = ctx.store.list_pools()?;

@@ -16,7 +16,7 @@ use crate::netconf::IpamNetConf;
 /// endpoint still holds them: without this, the IPAM plugin would refuse the same addresses
 /// as already assigned (spec §3.1 step 5).
 pub fn release_addresses(stdin: &[u8], ips: &[IpAddr]) -> Result<Vec<IpAddr>, IpamPluginError> {
-    let conf: IpamNetConf = serde_json::from_slice(stdin)
+    let conf: IpamNetConf = shared::gojson::from_slice(stdin)
         .map_err(|e| IpamPluginError::Config(format!("invalid calico-ipam configuration: {e}")))?;
     let node = conf.node.resolve()?;
     let store = datastore::open(&conf)?;

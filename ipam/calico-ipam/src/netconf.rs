@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use shared::gojson::{Decode, DecodeError, Document};
 
 use crate::k8s::settings::{KubernetesSection, PolicySection};
 use crate::nodename::NodenameConf;
@@ -32,24 +33,50 @@ pub struct DatastoreConf {
     pub local_data_dir: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// calico-ipam's view of the network config. Calico's Go `NetConf` has the datastore and
+/// node keys at the top level; here they are their own types (the calico plugin reads them
+/// too), decoded from the same document.
+#[derive(Debug, Clone, Default)]
 pub struct IpamNetConf {
-    #[serde(default)]
     pub name: String,
-    #[serde(flatten)]
     pub datastore: DatastoreConf,
-    #[serde(flatten)]
     pub node: NodenameConf,
-    #[serde(default)]
     pub ipam_lock_file: Option<String>,
-    #[serde(default)]
     pub ipam: IpamSection,
     /// `kubeconfig` and `k8s_api_root`: the API server of the Kubernetes datastore.
-    #[serde(default)]
     pub kubernetes: KubernetesSection,
     /// The legacy connection overrides (`k8s_api_root`, `k8s_auth_token`, ...).
-    #[serde(default)]
     pub policy: PolicySection,
+}
+
+/// The keys of [`IpamNetConf`] that are calico-ipam's alone.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct OwnKeys {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    ipam_lock_file: Option<String>,
+    #[serde(default)]
+    ipam: IpamSection,
+    #[serde(default)]
+    kubernetes: KubernetesSection,
+    #[serde(default)]
+    policy: PolicySection,
+}
+
+impl Decode for IpamNetConf {
+    fn decode(doc: &Document) -> Result<IpamNetConf, DecodeError> {
+        let own: OwnKeys = doc.decode()?;
+        Ok(IpamNetConf {
+            name: own.name,
+            datastore: doc.decode()?,
+            node: doc.decode()?,
+            ipam_lock_file: own.ipam_lock_file,
+            ipam: own.ipam,
+            kubernetes: own.kubernetes,
+            policy: own.policy,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -126,7 +153,7 @@ mod tests {
     use super::*;
 
     fn conf(json: &str) -> IpamNetConf {
-        serde_json::from_str(json).expect("parses")
+        shared::gojson::from_slice(json.as_bytes()).expect("parses")
     }
 
     #[test]
@@ -147,5 +174,22 @@ mod tests {
         assert!(c.assign_v4(), "only \"false\" disables IPv4");
         assert!(!c.assign_v6(), "only \"true\" enables IPv6");
         assert!(conf(r#"{"datastore_type":"consul"}"#).datastore().is_err());
+    }
+
+    #[test]
+    fn keys_are_matched_as_calicos_go_code_matches_them() {
+        let c = conf(
+            r#"{"Datastore_Type":"kubernetes","NODENAME":"n1",
+                "IPAM":{"Assign_IPv6":"true","IPv4_Pools":["default-ipv4-ippool"]},
+                "Kubernetes":{"Kubeconfig":"/etc/cni/net.d/calico-kubeconfig"}}"#,
+        );
+        assert_eq!(c.datastore(), Ok(Datastore::Kubernetes));
+        assert_eq!(c.node.nodename.as_deref(), Some("n1"));
+        assert!(c.assign_v6());
+        assert_eq!(c.ipam.ipv4_pools, ["default-ipv4-ippool"]);
+        assert_eq!(
+            c.kubernetes.kubeconfig.as_deref(),
+            Some("/etc/cni/net.d/calico-kubeconfig")
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use ipnetwork::IpNetwork;
 use serde::Deserialize;
-use serde_json::Value;
+use shared::gojson::{Decode, DecodeError, Document};
 use shared::spec::args::CniArgs;
 use shared::spec::result::Route;
 
@@ -28,22 +28,44 @@ pub struct IpamConfig {
     pub requested: Vec<IpAddr>,
 }
 
-#[derive(Deserialize)]
-struct RawConf {
-    #[serde(default)]
-    name: String,
-    ipam: Option<RawIpam>,
-    #[serde(default)]
-    args: Option<Value>,
-    #[serde(rename = "runtimeConfig", default)]
-    runtime_config: Option<RawRuntime>,
+/// host-local's keys as the reference decodes them: its `IPAMConfig` embeds one `Range`
+/// (the legacy single range at the top of `ipam`), which Go reads from the same object;
+/// here it is a second view of it.
+#[derive(Debug, Clone, Default)]
+pub struct HostLocalConf {
+    raw: RawConf,
+    legacy: RangeConf,
 }
 
-#[derive(Deserialize)]
+impl Decode for HostLocalConf {
+    fn decode(doc: &Document) -> Result<HostLocalConf, DecodeError> {
+        let raw: RawConf = doc.decode()?;
+        let legacy: LegacyView = doc.decode()?;
+        Ok(HostLocalConf {
+            raw,
+            legacy: legacy.ipam.unwrap_or_default(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct RawConf {
+    #[serde(default)]
+    ipam: Option<RawIpam>,
+    #[serde(default)]
+    args: Option<RawArgs>,
+    #[serde(rename = "runtimeConfig", default)]
+    runtime_config: RawRuntime,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct LegacyView {
+    #[serde(default)]
+    ipam: Option<RangeConf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
 struct RawIpam {
-    /// The legacy form: one range at the top of `ipam`.
-    #[serde(flatten)]
-    legacy: RangeConf,
     #[serde(default)]
     ranges: Option<Vec<Vec<RangeConf>>>,
     #[serde(default)]
@@ -54,10 +76,23 @@ struct RawIpam {
     resolv_conf: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+/// `args.cni.ips`: the convention that supersedes CNI_ARGS `IP=`.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct RawArgs {
+    #[serde(default)]
+    cni: Option<RawCniArgs>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct RawCniArgs {
+    #[serde(default)]
+    ips: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
 struct RawRuntime {
     #[serde(default)]
-    ips: Option<Vec<String>>,
+    ips: Vec<String>,
     #[serde(rename = "ipRanges", default)]
     ip_ranges: Option<Vec<Vec<RangeConf>>>,
 }
@@ -74,28 +109,36 @@ fn parse_requested(text: &str) -> Option<IpAddr> {
     }
 }
 
-pub fn load(stdin: &[u8], env_args: &CniArgs) -> Result<IpamConfig, HostLocalError> {
-    // The path names the field at fault ("ipam.ranges: invalid type ...").
-    let raw: RawConf =
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(stdin))
-            .map_err(|e| {
-                invalid(format!(
-                    "invalid host-local configuration: {}: {}",
-                    e.path(),
-                    e.inner()
-                ))
-            })?;
-    let ipam = raw
+/// Where the store is: all DEL needs, so that a config ADD would refuse is still removable.
+pub fn data_dir(conf: &HostLocalConf) -> PathBuf {
+    conf.raw
         .ipam
+        .as_ref()
+        .and_then(|i| i.data_dir.clone())
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| DEFAULT_DATA_DIR.to_string())
+        .into()
+}
+
+/// The whole configuration, checked as the reference checks it.
+pub fn load(
+    conf: &HostLocalConf,
+    name: &str,
+    env_args: &CniArgs,
+) -> Result<IpamConfig, HostLocalError> {
+    let ipam = conf
+        .raw
+        .ipam
+        .clone()
         .ok_or_else(|| invalid("IPAM config missing 'ipam' key"))?;
-    let runtime = raw.runtime_config.unwrap_or_default();
+    let runtime = conf.raw.runtime_config.clone();
     let all_ranges = runtime
         .ip_ranges
         .iter()
         .chain(ipam.ranges.iter())
         .flatten()
         .flatten()
-        .chain(std::iter::once(&ipam.legacy));
+        .chain(std::iter::once(&conf.legacy));
     for range in all_ranges {
         range.check_syntax().map_err(|e| invalid(e.to_string()))?;
     }
@@ -110,18 +153,14 @@ pub fn load(stdin: &[u8], env_args: &CniArgs) -> Result<IpamConfig, HostLocalErr
         })?;
         requested.push(ip);
     }
-    let from_args = raw
+    let from_args = conf
+        .raw
         .args
         .as_ref()
-        .and_then(|a| a.get("cni"))
-        .and_then(|c| c.get("ips"))
-        .cloned();
-    let from_args: Vec<String> = match from_args {
-        None | Some(Value::Null) => Vec::new(),
-        Some(v) => serde_json::from_value(v)
-            .map_err(|e| invalid(format!("args.cni.ips must be a list of addresses: {e}")))?,
-    };
-    for text in from_args.iter().chain(runtime.ips.iter().flatten()) {
+        .and_then(|a| a.cni.as_ref())
+        .map(|c| c.ips.as_slice())
+        .unwrap_or_default();
+    for text in from_args.iter().chain(runtime.ips.iter()) {
         let ip = parse_requested(text)
             .ok_or_else(|| invalid(format!("cannot understand ip: {text:?} is not an address")))?;
         requested.push(ip);
@@ -131,8 +170,8 @@ pub fn load(stdin: &[u8], env_args: &CniArgs) -> Result<IpamConfig, HostLocalErr
 
     // Runtime ranges first, then the legacy single range, then `ranges`.
     let mut raw_sets: Vec<Vec<RangeConf>> = runtime.ip_ranges.unwrap_or_default();
-    if ipam.legacy.subnet.is_some() {
-        raw_sets.push(vec![ipam.legacy.clone()]);
+    if conf.legacy.subnet.is_some() {
+        raw_sets.push(vec![conf.legacy.clone()]);
     }
     raw_sets.extend(ipam.ranges.unwrap_or_default());
     if raw_sets.is_empty() {
@@ -153,14 +192,10 @@ pub fn load(stdin: &[u8], env_args: &CniArgs) -> Result<IpamConfig, HostLocalErr
     }
 
     Ok(IpamConfig {
-        name: raw.name,
+        name: name.to_string(),
         range_sets,
-        routes: ipam.routes.unwrap_or_default(),
-        data_dir: ipam
-            .data_dir
-            .filter(|d| !d.is_empty())
-            .unwrap_or_else(|| DEFAULT_DATA_DIR.to_string())
-            .into(),
+        routes: ipam.routes.clone().unwrap_or_default(),
+        data_dir: data_dir(conf),
         resolv_conf: ipam.resolv_conf.filter(|p| !p.is_empty()).map(Into::into),
         requested,
     })
@@ -169,13 +204,12 @@ pub fn load(stdin: &[u8], env_args: &CniArgs) -> Result<IpamConfig, HostLocalErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn load_json(v: Value, args: &str) -> Result<IpamConfig, HostLocalError> {
-        load(
-            v.to_string().as_bytes(),
-            &CniArgs::parse(args).expect("args"),
-        )
+        let doc = Document::parse(v.to_string().as_bytes()).expect("json");
+        let conf: HostLocalConf = doc.decode().map_err(|e| invalid(e.to_string()))?;
+        load(&conf, "n", &CniArgs::parse(args).expect("args"))
     }
 
     fn ip(s: &str) -> IpAddr {

@@ -18,7 +18,7 @@ use shared::spec::error::{CniError, ErrorCode};
 use shared::spec::result::{CniResult, IpConfig};
 
 use allocator::{AllocError, Allocation};
-use config::IpamConfig;
+use config::{HostLocalConf, IpamConfig};
 use range::RangeError;
 use store::{Owner, Store, StoreError};
 
@@ -129,20 +129,23 @@ impl From<HostLocalError> for CniError {
 
 pub struct HostLocal;
 
+type Req<'a> = Request<'a, HostLocalConf>;
+
 impl HostLocal {
-    fn config(req: &Request) -> Result<IpamConfig, HostLocalError> {
-        config::load(req.stdin, &req.env.args)
+    fn config(req: &Req) -> Result<IpamConfig, HostLocalError> {
+        config::load(req.config, &req.conf.name, &req.env.args)
     }
 }
 
 impl Plugin for HostLocal {
+    type Config = HostLocalConf;
     type Error = HostLocalError;
 
     fn name(&self) -> &'static str {
         "host-local"
     }
 
-    fn add(&self, req: &Request) -> Result<CniResult, HostLocalError> {
+    fn add(&self, req: &Req) -> Result<CniResult, HostLocalError> {
         let cfg = Self::config(req)?;
         let dns = match &cfg.resolv_conf {
             Some(path) => {
@@ -171,9 +174,9 @@ impl Plugin for HostLocal {
         })
     }
 
-    fn del(&self, req: &Request) -> Result<(), HostLocalError> {
-        let cfg = Self::config(req)?;
-        let store = Store::open(&cfg.data_dir, &cfg.name)?;
+    fn del(&self, req: &Req) -> Result<(), HostLocalError> {
+        // The store is all DEL needs: ranges ADD would refuse must not strand the pod.
+        let store = Store::open(&config::data_dir(req.config), &req.conf.name)?;
         let released = store.release_owner(&req.env.container_id, &req.env.ifname)?;
         if !released.is_empty() {
             log::info!("released {}", join(&released));
@@ -181,7 +184,7 @@ impl Plugin for HostLocal {
         Ok(())
     }
 
-    fn check(&self, req: &Request) -> Result<(), HostLocalError> {
+    fn check(&self, req: &Req) -> Result<(), HostLocalError> {
         let cfg = Self::config(req)?;
         let store = Store::open(&cfg.data_dir, &cfg.name)?;
         if store
@@ -195,7 +198,7 @@ impl Plugin for HostLocal {
 
     /// Removes every reservation whose attachment the runtime no longer has. A legacy file
     /// (container id only) stays when any valid attachment has its id.
-    fn gc(&self, req: &Request, valid: &[Attachment]) -> Result<(), HostLocalError> {
+    fn gc(&self, req: &Req, valid: &[Attachment]) -> Result<(), HostLocalError> {
         let cfg = Self::config(req)?;
         let dir = cfg.data_dir.join(&cfg.name);
         if !dir.is_dir() {
@@ -234,7 +237,7 @@ impl Plugin for HostLocal {
     }
 
     /// Ready when every range set has an address left: otherwise ADD would fail.
-    fn status(&self, req: &Request) -> Result<(), HostLocalError> {
+    fn status(&self, req: &Req) -> Result<(), HostLocalError> {
         let cfg = Self::config(req)?;
         if !cfg.data_dir.join(&cfg.name).is_dir() {
             return Ok(());

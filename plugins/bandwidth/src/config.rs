@@ -4,23 +4,39 @@
 //! `bandwidth` capability. As in the reference, the presence of any one key in the config
 //! (even `0`) makes the config win and the capability is ignored entirely.
 
-use serde_json::{Map, Value};
+use shared::gojson::{Decode, DecodeError, Document};
 use shared::spec::config::BandwidthLimits;
 
 use crate::error::BandwidthError;
 
 const KEYS: [&str; 4] = ["ingressRate", "ingressBurst", "egressRate", "egressBurst"];
 
+/// bandwidth's own keys: the four limits at the top of the config (the reference embeds
+/// its `BandwidthEntry` in the config struct, so the keys are matched as Go matches them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BandwidthConf {
+    /// `Some` as soon as any of the four keys is written, even as `0` or `null`: the
+    /// reference then allocates its entry, and the capability is ignored.
+    pub static_limits: Option<BandwidthLimits>,
+}
+
+impl Decode for BandwidthConf {
+    fn decode(doc: &Document) -> Result<BandwidthConf, DecodeError> {
+        if !KEYS.iter().any(|k| doc.root().has_field(k)) {
+            return Ok(BandwidthConf::default());
+        }
+        Ok(BandwidthConf {
+            static_limits: Some(doc.decode()?),
+        })
+    }
+}
+
 /// The limits of one invocation, validated; `None` when nothing is configured at all.
 pub fn limits(
-    plugin_keys: &Map<String, Value>,
+    conf: &BandwidthConf,
     runtime: Option<&BandwidthLimits>,
 ) -> Result<Option<BandwidthLimits>, BandwidthError> {
-    let chosen = if KEYS.iter().any(|k| plugin_keys.contains_key(*k)) {
-        Some(static_limits(plugin_keys)?)
-    } else {
-        runtime.cloned()
-    };
+    let chosen = conf.static_limits.as_ref().or(runtime).cloned();
     if let Some(limits) = &chosen {
         validate(limits.ingress_rate, limits.ingress_burst)?;
         validate(limits.egress_rate, limits.egress_burst)?;
@@ -37,25 +53,6 @@ pub fn shapes_anything(limits: &BandwidthLimits) -> bool {
 /// A direction is shaped when both its rate and its burst are set.
 pub fn shapes(rate: u64, burst: u64) -> bool {
     rate > 0 && burst > 0
-}
-
-fn static_limits(keys: &Map<String, Value>) -> Result<BandwidthLimits, BandwidthError> {
-    let get = |key: &str| -> Result<u64, BandwidthError> {
-        match keys.get(key) {
-            None | Some(Value::Null) => Ok(0),
-            Some(value) => value.as_u64().ok_or_else(|| {
-                BandwidthError::Config(format!(
-                    "{key} must be a non-negative integer (bits), got {value}"
-                ))
-            }),
-        }
-    };
-    Ok(BandwidthLimits {
-        ingress_rate: get("ingressRate")?,
-        ingress_burst: get("ingressBurst")?,
-        egress_rate: get("egressRate")?,
-        egress_burst: get("egressBurst")?,
-    })
 }
 
 /// The reference's `validateRateAndBurst`, with its messages.
@@ -77,10 +74,14 @@ fn validate(rate: u64, burst: u64) -> Result<(), BandwidthError> {
 #[allow(clippy::unwrap_used)] // a test should stop at the first surprise
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
-    fn keys(v: Value) -> Map<String, Value> {
-        v.as_object().unwrap().clone()
+    fn conf(v: Value) -> Result<BandwidthConf, DecodeError> {
+        Document::parse(v.to_string().as_bytes()).unwrap().decode()
+    }
+
+    fn keys(v: Value) -> BandwidthConf {
+        conf(v).unwrap()
     }
 
     fn runtime() -> BandwidthLimits {
@@ -93,12 +94,28 @@ mod tests {
     }
 
     #[test]
-    fn static_config_wins_even_when_zero() {
+    fn static_config_wins_even_when_zero_or_null() {
         let got = limits(&keys(json!({"ingressRate": 0})), Some(&runtime())).unwrap();
+        assert_eq!(got, Some(BandwidthLimits::default()));
+        let got = limits(&keys(json!({"EgressBurst": null})), Some(&runtime())).unwrap();
         assert_eq!(got, Some(BandwidthLimits::default()));
         let got = limits(&keys(json!({"x": 1})), Some(&runtime())).unwrap();
         assert_eq!(got, Some(runtime()));
         assert_eq!(limits(&keys(json!({})), None).unwrap(), None);
+    }
+
+    #[test]
+    fn static_keys_are_matched_as_go_matches_them() {
+        let c = keys(json!({"IngressRate": 8, "INGRESSBURST": 16, "egressrate": 1}));
+        assert_eq!(
+            c.static_limits,
+            Some(BandwidthLimits {
+                ingress_rate: 8,
+                ingress_burst: 16,
+                egress_rate: 1,
+                egress_burst: 0
+            })
+        );
     }
 
     #[test]
@@ -125,10 +142,10 @@ mod tests {
     }
 
     #[test]
-    fn negative_or_fractional_values_are_config_errors() {
+    fn negative_or_fractional_values_are_refused_with_their_key() {
         for bad in [json!(-1), json!(1.5), json!("10M")] {
-            let err = limits(&keys(json!({"ingressRate": bad})), None).unwrap_err();
-            assert!(matches!(err, BandwidthError::Config(_)), "{err}");
+            let err = conf(json!({"ingressRate": bad})).unwrap_err();
+            assert_eq!(err.path_string(), "ingressRate", "{err}");
         }
     }
 

@@ -23,17 +23,21 @@ use shared::skel::{Attachment, Plugin, Request};
 use shared::spec::config::BandwidthLimits;
 use shared::spec::result::{CniResult, Interface};
 
+use config::BandwidthConf;
+
 pub use error::BandwidthError;
 pub use ifb::ifb_name;
 
 pub struct Bandwidth;
 
+type Req<'a> = Request<'a, BandwidthConf>;
+
 /// The limits of a request (config or capability), validated.
-fn requested_limits(req: &Request) -> Result<Option<BandwidthLimits>, BandwidthError> {
-    config::limits(&req.conf.extra, req.conf.runtime_config.bandwidth.as_ref())
+fn requested_limits(req: &Req) -> Result<Option<BandwidthLimits>, BandwidthError> {
+    config::limits(req.config, req.conf.runtime_config.bandwidth.as_ref())
 }
 
-fn container_netns(req: &Request) -> Result<std::path::PathBuf, BandwidthError> {
+fn container_netns(req: &Req) -> Result<std::path::PathBuf, BandwidthError> {
     req.env.netns.clone().ok_or_else(|| {
         BandwidthError::HostInterface("CNI_NETNS is needed to find the pod's veth".into())
     })
@@ -102,13 +106,14 @@ fn check_tbf(host: &mut Handle, link: &Link, want: &Tbf) -> Result<(), Bandwidth
 }
 
 impl Plugin for Bandwidth {
+    type Config = BandwidthConf;
     type Error = BandwidthError;
 
     fn name(&self) -> &'static str {
         "bandwidth"
     }
 
-    fn add(&self, req: &Request) -> Result<CniResult, BandwidthError> {
+    fn add(&self, req: &Req) -> Result<CniResult, BandwidthError> {
         let limits = requested_limits(req)?;
         let Some(limits) = limits.filter(config::shapes_anything) else {
             // Nothing to shape: pass the previous result on (or an empty one, where the
@@ -142,9 +147,9 @@ impl Plugin for Bandwidth {
         Ok(result)
     }
 
-    fn del(&self, req: &Request) -> Result<(), BandwidthError> {
-        // Validated as the reference does, though only the name is needed.
-        requested_limits(req)?;
+    fn del(&self, req: &Req) -> Result<(), BandwidthError> {
+        // Only the name is needed: limits that ADD refused must not stop the runtime's DEL
+        // chain (the reference validates them here, and strands the pod).
         let name = ifb_name(&req.conf.name, &req.env.container_id);
         if Handle::new()?.delete_link_by_name(&name)? {
             log::debug!("deleted {name}");
@@ -152,7 +157,7 @@ impl Plugin for Bandwidth {
         Ok(())
     }
 
-    fn check(&self, req: &Request) -> Result<(), BandwidthError> {
+    fn check(&self, req: &Req) -> Result<(), BandwidthError> {
         let limits = requested_limits(req)?;
         let prev = req.prev_result.as_ref().ok_or(BandwidthError::NotChained)?;
         let mut host = Handle::new()?;
@@ -182,7 +187,7 @@ impl Plugin for Bandwidth {
         Ok(())
     }
 
-    fn gc(&self, req: &Request, valid: &[Attachment]) -> Result<(), BandwidthError> {
+    fn gc(&self, req: &Req, valid: &[Attachment]) -> Result<(), BandwidthError> {
         let keep: HashSet<String> = valid
             .iter()
             .map(|a| ifb_name(&req.conf.name, &a.container_id))

@@ -8,22 +8,26 @@ use calico_ipam::netconf::{Datastore, DatastoreConf};
 use calico_ipam::nodename::{NodenameConf, NodenameError};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use shared::gojson::{Decode, DecodeError, Document};
 
 use crate::CalicoError;
 
 /// Written by calico-node with the MTU it detected for pods.
 pub const DEFAULT_MTU_FILE: &str = "/var/lib/calico/mtu";
 
+/// Calico's keys. Its Go `NetConf` has the node and datastore keys at the top level; here
+/// they are their own types (calico-ipam reads them too), decoded from the same document.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(remote = "Self")]
 pub struct CalicoConf {
     #[serde(default)]
     pub name: String,
     /// `nodename`, `nodename_file`, `nodename_file_optional`, `hostname`.
-    #[serde(flatten)]
+    #[serde(skip)]
     pub node: NodenameConf,
     /// `datastore_type`, `etcd_*`, `local_data_dir`: read by calico-ipam from the same
     /// config, and by this plugin for the datastore it writes workload state to.
-    #[serde(flatten)]
+    #[serde(skip)]
     pub datastore: DatastoreConf,
     #[serde(default)]
     pub mtu: i64,
@@ -67,6 +71,7 @@ pub struct IpamConf {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct IpamRoute {
+    #[serde(default)]
     pub dst: String,
 }
 
@@ -84,23 +89,26 @@ pub struct FeatureControl {
     pub floating_ips: bool,
 }
 
+impl Decode for CalicoConf {
+    fn decode(doc: &Document) -> Result<CalicoConf, DecodeError> {
+        let mut conf = CalicoConf::deserialize(doc.deserializer())?;
+        conf.node = doc.decode()?;
+        conf.datastore = doc.decode()?;
+        Ok(conf)
+    }
+}
+
 impl CalicoConf {
+    /// Decodes and validates a config outside the plugin skeleton (`calico -t`).
     pub fn parse(stdin: &[u8]) -> Result<CalicoConf, CalicoError> {
-        let conf: CalicoConf =
-            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(stdin))
-                .map_err(|e| {
-                    CalicoError::Config(format!(
-                        "invalid calico configuration: {}: {}",
-                        e.path(),
-                        e.inner()
-                    ))
-                })?;
+        let conf: CalicoConf = shared::gojson::from_slice(stdin)
+            .map_err(|e| CalicoError::Config(format!("invalid calico configuration: {e}")))?;
         conf.validate()?;
         Ok(conf)
     }
 
     /// What Calico refuses before touching anything.
-    fn validate(&self) -> Result<(), CalicoError> {
+    pub fn validate(&self) -> Result<(), CalicoError> {
         match self.device_type.as_deref() {
             None | Some("") | Some("veth") => {}
             Some("netkit") => {

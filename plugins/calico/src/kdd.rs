@@ -13,7 +13,6 @@ use std::net::IpAddr;
 use calico_ipam::k8s::client::PatchKind;
 use calico_ipam::k8s::{KubeClient, KubeError, KubeSettings};
 use serde_json::{json, Map, Value};
-use shared::skel::Request;
 use shared::spec::result::CniResult;
 
 use crate::annotations::{self, AddressSource, PodRequest};
@@ -173,12 +172,12 @@ impl Session {
     /// is taken.
     pub fn open_for_add(
         conf: &CalicoConf,
-        req: &Request,
+        req: &crate::Req,
     ) -> Result<(Option<Session>, AddPlan), CalicoError> {
         let workload = Workload::from_args(&req.env.args, &req.env.container_id);
         let pod = PodRef::of(&workload)?;
-        let mut stdin: Value = serde_json::from_slice(req.stdin)
-            .map_err(|e| CalicoError::Config(format!("invalid network configuration: {e}")))?;
+        // Edited as Calico edits it: a map with exact keys, re-encoded for the IPAM plugin.
+        let mut stdin: Value = req.document.to_json();
         let endpoint_in_pod = conf.kubernetes_datastore();
         let annotations_wanted = conf.policy.is_k8s() && pod.is_some();
         let pod_cidr_wanted = pod_cidr::wanted(&stdin);
@@ -267,7 +266,10 @@ impl Session {
     /// DEL's prologue on Kubernetes: connects and checks readiness when the datastore is
     /// Kubernetes; `None` otherwise (`usePodCidr` needs no API on DEL, annotations are not
     /// read).
-    pub fn open_for_del(conf: &CalicoConf, req: &Request) -> Result<Option<Session>, CalicoError> {
+    pub fn open_for_del(
+        conf: &CalicoConf,
+        req: &crate::Req,
+    ) -> Result<Option<Session>, CalicoError> {
         if !conf.kubernetes_datastore() {
             return Ok(None);
         }

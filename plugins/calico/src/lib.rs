@@ -200,10 +200,13 @@ fn kube_code(error: &KubeError) -> (ErrorCode, &'static str) {
 
 pub struct Calico;
 
+/// A request with Calico's config decoded.
+pub(crate) type Req<'a> = Request<'a, CalicoConf>;
+
 /// Everything ADD, DEL and CHECK derive from the request.
 struct Invocation<'a> {
     conf: CalicoConf,
-    req: &'a Request<'a>,
+    req: &'a Req<'a>,
     host_veth: String,
     /// The IPAM plugin, with the stdin and CNI_ARGS it gets.
     ipam: ipam::Ipam<'a>,
@@ -212,8 +215,12 @@ struct Invocation<'a> {
 }
 
 impl<'a> Invocation<'a> {
-    fn new(req: &'a Request<'a>) -> Result<Invocation<'a>, CalicoError> {
-        let conf = CalicoConf::parse(req.stdin)?;
+    fn new(req: &'a Req<'a>) -> Result<Invocation<'a>, CalicoError> {
+        let conf = req.config.clone();
+        // DEL undoes whatever an ADD made; settings ADD refuses must not stop it.
+        if req.env.command != Command::Del {
+            conf.validate()?;
+        }
         conf.node_name()?;
         let workload = Workload::from_args(&req.env.args, &req.env.container_id);
         let prefix = std::env::var(INTERFACE_PREFIX_ENV).ok();
@@ -323,13 +330,14 @@ fn host_network(ip: IpAddr) -> IpNetwork {
 }
 
 impl Plugin for Calico {
+    type Config = CalicoConf;
     type Error = CalicoError;
 
     fn name(&self) -> &'static str {
         "calico"
     }
 
-    fn add(&self, req: &Request) -> Result<CniResult, CalicoError> {
+    fn add(&self, req: &Req) -> Result<CniResult, CalicoError> {
         let mut inv = Invocation::new(req)?;
         // Everything that can be checked before an address is taken is checked first.
         let netns = inv.netns()?;
@@ -371,7 +379,7 @@ impl Plugin for Calico {
         }
     }
 
-    fn del(&self, req: &Request) -> Result<(), CalicoError> {
+    fn del(&self, req: &Req) -> Result<(), CalicoError> {
         let inv = Invocation::new(req)?;
         // Kubernetes datastore: refused while Calico is not ready; the Pod's addresses are
         // cleared before anything is torn down, and an unreadable Pod stops DEL here.
@@ -379,7 +387,15 @@ impl Plugin for Calico {
             kube.release()?;
         }
         let teardown = || dataplane::teardown(req.env.netns.as_deref(), &req.env.ifname);
-        let release = || inv.ipam(Command::Del).map_err(CalicoError::from);
+        // ADD refuses a config without an IPAM type, so such a config never took an address:
+        // nothing to release, and no plugin to ask.
+        let release = || {
+            if inv.conf.ipam.plugin_type.is_empty() {
+                log::warn!("DEL: no ipam.type in the config; no address to release");
+                return Ok(());
+            }
+            inv.ipam(Command::Del).map_err(CalicoError::from)
+        };
         // On etcd or `local`: refused while Calico is not ready; the endpoint goes too.
         let failures: Vec<CniError> = match workload_endpoint::Session::open(&inv.conf, req)? {
             Some(endpoint) => endpoint.del(teardown, release),
@@ -395,7 +411,7 @@ impl Plugin for Calico {
         }
     }
 
-    fn check(&self, req: &Request) -> Result<(), CalicoError> {
+    fn check(&self, req: &Req) -> Result<(), CalicoError> {
         let inv = Invocation::new(req)?;
         let Some(prev) = &req.prev_result else {
             return Err(CalicoError::CheckFailed(
@@ -413,8 +429,9 @@ impl Plugin for Calico {
         Ok(())
     }
 
-    fn gc(&self, req: &Request, _valid: &[Attachment]) -> Result<(), CalicoError> {
-        let conf = CalicoConf::parse(req.stdin)?;
+    fn gc(&self, req: &Req, _valid: &[Attachment]) -> Result<(), CalicoError> {
+        let conf = req.config;
+        conf.validate()?;
         let stdin = pod_cidr::stdin_with_dummies(req.stdin);
         delegate::call(
             &conf.ipam.plugin_type,
@@ -426,8 +443,9 @@ impl Plugin for Calico {
         Ok(())
     }
 
-    fn status(&self, req: &Request) -> Result<(), CalicoError> {
-        let conf = CalicoConf::parse(req.stdin)?;
+    fn status(&self, req: &Req) -> Result<(), CalicoError> {
+        let conf = req.config;
+        conf.validate()?;
         let stdin = pod_cidr::stdin_with_dummies(req.stdin);
         delegate::call(
             &conf.ipam.plugin_type,

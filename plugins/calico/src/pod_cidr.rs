@@ -160,7 +160,7 @@ pub fn rewrite_with_dummies(stdin: &mut Value) -> bool {
 /// The IPAM plugin's stdin for a command other than ADD: `None` when `stdin` has no
 /// keyword (or is not JSON, which the IPAM plugin then reports itself).
 pub fn stdin_with_dummies(stdin: &[u8]) -> Option<Vec<u8>> {
-    let mut conf: Value = serde_json::from_slice(stdin).ok()?;
+    let mut conf: Value = shared::gojson::Document::parse(stdin).ok()?.to_json();
     if rewrite_with_dummies(&mut conf) {
         serde_json::to_vec(&conf).ok()
     } else {

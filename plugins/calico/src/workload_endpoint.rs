@@ -28,7 +28,6 @@ use calico_ipam::store::kv::Kv;
 use calico_ipam::store::StoreError;
 use calico_ipam::timestamp;
 use serde_json::{json, Map, Value};
-use shared::skel::Request;
 use shared::spec::error::{CniError, ErrorCode};
 use shared::spec::result::CniResult;
 
@@ -590,7 +589,7 @@ pub struct Session {
 impl Session {
     /// `None` without a key-value datastore. Otherwise the datastore is opened and found
     /// ready, or the request is refused before anything changes.
-    pub fn open(conf: &CalicoConf, req: &Request) -> Result<Option<Session>, CalicoError> {
+    pub fn open(conf: &CalicoConf, req: &crate::Req) -> Result<Option<Session>, CalicoError> {
         let Some(kind) = kv_datastore(&conf.datastore)? else {
             return Ok(None);
         };
@@ -610,7 +609,10 @@ impl Session {
 
     /// [`Session::open`] for ADD: the endpoint's name must be valid before an address is
     /// taken.
-    pub fn open_for_add(conf: &CalicoConf, req: &Request) -> Result<Option<Session>, CalicoError> {
+    pub fn open_for_add(
+        conf: &CalicoConf,
+        req: &crate::Req,
+    ) -> Result<Option<Session>, CalicoError> {
         let session = Session::open(conf, req)?;
         if let Some(s) = &session {
             if let Err(e) = &s.id {

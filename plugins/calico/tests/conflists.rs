@@ -101,7 +101,9 @@ fn single_node_conflist_needs_no_service() {
     let mut entry = list["plugins"][0].clone();
     entry["name"] = list["name"].clone();
     let ipam: calico_ipam::netconf::IpamNetConf =
-        serde_json::from_value(entry).expect("calico-ipam accepts it");
+        shared::gojson::Document::from_value(shared::gojson::Value::from_json(&entry))
+            .decode()
+            .expect("calico-ipam accepts it");
     assert_eq!(ipam.datastore(), Ok(calico_ipam::netconf::Datastore::Local));
     assert!(ipam.assign_v4() && ipam.assign_v6());
     assert_eq!(ipam.ipam.ipv4_pools, ["10.244.0.0/16"]);

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use shared::netlink::{Handle, Link};
 use shared::netns::NetNs;
-use shared::skel::{Plugin, Request};
+use shared::skel::{NoConfig, Plugin, Request};
 use shared::spec::error::{CniError, ErrorCode};
 use shared::spec::result::{CniResult, Interface, IpConfig};
 
@@ -55,13 +55,14 @@ fn open_loopback(netns: &Path) -> Result<(Handle, Link), LoopbackError> {
 }
 
 impl Plugin for Loopback {
+    type Config = NoConfig;
     type Error = LoopbackError;
 
     fn name(&self) -> &'static str {
         "loopback"
     }
 
-    fn add(&self, req: &Request) -> Result<CniResult, LoopbackError> {
+    fn add(&self, req: &Request<NoConfig>) -> Result<CniResult, LoopbackError> {
         let netns_path = req.env.netns.clone().unwrap_or_default();
         let (mut handle, lo) = open_loopback(&netns_path)?;
         handle.set_up(lo.index)?;
@@ -95,7 +96,7 @@ impl Plugin for Loopback {
         })
     }
 
-    fn del(&self, req: &Request) -> Result<(), LoopbackError> {
+    fn del(&self, req: &Request<NoConfig>) -> Result<(), LoopbackError> {
         // Gone with its container, the loopback needs nothing more.
         let Some(ns) = NetNs::open_if_exists(req.env.netns.as_deref())? else {
             return Ok(());
@@ -107,7 +108,7 @@ impl Plugin for Loopback {
         Ok(())
     }
 
-    fn check(&self, req: &Request) -> Result<(), LoopbackError> {
+    fn check(&self, req: &Request<NoConfig>) -> Result<(), LoopbackError> {
         let netns_path = req.env.netns.clone().unwrap_or_default();
         let (_, lo) = open_loopback(&netns_path)?;
         if !lo.up {

@@ -5,8 +5,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
-use shared::spec::config::{IpAddrOrEmpty, PortMapping};
+use shared::spec::config::PortMapping;
 use shared::spec::result::CniResult;
 
 use crate::model::{Container, Family, Mapping, Protocol};
@@ -40,29 +39,22 @@ impl Settings {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
+/// portmap's own keys, typed as the reference types them (its `PortMapConf`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PortmapConf {
+    #[serde(default)]
     snat: Option<bool>,
-    #[serde(rename = "markMasqBit")]
+    #[serde(rename = "markMasqBit", default)]
     mark_masq_bit: Option<i64>,
-    #[serde(rename = "externalSetMarkChain")]
+    #[serde(rename = "externalSetMarkChain", default)]
     external_set_mark_chain: Option<String>,
-    #[serde(rename = "conditionsV4")]
+    #[serde(rename = "conditionsV4", default)]
     conditions_v4: Option<Vec<String>>,
-    #[serde(rename = "conditionsV6")]
+    #[serde(rename = "conditionsV6", default)]
     conditions_v6: Option<Vec<String>>,
+    #[serde(default)]
     backend: Option<String>,
 }
-
-const KEYS: [&str; 6] = [
-    "snat",
-    "markMasqBit",
-    "externalSetMarkChain",
-    "conditionsV4",
-    "conditionsV6",
-    "backend",
-];
 
 fn invalid(msg: impl Into<String>) -> PortmapError {
     PortmapError::Config(msg.into())
@@ -90,15 +82,9 @@ fn iptables_style(conditions: &[String]) -> bool {
 }
 
 impl Settings {
-    /// Reads the plugin's keys from the config's unknown-to-the-skeleton keys.
-    pub fn parse(extra: &Map<String, Value>) -> Result<Settings, PortmapError> {
-        let own: Map<String, Value> = extra
-            .iter()
-            .filter(|(k, v)| KEYS.contains(&k.as_str()) && !v.is_null())
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let raw: Raw = serde_json::from_value(Value::Object(own))
-            .map_err(|e| invalid(format!("failed to parse config: {e}")))?;
+    /// The plugin's keys, checked as the reference checks them.
+    pub fn parse(raw: &PortmapConf) -> Result<Settings, PortmapError> {
+        let raw = raw.clone();
         if raw.mark_masq_bit.is_some() && raw.external_set_mark_chain.is_some() {
             return Err(invalid(
                 "Cannot specify externalSetMarkChain and markMasqBit",
@@ -163,48 +149,51 @@ impl Settings {
     }
 }
 
-/// The runtime's `portMappings`, validated: ports 1..65535, a known protocol, a hostIP
-/// that is an address (or empty).
+/// The runtime's `portMappings`, validated: ports 1..65535 (the reference's messages for
+/// zero and negatives), a known protocol (none given is TCP), a hostIP that is an address
+/// or empty.
 pub fn mappings(raw: &[PortMapping]) -> Result<Vec<Mapping>, PortmapError> {
     raw.iter()
         .map(|m| {
-            if m.container_port == 0 {
-                return Err(invalid(format!(
+            let container_port = port(m.container_port).ok_or_else(|| {
+                invalid(format!(
                     "Invalid container port number: {}",
                     m.container_port
-                )));
+                ))
+            })?;
+            let host_port = port(m.host_port)
+                .ok_or_else(|| invalid(format!("Invalid host port number: {}", m.host_port)))?;
+            let protocol = match m.protocol.as_str() {
+                "" => Some(Protocol::Tcp),
+                text => Protocol::parse(text),
             }
-            if m.host_port == 0 {
-                return Err(invalid(format!(
-                    "Invalid host port number: {}",
-                    m.host_port
-                )));
-            }
-            let protocol = Protocol::parse(&m.protocol).ok_or_else(|| {
+            .ok_or_else(|| {
                 invalid(format!(
                     "unknown protocol {:?} for host port {}: use tcp, udp or sctp",
                     m.protocol, m.host_port
                 ))
             })?;
-            let host_ip = match &m.host_ip {
-                None => None,
-                Some(IpAddrOrEmpty::Addr(ip)) => Some(*ip),
-                Some(IpAddrOrEmpty::Text(t)) if t.is_empty() => None,
-                Some(IpAddrOrEmpty::Text(t)) => {
-                    return Err(invalid(format!(
-                        "invalid hostIP {t:?} for host port {}: not an IP address",
+            let host_ip = match m.host_ip.as_str() {
+                "" => None,
+                text => Some(text.parse::<IpAddr>().map_err(|_| {
+                    invalid(format!(
+                        "invalid hostIP {text:?} for host port {}: not an IP address",
                         m.host_port
-                    )))
-                }
+                    ))
+                })?),
             };
             Ok(Mapping {
-                host_port: m.host_port,
-                container_port: m.container_port,
+                host_port,
+                container_port,
                 protocol,
                 host_ip,
             })
         })
         .collect()
+}
+
+fn port(n: i64) -> Option<u16> {
+    u16::try_from(n).ok().filter(|p| *p != 0)
 }
 
 /// The first IPv4 and first IPv6 address of the container interface in `prev`: an entry is
@@ -267,10 +256,11 @@ pub fn containers(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn settings(v: Value) -> Result<Settings, PortmapError> {
-        Settings::parse(v.as_object().unwrap())
+        let conf: PortmapConf = shared::gojson::from_json(&v).unwrap();
+        Settings::parse(&conf)
     }
 
     #[test]
@@ -307,11 +297,13 @@ mod tests {
         assert!(settings(json!({"markMasqBit": 32})).is_err());
         assert!(settings(json!({"markMasqBit": -1})).is_err());
         assert!(settings(json!({"markMasqBit": 5, "externalSetMarkChain": "X"})).is_err());
-        assert!(settings(json!({"snat": "yes"})).is_err());
+        // A mistyped key is a decode error naming the key, before any validation runs.
+        let err = shared::gojson::from_json::<PortmapConf>(&json!({"snat": "yes"})).unwrap_err();
+        assert_eq!(err.path_string(), "snat");
     }
 
     fn pm(v: Value) -> Vec<PortMapping> {
-        serde_json::from_value(v).unwrap()
+        shared::gojson::from_json(&v).unwrap()
     }
 
     #[test]
@@ -342,6 +334,28 @@ mod tests {
             err(json!([{"hostPort": 1, "containerPort": 1, "hostIP": "nope"}]))
                 .contains("invalid hostIP")
         );
+        assert_eq!(
+            err(json!([{"hostPort": -5, "containerPort": 80}])),
+            "Invalid host port number: -5"
+        );
+        assert_eq!(
+            err(json!([{"hostPort": 65536, "containerPort": 80}])),
+            "Invalid host port number: 65536"
+        );
+    }
+
+    #[test]
+    fn containerds_mappings_are_read() {
+        // containerd's CRI marshals its Go struct without tags.
+        let ok = mappings(&pm(json!([
+            {"HostPort": 30081, "ContainerPort": 80, "Protocol": "tcp", "HostIP": ""},
+            {"HostPort": 30053, "ContainerPort": 53, "Protocol": "udp", "HostIP": "10.1.2.3"}
+        ])))
+        .unwrap();
+        assert_eq!((ok[0].host_port, ok[0].container_port), (30081, 80));
+        assert_eq!(ok[0].host_ip, None);
+        assert_eq!(ok[1].protocol, Protocol::Udp);
+        assert_eq!(ok[1].host_ip, Some("10.1.2.3".parse().unwrap()));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use shared::skel::{Attachment, Plugin, Request};
 use shared::spec::error::{CniError, ErrorCode};
 use shared::spec::result::CniResult;
 
-use config::{Backend, Settings};
+use config::{Backend, PortmapConf, Settings};
 use model::{Container, Family, Mapping, Protocol};
 
 #[derive(Debug, thiserror::Error)]
@@ -138,8 +138,10 @@ struct Wanted {
     containers: Vec<Container>,
 }
 
-fn wanted(req: &Request, prev: &CniResult) -> Result<Wanted, PortmapError> {
-    let settings = Settings::parse(&req.conf.extra)?;
+type Req<'a> = Request<'a, PortmapConf>;
+
+fn wanted(req: &Req, prev: &CniResult) -> Result<Wanted, PortmapError> {
+    let settings = Settings::parse(req.config)?;
     let mappings = config::mappings(&req.conf.runtime_config.port_mappings)?;
     let containers = if mappings.is_empty() {
         Vec::new()
@@ -203,14 +205,35 @@ fn del_rules(backend: Backend, network: &str, id: &str) -> Result<(), PortmapErr
     }
 }
 
+/// Removes the container's rules from both backends; succeeds when one of them could be
+/// cleaned (the other may simply not be usable on this node).
+fn del_everywhere(network: &str, id: &str) -> Result<(), PortmapError> {
+    let mut errors = Vec::new();
+    let mut any = false;
+    for backend in [Backend::Iptables, Backend::Nftables] {
+        match del_rules(backend, network, id) {
+            Ok(()) => any = true,
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if any {
+        for e in errors {
+            log::info!("a backend this node does not use was skipped: {e}");
+        }
+        return Ok(());
+    }
+    Err(PortmapError::Firewall(errors.join("; ")))
+}
+
 impl Plugin for Portmap {
+    type Config = PortmapConf;
     type Error = PortmapError;
 
     fn name(&self) -> &'static str {
         "portmap"
     }
 
-    fn add(&self, req: &Request) -> Result<CniResult, PortmapError> {
+    fn add(&self, req: &Req) -> Result<CniResult, PortmapError> {
         let prev = req.prev_result.as_ref().ok_or(PortmapError::NotChained)?;
         let w = wanted(req, prev)?;
         if w.mappings.is_empty() {
@@ -254,13 +277,20 @@ impl Plugin for Portmap {
         Ok(prev.clone())
     }
 
-    fn del(&self, req: &Request) -> Result<(), PortmapError> {
+    fn del(&self, req: &Req) -> Result<(), PortmapError> {
         // Mappings and prevResult are not needed: the firewall state says what is ours.
-        let settings = Settings::parse(&req.conf.extra)?;
-        del_rules(settings.backend, &req.conf.name, &req.env.container_id)
+        match Settings::parse(req.config) {
+            Ok(settings) => del_rules(settings.backend, &req.conf.name, &req.env.container_id),
+            // Settings ADD would have refused: no ADD can have succeeded with them, but a
+            // node may have switched backends since. Clean up wherever rules can be.
+            Err(e) => {
+                log::warn!("DEL with settings ADD refuses ({e}): cleaning up both backends");
+                del_everywhere(&req.conf.name, &req.env.container_id)
+            }
+        }
     }
 
-    fn check(&self, req: &Request) -> Result<(), PortmapError> {
+    fn check(&self, req: &Req) -> Result<(), PortmapError> {
         let prev = req.prev_result.as_ref().ok_or(PortmapError::NoPrevResult)?;
         let w = wanted(req, prev)?;
         if w.mappings.is_empty() {
@@ -297,8 +327,8 @@ impl Plugin for Portmap {
         Ok(())
     }
 
-    fn gc(&self, req: &Request, valid: &[Attachment]) -> Result<(), PortmapError> {
-        let settings = Settings::parse(&req.conf.extra)?;
+    fn gc(&self, req: &Req, valid: &[Attachment]) -> Result<(), PortmapError> {
+        let settings = Settings::parse(req.config)?;
         let keep: BTreeSet<&str> = valid.iter().map(|a| a.container_id.as_str()).collect();
         match settings.backend {
             Backend::Iptables => {

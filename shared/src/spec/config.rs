@@ -1,108 +1,103 @@
-//! The network configuration a plugin reads on stdin: the keys every plugin shares, the
-//! well-known runtime capabilities, and everything else kept as it came.
+//! The network configuration a plugin reads on stdin: the keys every plugin shares and the
+//! well-known runtime capabilities, decoded as Go decodes them ([`crate::gojson`]). Each
+//! plugin decodes its own keys from the same [`Document`]; nothing is parsed twice.
 
-use std::net::IpAddr;
+use std::collections::BTreeMap;
 
-use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
 
 use super::env::validate_network_name;
 use super::result::{CniResult, Dns};
 use super::version::Version;
 use crate::error::{Error, Result};
+use crate::gojson::{self, Document};
 
-/// The keys every plugin's config has. Plugin-specific keys stay in `extra`; plugins parse
-/// their own typed config from the raw bytes.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// The keys every plugin's config has, as libcni's `types.NetConf` has them, plus Calico's
+/// logging keys, which every plugin of the suite honours.
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct NetConf {
     #[serde(rename = "cniVersion", default)]
     pub cni_version: String,
     /// 1.1.0: the versions this config may be used with (runtimes pick one for us).
-    #[serde(rename = "cniVersions", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "cniVersions", default)]
     pub cni_versions: Vec<String>,
     #[serde(default)]
     pub name: String,
     #[serde(rename = "type", default)]
     pub plugin_type: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub capabilities: Option<Map<String, Value>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
+    pub capabilities: BTreeMap<String, bool>,
+    #[serde(default)]
     pub ipam: Option<IpamConf>,
-    #[serde(
-        default,
-        deserialize_with = "null_as_default",
-        skip_serializing_if = "Dns::is_empty"
-    )]
+    #[serde(default)]
     pub dns: Dns,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub args: Option<Value>,
-    #[serde(
-        rename = "runtimeConfig",
-        default,
-        deserialize_with = "null_as_default"
-    )]
+    /// Kept as written: `args.cni.*` is read by each plugin that knows its keys.
+    #[serde(default)]
+    pub args: Option<gojson::Value>,
+    #[serde(rename = "runtimeConfig", default)]
     pub runtime_config: RuntimeConfig,
-    #[serde(
-        rename = "prevResult",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub prev_result: Option<Value>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    /// Decoded by [`NetConf::prev_result`], in the negotiated version.
+    #[serde(rename = "prevResult", default)]
+    pub prev_result: Option<gojson::Value>,
+    #[serde(default)]
+    pub log_level: String,
+    #[serde(default)]
+    pub log_file_path: String,
+    /// GC's list of attachments to keep; see [`NetConf::valid_attachments`].
+    #[serde(rename = "cni.dev/valid-attachments", default)]
+    valid_attachments: Option<gojson::Value>,
+    /// The key the 1.1.0 text named; libcni sends both.
+    #[serde(rename = "cni.dev/attachments", default)]
+    attachments: Option<gojson::Value>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct IpamConf {
     #[serde(rename = "type", default)]
     pub plugin_type: String,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
 }
 
-/// The well-known capabilities (CONVENTIONS.md). A runtime may send `null` for any of them
-/// (containerd sends `"portMappings": null` for pods without ports): that means "none".
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// The well-known capabilities (CONVENTIONS.md), as libcni and the runtimes send them.
+/// `null` for any of them (containerd sends `"portMappings": null` for pods without ports)
+/// means none.
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct RuntimeConfig {
-    #[serde(rename = "portMappings", default, deserialize_with = "null_as_default")]
+    #[serde(rename = "portMappings", default)]
     pub port_mappings: Vec<PortMapping>,
-    /// host-local range sets; host-local parses them.
-    #[serde(rename = "ipRanges", default, skip_serializing_if = "Option::is_none")]
-    pub ip_ranges: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// host-local range sets; host-local decodes them.
+    #[serde(rename = "ipRanges", default)]
+    pub ip_ranges: Option<gojson::Value>,
+    #[serde(default)]
     pub bandwidth: Option<BandwidthLimits>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default)]
     pub ips: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mac: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
+    pub mac: String,
+    #[serde(default)]
     pub dns: Option<RuntimeDns>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(rename = "deviceID", default)]
+    pub device_id: String,
+    #[serde(rename = "cgroupPath", default)]
+    pub cgroup_path: String,
+    #[serde(rename = "infinibandGUID", default)]
+    pub infiniband_guid: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One `portMappings` entry, typed as the Go plugins type it: ports are plain integers
+/// (validated by portmap, so a bad one gets portmap's message, not a decoder's), `hostIP` a
+/// string where `""` means every address.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortMapping {
-    #[serde(rename = "hostPort")]
-    pub host_port: u16,
-    #[serde(rename = "containerPort")]
-    pub container_port: u16,
-    #[serde(default = "default_protocol")]
+    #[serde(rename = "hostPort", default)]
+    pub host_port: i64,
+    #[serde(rename = "containerPort", default)]
+    pub container_port: i64,
+    #[serde(default)]
     pub protocol: String,
-    #[serde(rename = "hostIP", default, skip_serializing_if = "Option::is_none")]
-    pub host_ip: Option<IpAddrOrEmpty>,
-}
-
-fn default_protocol() -> String {
-    "tcp".to_string()
-}
-
-/// `hostIP` is often sent as `""` meaning "every address".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum IpAddrOrEmpty {
-    Addr(IpAddr),
-    Text(String),
+    #[serde(rename = "hostIP", default, skip_serializing_if = "String::is_empty")]
+    pub host_ip: String,
 }
 
 /// Bits per second and bits, as the bandwidth capability carries them.
@@ -121,29 +116,44 @@ pub struct BandwidthLimits {
 /// The `dns` capability: note the key names differ from a result's `dns`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuntimeDns {
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default)]
     pub servers: Vec<String>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default)]
     pub searches: Vec<String>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default)]
     pub options: Vec<String>,
 }
 
-fn null_as_default<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+/// An attachment the runtime still wants (GC keeps these).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Attachment {
+    #[serde(rename = "containerID", default)]
+    pub container_id: String,
+    #[serde(default)]
+    pub ifname: String,
+}
+
+/// Only the name, first: libcni's skeleton reports a config it cannot read as JSON, or
+/// whose `name` is not a string, as a decoding failure (code 6) before anything else.
+#[derive(Deserialize)]
+struct NameOnly {
+    #[serde(default)]
+    name: String,
 }
 
 impl NetConf {
-    /// Parses stdin: a JSON object with a valid `name`. The version is checked separately,
-    /// against the plugin's supported list, by [`NetConf::negotiate_version`].
-    pub fn parse(bytes: &[u8]) -> Result<NetConf> {
-        let conf: NetConf = serde_json::from_slice(bytes).map_err(Error::DecodeConfig)?;
-        validate_network_name(&conf.name)?;
-        Ok(conf)
+    /// Parses stdin: JSON with a valid `name`, then the shared keys. The version is checked
+    /// separately, against the plugin's supported list, by [`NetConf::negotiate_version`].
+    /// With `lenient` (DEL), a shared key that cannot be decoded is left at its default and
+    /// returned, for the log.
+    pub fn parse(doc: &Document, lenient: bool) -> Result<(NetConf, Vec<gojson::DecodeError>)> {
+        let name: NameOnly = doc.decode().map_err(Error::DecodeConfig)?;
+        validate_network_name(&name.name)?;
+        if lenient {
+            doc.decode_lenient().map_err(Error::ConfigField)
+        } else {
+            Ok((doc.decode().map_err(Error::ConfigField)?, Vec::new()))
+        }
     }
 
     /// The config's `cniVersion` must be one the plugin speaks, exactly.
@@ -163,13 +173,26 @@ impl NetConf {
         self.prev_result
             .as_ref()
             .filter(|v| !v.is_null())
-            .map(|v| CniResult::from_value(v, version))
+            .map(|v| CniResult::from_gojson(v, version))
             .transpose()
     }
 
-    /// `args.cni.<key>`, the convention that supersedes CNI_ARGS.
-    pub fn cni_arg(&self, key: &str) -> Option<&Value> {
-        self.args.as_ref()?.get("cni")?.get(key)
+    /// GC's attachments to keep, under either key (the newer wins when both are sent); an
+    /// absent list means nothing is valid.
+    pub fn valid_attachments(&self) -> Result<Vec<Attachment>> {
+        let raw = self
+            .valid_attachments
+            .as_ref()
+            .filter(|v| !v.is_null())
+            .or(self.attachments.as_ref());
+        match raw {
+            None => Ok(Vec::new()),
+            Some(v) => gojson::from_value(v).map_err(|e| {
+                Error::InvalidConfig(format!(
+                    "cni.dev/valid-attachments must be a list of {{containerID, ifname}}: {e}"
+                ))
+            }),
+        }
     }
 }
 
@@ -180,9 +203,14 @@ mod tests {
 
     const SUPPORTED: &[Version] = &Version::ALL;
 
+    fn parse(text: &[u8]) -> Result<NetConf> {
+        let doc = Document::parse(text).map_err(Error::DecodeConfig)?;
+        NetConf::parse(&doc, false).map(|(c, _)| c)
+    }
+
     #[test]
-    fn parses_a_chained_config_and_keeps_unknown_keys() {
-        let conf = NetConf::parse(
+    fn parses_a_chained_config() {
+        let conf = parse(
             json!({
                 "cniVersion": "1.0.0",
                 "name": "k8s-pod-network",
@@ -207,9 +235,7 @@ mod tests {
         );
         assert_eq!(conf.runtime_config.port_mappings.len(), 2);
         assert_eq!(conf.runtime_config.port_mappings[1].protocol, "udp");
-        assert_eq!(conf.extra.get("snat"), Some(&json!(true)));
-        assert!(conf.extra.contains_key("cni.dev/something"));
-        assert!(conf.runtime_config.extra.contains_key("someFuture"));
+        assert_eq!(conf.capabilities.get("portMappings"), Some(&true));
         let prev = conf
             .prev_result(Version::V1_0_0)
             .expect("parses")
@@ -218,8 +244,39 @@ mod tests {
     }
 
     #[test]
+    fn reads_what_containerds_cri_sends() {
+        // Go structs without json tags: every capability's keys capitalised.
+        let conf = parse(
+            br#"{"cniVersion":"0.3.1","name":"k8s-pod-network","type":"portmap",
+                 "runtimeConfig":{"portMappings":[{"HostPort":30081,"ContainerPort":80,
+                 "Protocol":"tcp","HostIP":""}],
+                 "bandwidth":{"IngressRate":10000000,"IngressBurst":4294967295,
+                 "EgressRate":20000000,"EgressBurst":4294967295}}}"#,
+        )
+        .expect("parses");
+        assert_eq!(
+            conf.runtime_config.port_mappings,
+            vec![PortMapping {
+                host_port: 30081,
+                container_port: 80,
+                protocol: "tcp".into(),
+                host_ip: String::new()
+            }]
+        );
+        assert_eq!(
+            conf.runtime_config.bandwidth,
+            Some(BandwidthLimits {
+                ingress_rate: 10_000_000,
+                ingress_burst: 4_294_967_295,
+                egress_rate: 20_000_000,
+                egress_burst: 4_294_967_295,
+            })
+        );
+    }
+
+    #[test]
     fn null_capabilities_mean_none() {
-        let conf = NetConf::parse(
+        let conf = parse(
             br#"{"cniVersion":"0.4.0","name":"n","type":"portmap",
                  "runtimeConfig":{"portMappings":null,"ips":null},"dns":null}"#,
         )
@@ -232,8 +289,7 @@ mod tests {
     #[test]
     fn version_must_be_exactly_supported() {
         let conf = |v: &str| {
-            NetConf::parse(format!(r#"{{"cniVersion":"{v}","name":"n"}}"#).as_bytes())
-                .expect("parses")
+            parse(format!(r#"{{"cniVersion":"{v}","name":"n"}}"#).as_bytes()).expect("parses")
         };
         for bad in ["", "0.2.0", "9.9.9", "1.0"] {
             match conf(bad).negotiate_version(SUPPORTED) {
@@ -241,29 +297,38 @@ mod tests {
                 other => panic!("{bad:?}: {other:?}"),
             }
         }
-        let no_version = NetConf::parse(br#"{"name":"n"}"#).expect("parses");
+        let no_version = parse(br#"{"name":"n"}"#).expect("parses");
         assert!(no_version.negotiate_version(SUPPORTED).is_err());
         assert!(conf("0.3.0").negotiate_version(&[Version::V1_0_0]).is_err());
     }
 
     #[test]
     fn refuses_bad_json_and_bad_names() {
+        assert!(matches!(parse(b"{not json"), Err(Error::DecodeConfig(_))));
+        assert!(matches!(parse(b"[1]"), Err(Error::DecodeConfig(_))));
         assert!(matches!(
-            NetConf::parse(b"{not json"),
-            Err(Error::DecodeConfig(_))
-        ));
-        assert!(matches!(
-            NetConf::parse(b"[1]"),
-            Err(Error::DecodeConfig(_))
-        ));
-        assert!(matches!(
-            NetConf::parse(br#"{"cniVersion":"1.0.0"}"#),
+            parse(br#"{"cniVersion":"1.0.0"}"#),
             Err(Error::MissingNetworkName)
         ));
         assert!(matches!(
-            NetConf::parse(br#"{"cniVersion":"1.0.0","name":"a b"}"#),
+            parse(br#"{"cniVersion":"1.0.0","name":"a b"}"#),
             Err(Error::InvalidNetworkName(_))
         ));
+        // A shared key of the wrong shape names itself; DEL reads past it.
+        let text = br#"{"name":"n","runtimeConfig":{"bandwidth":{"ingressRate":-1}}}"#;
+        match parse(text) {
+            Err(Error::ConfigField(e)) => {
+                assert_eq!(e.path_string(), "runtimeConfig.bandwidth.ingressRate")
+            }
+            other => panic!("{other:?}"),
+        }
+        let doc = Document::parse(text).expect("json");
+        let (conf, unread) = NetConf::parse(&doc, true).expect("lenient");
+        assert_eq!(
+            conf.runtime_config.bandwidth,
+            Some(BandwidthLimits::default())
+        );
+        assert_eq!(unread.len(), 1);
     }
 
     #[test]
@@ -271,23 +336,26 @@ mod tests {
         // Found by fuzzing: a long decimal in a key the plugin does not know changed its
         // last bit once printed for the next plugin and read again.
         let text = br#"{"name":"n","mtu":14499999900000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000018446744073709551607}"#;
-        let conf = NetConf::parse(text).expect("parses");
-        let printed = serde_json::to_vec(&conf).expect("prints");
-        let again = NetConf::parse(&printed).expect("re-parses");
-        assert_eq!(conf.extra["mtu"], again.extra["mtu"]);
+        let doc = Document::parse(text).expect("parses");
+        let printed = serde_json::to_vec(&doc.to_json()).expect("prints");
+        let again = Document::parse(&printed).expect("re-parses");
+        assert_eq!(doc.to_json()["mtu"], again.to_json()["mtu"]);
     }
 
     #[test]
-    fn reads_args_cni_and_bandwidth() {
-        let conf = NetConf::parse(
-            br#"{"cniVersion":"1.0.0","name":"n",
+    fn reads_args_bandwidth_and_attachments() {
+        let conf = parse(
+            br#"{"cniVersion":"1.1.0","name":"n",
                  "args":{"cni":{"ips":["10.0.0.9"]}},
-                 "runtimeConfig":{"bandwidth":{"ingressRate":1000000,"ingressBurst":2000}}}"#,
+                 "runtimeConfig":{"bandwidth":{"ingressRate":1000000,"ingressBurst":2000}},
+                 "cni.dev/attachments":[{"containerID":"a","ifname":"eth0"}]}"#,
         )
         .expect("parses");
-        assert_eq!(conf.cni_arg("ips"), Some(&json!(["10.0.0.9"])));
-        let bw = conf.runtime_config.bandwidth.expect("bandwidth");
+        assert!(conf.args.is_some());
+        let bw = conf.runtime_config.bandwidth.as_ref().expect("bandwidth");
         assert_eq!(bw.ingress_rate, 1_000_000);
         assert_eq!(bw.egress_rate, 0);
+        let kept = conf.valid_attachments().expect("attachments");
+        assert_eq!(kept[0].container_id, "a");
     }
 }

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use super::version::Version;
 use crate::error::{Error, Result};
+use crate::gojson;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CniResult {
@@ -53,7 +54,11 @@ pub struct IpConfig {
     /// Address with the prefix length of its subnet, host bits kept: `10.1.2.3/24`.
     #[serde(deserialize_with = "cidr")]
     pub address: IpNetwork,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "go_ip",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway: Option<IpAddr>,
     /// Index into `interfaces`; absent in IPAM results.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,7 +69,11 @@ pub struct IpConfig {
 pub struct Route {
     #[serde(deserialize_with = "cidr")]
     pub dst: IpNetwork,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "go_ip",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gw: Option<IpAddr>,
     /// 1.1.0
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -131,30 +140,40 @@ fn cidr<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<IpNetwork
     s.parse().map_err(serde::de::Error::custom)
 }
 
+/// An address as Go's `net.IP` reads text: `""` is no address, anything else must parse.
+fn go_ip<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<IpAddr>, D::Error> {
+    match Option::<String>::deserialize(d)?.as_deref() {
+        None | Some("") => Ok(None),
+        Some(text) => text
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("invalid IP address: {text:?}"))),
+    }
+}
+
 impl CniResult {
-    /// Parses a result of any spoken version. A result without `cniVersion` is taken to be
-    /// of `assumed` (libcni does the same with a prevResult that lacks it).
-    pub fn from_value(value: &Value, assumed: Version) -> Result<CniResult> {
-        let obj = value
-            .as_object()
-            .ok_or_else(|| Error::DecodePrevResult("a result must be a JSON object".into()))?;
-        let version = match obj.get("cniVersion") {
-            None | Some(Value::Null) => assumed,
-            Some(Value::String(s)) if s.is_empty() => assumed,
-            Some(Value::String(s)) => s.parse().map_err(|e: super::version::UnknownVersion| {
+    /// Parses a result of any spoken version, as Go plugins parse a `prevResult` (keys
+    /// matched as `encoding/json` matches them). A result without `cniVersion` is taken to
+    /// be of `assumed` (libcni does the same with a prevResult that lacks it).
+    pub fn from_gojson(value: &gojson::Value, assumed: Version) -> Result<CniResult> {
+        if !matches!(value, gojson::Value::Object(_)) {
+            return Err(Error::DecodePrevResult(
+                "a result must be a JSON object".into(),
+            ));
+        }
+        let header: ResultHeader =
+            gojson::from_value(value).map_err(|e| Error::DecodePrevResult(e.to_string()))?;
+        let version = match header.cni_version.as_deref() {
+            None | Some("") => assumed,
+            Some(s) => s.parse().map_err(|e: super::version::UnknownVersion| {
                 Error::DecodePrevResult(e.to_string())
             })?,
-            Some(other) => {
-                return Err(Error::DecodePrevResult(format!(
-                    "cniVersion must be a string, got {other}"
-                )))
-            }
         };
         if version.ips_carry_version() {
-            check_ip_versions(obj)?;
+            check_ip_versions(&header)?;
         }
-        let mut result: CniResult = serde_json::from_value(Value::Object(obj.clone()))
-            .map_err(|e| Error::DecodePrevResult(e.to_string()))?;
+        let mut result: CniResult =
+            gojson::from_value(value).map_err(|e| Error::DecodePrevResult(e.to_string()))?;
         if version < Version::V1_1_0 {
             // Fields that did not exist in the result's version cannot have been meant.
             result.strip_1_1_fields();
@@ -162,11 +181,16 @@ impl CniResult {
         Ok(result)
     }
 
+    /// [`CniResult::from_gojson`] for a value already held as plain JSON.
+    pub fn from_value(value: &Value, assumed: Version) -> Result<CniResult> {
+        CniResult::from_gojson(&gojson::Value::from_json(value), assumed)
+    }
+
     /// Parses result bytes (a delegated plugin's stdout).
     pub fn from_slice(bytes: &[u8], assumed: Version) -> Result<CniResult> {
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| Error::DecodePrevResult(e.to_string()))?;
-        CniResult::from_value(&value, assumed)
+        let doc =
+            gojson::Document::parse(bytes).map_err(|e| Error::DecodePrevResult(e.to_string()))?;
+        CniResult::from_gojson(doc.root(), assumed)
     }
 
     /// The result as `version` spells it, `cniVersion` first.
@@ -225,22 +249,38 @@ impl CniResult {
     }
 }
 
-/// 0.3.x/0.4.0 IPs carry `version`; when present it must agree with the address.
-fn check_ip_versions(obj: &Map<String, Value>) -> Result<()> {
-    let Some(Value::Array(ips)) = obj.get("ips") else {
-        return Ok(());
-    };
-    for ip in ips {
-        let (Some(v), Some(Value::String(addr))) = (ip.get("version"), ip.get("address")) else {
+/// What is read of a result before the result itself: its version, and the IPs' `version`
+/// fields, which 0.3.x/0.4.0 results carry.
+#[derive(Deserialize)]
+struct ResultHeader {
+    #[serde(rename = "cniVersion", default)]
+    cni_version: Option<String>,
+    #[serde(default)]
+    ips: Vec<IpHeader>,
+}
+
+#[derive(Deserialize)]
+struct IpHeader {
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    address: String,
+}
+
+/// When present, an IP's `version` must agree with its address.
+fn check_ip_versions(header: &ResultHeader) -> Result<()> {
+    for ip in &header.ips {
+        let Some(v) = &ip.version else {
             continue;
         };
-        let Ok(net) = addr.parse::<IpNetwork>() else {
+        let Ok(net) = ip.address.parse::<IpNetwork>() else {
             continue; // the typed parse reports it
         };
         let expected = if net.is_ipv4() { "4" } else { "6" };
-        if v.as_str() != Some(expected) {
+        if v != expected {
             return Err(Error::DecodePrevResult(format!(
-                "ip {addr} has version {v}, expected {expected:?}"
+                "ip {} has version {v:?}, expected {expected:?}",
+                ip.address
             )));
         }
     }

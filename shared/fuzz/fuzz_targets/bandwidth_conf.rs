@@ -9,16 +9,20 @@
 use bandwidth::config::{limits, shapes, shapes_anything};
 use bandwidth::shaping::tbf;
 use libfuzzer_sys::fuzz_target;
+use shared::gojson::Document;
 use shared::spec::NetConf;
 
 /// The kernel's usual ticks per microsecond, and two odd ones /proc/net/psched may report.
 const TICKS: [f64; 3] = [15.625, 1.0, 1000.0];
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(conf) = NetConf::parse(data) else {
+    let Ok(doc) = Document::parse(data) else {
         return;
     };
-    let Ok(Some(limits)) = limits(&conf.extra, conf.runtime_config.bandwidth.as_ref()) else {
+    let (Ok((conf, _)), Ok(own)) = (NetConf::parse(&doc, false), doc.decode()) else {
+        return;
+    };
+    let Ok(Some(limits)) = limits(&own, conf.runtime_config.bandwidth.as_ref()) else {
         return;
     };
     let _ = shapes_anything(&limits);

@@ -1,4 +1,4 @@
-//! calico-ipam's stdin (`IpamNetConf`, decoded as the plugin decodes it), its datastore,
+//! calico-ipam's stdin (`IpamNetConf`, decoded as the plugin decodes it, by Go's rules), its datastore,
 //! family and pool keys, and, for the `local` datastore, the pools the config creates and
 //! one ADD's automatic assignment from them on an in-memory store.
 //!
@@ -18,7 +18,7 @@ use ipnetwork::IpNetwork;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(conf) = serde_json::from_slice::<IpamNetConf>(data) else {
+    let Ok(conf) = shared::gojson::from_slice::<IpamNetConf>(data) else {
         return;
     };
     let _ = conf.assign_v4();

@@ -26,7 +26,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(args) = CniArgs::parse(args) else {
         return;
     };
-    let Ok(conf) = host_local::config::load(stdin, &args) else {
+    let Ok(own) = shared::gojson::from_slice::<host_local::config::HostLocalConf>(stdin) else {
+        return;
+    };
+    let _ = host_local::config::data_dir(&own);
+    let Ok(conf) = host_local::config::load(&own, "fuzz-net", &args) else {
         return;
     };
     for set in &conf.range_sets {

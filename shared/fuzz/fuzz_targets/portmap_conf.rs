@@ -9,13 +9,17 @@ use libfuzzer_sys::fuzz_target;
 use portmap::config::{self, Settings};
 use portmap::iptables::state::NatTable;
 use portmap::{iptables, nftables};
+use shared::gojson::Document;
 use shared::spec::{NetConf, Version};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(conf) = NetConf::parse(data) else {
+    let Ok(doc) = Document::parse(data) else {
         return;
     };
-    let settings = Settings::parse(&conf.extra);
+    let (Ok((conf, _)), Ok(own)) = (NetConf::parse(&doc, false), doc.decode()) else {
+        return;
+    };
+    let settings = Settings::parse(&own);
     let mappings = config::mappings(&conf.runtime_config.port_mappings);
     let version = conf
         .negotiate_version(&Version::ALL)

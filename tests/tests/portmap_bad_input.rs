@@ -136,26 +136,26 @@ fn config_problems_are_code_7_and_write_nothing() {
 }
 
 #[test]
-fn ports_beyond_65535_are_refused_before_the_plugin_runs() {
-    // The shared config types hold ports as u16, so the skeleton refuses the JSON itself
-    // (code 6, "failed to decode content") before any plugin code runs.
-    for port in [json!(65536), json!(-1)] {
+fn ports_beyond_65535_are_config_errors_naming_the_port() {
+    // Go decodes ports into plain ints, so a port out of range reaches the plugin's own
+    // validation (code 7, the reference plugin's message), not the decoder.
+    for port in [65536, -1] {
         refused(
             "host port out of range",
-            &conf(
-                "1.0.0",
-                &json!({}),
-                &tcp(port.clone(), json!(80)),
-                &[POD_V4],
-            ),
-            6,
-            "",
+            &conf("1.0.0", &json!({}), &tcp(json!(port), json!(80)), &[POD_V4]),
+            7,
+            &format!("Invalid host port number: {port}"),
         );
         refused(
             "container port out of range",
-            &conf("1.0.0", &json!({}), &tcp(json!(8080), port), &[POD_V4]),
-            6,
-            "",
+            &conf(
+                "1.0.0",
+                &json!({}),
+                &tcp(json!(8080), json!(port)),
+                &[POD_V4],
+            ),
+            7,
+            &format!("Invalid container port number: {port}"),
         );
     }
 }

@@ -47,7 +47,7 @@ const APPLETS: &[&str] = &[
 ];
 
 /// The plugins a runtime finds in the bin directory built by [`plugin_bin_dir`].
-pub const CHAIN_PLUGINS: &[&str] = &["calico", "calico-ipam", "portmap", "loopback"];
+pub const CHAIN_PLUGINS: &[&str] = &["calico", "calico-ipam", "portmap", "bandwidth", "loopback"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -258,6 +258,93 @@ pub fn plugin_bin_dir(dir: &Path) -> Result<PathBuf, RuntimeError> {
         symlink(&built, bin.join(name)).map_err(io_err(format!("link {name}")))?;
     }
     Ok(bin)
+}
+
+/// A bin dir of wrappers: each writes its stdin to `<record>/<n>-<plugin>-<command>.json`
+/// (n: nanoseconds, then the pid) and execs the suite's binary on it.
+pub fn recording_bin_dir(dir: &Path, record: &Path) -> Result<PathBuf, RuntimeError> {
+    let bin = dir.join("recording-cni-bin");
+    for d in [&bin, &record.to_path_buf()] {
+        fs::create_dir_all(d).map_err(io_err(format!("create {}", d.display())))?;
+    }
+    for name in CHAIN_PLUGINS {
+        let built = plugin_dir().join(name);
+        if !built.is_file() {
+            return Err(RuntimeError::Setup(format!(
+                "{} is not built: cargo build --workspace --bins",
+                built.display()
+            )));
+        }
+        let q = |p: &Path| format!("'{}'", p.display());
+        let script = format!(
+            "#!/bin/sh\nf={rec}/\"$(date +%s%N)-$$-{name}-$CNI_COMMAND.json\"\n\
+             cat > \"$f\"\nexec {real} < \"$f\"\n",
+            rec = q(record),
+            real = q(&built),
+        );
+        let path = bin.join(name);
+        fs::write(&path, script).map_err(io_err(format!("write {name}")))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+            .map_err(io_err(format!("chmod {name}")))?;
+    }
+    Ok(bin)
+}
+
+/// One recorded plugin input.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub plugin: String,
+    pub command: String,
+    pub stdin: Vec<u8>,
+}
+
+/// Everything recorded so far, oldest first.
+pub fn recorded(record: &Path) -> Vec<Recorded> {
+    let mut names: Vec<String> = fs::read_dir(record)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let stem = name.strip_suffix(".json")?;
+            let mut parts = stem.splitn(3, '-');
+            let (_, _, rest) = (parts.next()?, parts.next()?, parts.next()?);
+            let (plugin, command) = rest.rsplit_once('-')?;
+            Some(Recorded {
+                plugin: plugin.to_string(),
+                command: command.to_string(),
+                stdin: fs::read(record.join(&name)).ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Where a run may copy what the plugins received, to refresh the unit tests' fixtures
+/// (`shared/tests/fixtures/<runtime>/`): `CNI_TEST_RECORD_FIXTURES=<dir>`.
+pub const RECORD_ENV: &str = "CNI_TEST_RECORD_FIXTURES";
+
+/// With [`RECORD_ENV`] set, writes the first input of each plugin and command in `all` as
+/// `<dir>/<what>/<plugin>-<command>.json`.
+pub fn save_fixtures(all: &[Recorded], what: &str) {
+    let Some(out) = std::env::var_os(RECORD_ENV) else {
+        return;
+    };
+    let out = PathBuf::from(out).join(what);
+    if let Err(e) = fs::create_dir_all(&out) {
+        panic!("{}: {e}", out.display());
+    }
+    for r in all {
+        let name = out.join(format!("{}-{}.json", r.plugin, r.command.to_lowercase()));
+        if !name.exists() {
+            if let Err(e) = fs::write(&name, &r.stdin) {
+                panic!("{}: {e}", name.display());
+            }
+        }
+    }
 }
 
 /// Where both runtime tests start: a node namespace, a `local` datastore, the plugins in a
@@ -555,7 +642,7 @@ pub fn remove_cgroup_tree(path: &str) {
 }
 
 /// Stops a process the test started (SIGTERM, then SIGKILL past `limit`) and reaps it.
-fn stop_child(child: &mut Child, what: &str, limit: Duration) {
+pub fn stop_child(child: &mut Child, what: &str, limit: Duration) {
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }

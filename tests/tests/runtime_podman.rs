@@ -173,7 +173,11 @@ fn runtime_podman_wires_containers_through_the_chain_and_removal_leaves_nothing(
         log,
         conflist,
     } = ChainSetup::new(NET, NODENAME, POOL_V4, POOL_V6);
-    let podman = Podman::new(node.netns.path(), dir.path(), &bin, &net_d)
+    // The plugins' stdin is recorded: podman's bytes are what the plugins must read.
+    let record = dir.path().join("stdin");
+    let recording = runtime::recording_bin_dir(dir.path(), &record).expect("bin dir");
+    drop(bin);
+    let podman = Podman::new(node.netns.path(), dir.path(), &recording, &net_d)
         .unwrap_or_else(|e| panic!("podman cannot run here: {e}"));
     let plugin_log = || std::fs::read_to_string(&log).unwrap_or_default();
 
@@ -309,4 +313,15 @@ fn runtime_podman_wires_containers_through_the_chain_and_removal_leaves_nothing(
         "",
         "containers left"
     );
+    // podman's CNI backend spells the capability's keys as its own Go struct tags do.
+    let all = runtime::recorded(&record);
+    let portmap = all
+        .iter()
+        .find(|r| r.plugin == "portmap" && r.command == "ADD")
+        .expect("portmap's ADD recorded");
+    let stdin: Value = serde_json::from_slice(&portmap.stdin).expect("JSON");
+    let mapping = &stdin["runtimeConfig"]["portMappings"][0];
+    assert_eq!(mapping["containerPort"], 80, "{mapping}");
+    assert_eq!(mapping["hostPort"], HOST_PORT, "{mapping}");
+    runtime::save_fixtures(&all, "podman");
 }

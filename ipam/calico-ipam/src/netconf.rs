@@ -152,6 +152,20 @@ impl IpamNetConf {
 mod tests {
     use super::*;
 
+    #[test]
+    fn runtimes_recorded_input_is_read() {
+        // calico's delegated stdin, as containerd's CRI and podman ran the chain.
+        for (stdin, datastore) in [
+            (&include_bytes!("../../../shared/tests/fixtures/containerd-cri/kubernetes-datastore/calico-ipam-add.json")[..], Datastore::Kubernetes),
+            (&include_bytes!("../../../shared/tests/fixtures/containerd-cri/local-datastore/calico-ipam-del.json")[..], Datastore::Local),
+            (&include_bytes!("../../../shared/tests/fixtures/podman/calico-ipam-add.json")[..], Datastore::Local),
+        ] {
+            let conf: IpamNetConf = shared::gojson::from_slice(stdin).expect("decodes");
+            assert_eq!(conf.datastore(), Ok(datastore));
+            assert!(conf.assign_v4() && conf.assign_v6());
+        }
+    }
+
     fn conf(json: &str) -> IpamNetConf {
         shared::gojson::from_slice(json.as_bytes()).expect("parses")
     }

@@ -94,6 +94,26 @@ mod tests {
     }
 
     #[test]
+    fn containerds_recorded_input_is_shaped() {
+        // The bytes containerd's CRI sent for kubernetes.io/ingress-bandwidth: 10M and
+        // egress-bandwidth: 20M (tests/tests/runtime_cri.rs records them).
+        for stdin in [
+            &include_bytes!("../../../shared/tests/fixtures/containerd-cri/kubernetes-datastore/bandwidth-add.json")[..],
+            &include_bytes!("../../../shared/tests/fixtures/containerd-cri/local-datastore/bandwidth-del.json")[..],
+        ] {
+            let doc = Document::parse(stdin).unwrap();
+            let (conf, _) = shared::spec::NetConf::parse(&doc, false).unwrap();
+            let own: BandwidthConf = doc.decode().unwrap();
+            let got = limits(&own, conf.runtime_config.bandwidth.as_ref())
+                .unwrap()
+                .unwrap();
+            assert_eq!((got.ingress_rate, got.egress_rate), (10_000_000, 20_000_000));
+            assert_eq!((got.ingress_burst, got.egress_burst), (4294967295, 4294967295));
+            assert!(shapes_anything(&got));
+        }
+    }
+
+    #[test]
     fn static_config_wins_even_when_zero_or_null() {
         let got = limits(&keys(json!({"ingressRate": 0})), Some(&runtime())).unwrap();
         assert_eq!(got, Some(BandwidthLimits::default()));

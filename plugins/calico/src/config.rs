@@ -212,6 +212,20 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[test]
+    fn runtimes_recorded_input_is_read() {
+        // What containerd's CRI and podman sent (tests/tests/runtime_cri.rs, runtime_podman.rs).
+        for (stdin, kubernetes) in [
+            (&include_bytes!("../../../shared/tests/fixtures/containerd-cri/kubernetes-datastore/calico-add.json")[..], true),
+            (&include_bytes!("../../../shared/tests/fixtures/containerd-cri/local-datastore/calico-del.json")[..], false),
+            (&include_bytes!("../../../shared/tests/fixtures/podman/calico-add.json")[..], false),
+        ] {
+            let conf = CalicoConf::parse(stdin).expect("decodes");
+            assert_eq!(conf.kubernetes_datastore(), kubernetes);
+            assert_eq!(conf.ipam.plugin_type, "calico-ipam");
+        }
+    }
+
     fn conf(v: Value) -> Result<CalicoConf, CalicoError> {
         CalicoConf::parse(v.to_string().as_bytes())
     }

@@ -257,6 +257,8 @@ pub fn containers(
 mod tests {
     use super::*;
     use serde_json::{json, Value};
+    use shared::gojson::Document;
+    use shared::spec::{NetConf, Version};
 
     fn settings(v: Value) -> Result<Settings, PortmapError> {
         let conf: PortmapConf = shared::gojson::from_json(&v).unwrap();
@@ -356,6 +358,62 @@ mod tests {
         assert_eq!(ok[0].host_ip, None);
         assert_eq!(ok[1].protocol, Protocol::Udp);
         assert_eq!(ok[1].host_ip, Some("10.1.2.3".parse().unwrap()));
+    }
+
+    /// stdin as the runtimes sent it (recorded by tests/tests/runtime_cri.rs and
+    /// runtime_podman.rs): containerd's Go field names, podman's tags.
+    const CONTAINERD_ADD: &[u8] = include_bytes!(
+        "../../../shared/tests/fixtures/containerd-cri/kubernetes-datastore/portmap-add.json"
+    );
+    const CONTAINERD_DEL: &[u8] = include_bytes!(
+        "../../../shared/tests/fixtures/containerd-cri/local-datastore/portmap-del.json"
+    );
+    const PODMAN_ADD: &[u8] =
+        include_bytes!("../../../shared/tests/fixtures/podman/portmap-add.json");
+
+    fn recorded(stdin: &[u8]) -> (NetConf, Settings, Vec<Mapping>) {
+        let doc = Document::parse(stdin).unwrap();
+        let (conf, dropped) = NetConf::parse(&doc, false).unwrap();
+        assert!(dropped.is_empty());
+        let own: PortmapConf = doc.decode().unwrap();
+        let settings = Settings::parse(&own).unwrap();
+        let mappings = mappings(&conf.runtime_config.port_mappings).unwrap();
+        (conf, settings, mappings)
+    }
+
+    #[test]
+    fn runtimes_recorded_input_is_read() {
+        let (conf, settings, got) = recorded(CONTAINERD_ADD);
+        assert!(settings.snat);
+        let ports: Vec<(u16, u16, Protocol)> = got
+            .iter()
+            .map(|m| (m.host_port, m.container_port, m.protocol))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                (30081, 80, Protocol::Tcp),
+                (30053, 53, Protocol::Udp),
+                (30082, 80, Protocol::Tcp)
+            ]
+        );
+        assert_eq!((got[0].host_ip, got[1].host_ip), (None, None));
+        assert!(got[2].host_ip.is_some_and(|ip| ip.is_ipv4()));
+        let prev = conf.prev_result(Version::V0_3_1).unwrap().unwrap();
+        assert_eq!(container_ips(&prev, "eth0").len(), 2);
+
+        let (_, _, del) = recorded(CONTAINERD_DEL);
+        assert_eq!(del.len(), 3, "DEL carries the mappings again");
+
+        let (_, _, podman) = recorded(PODMAN_ADD);
+        assert_eq!(
+            (
+                podman[0].host_port,
+                podman[0].container_port,
+                podman[0].protocol
+            ),
+            (8080, 80, Protocol::Tcp)
+        );
     }
 
     #[test]

@@ -30,6 +30,8 @@
 mod de;
 mod error;
 mod lenient;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod text;
 mod value;
 

@@ -9,6 +9,9 @@ pub mod quantity;
 pub mod result;
 pub mod version;
 
+#[cfg(test)]
+mod respelled;
+
 pub use config::NetConf;
 pub use env::{Command, Environment};
 pub use error::{CniError, ErrorCode};

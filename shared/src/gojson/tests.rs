@@ -236,3 +236,12 @@ fn big_numbers_pass_through_unchanged() {
         r#"{"x":18446744073709551615,"y":-9223372036854775808,"z":0.1}"#
     );
 }
+
+#[test]
+fn a_struct_refuses_a_list() {
+    // serde's derive reads a struct from a list, field by field; Go refuses the list.
+    let err = conf(r#"{"runtimeConfig": {"portMappings": [[8080, 80, "tcp", ""]]}}"#)
+        .expect_err("a list is no object");
+    assert_eq!(err.path_string(), "runtimeConfig.portMappings[0]");
+    assert!(conf(r#"["n", 1500]"#).is_err());
+}

@@ -443,6 +443,19 @@ mod tests {
     }
 
     #[test]
+    fn empty_gateways_mean_none_as_gos_net_ip_reads_them() {
+        // Go plugins marshal a nil net.IP as "" in some versions; Go reads "" back as nil.
+        let prev = json!({"cniVersion": "1.0.0",
+                          "ips": [{"address": "10.1.0.5/24", "gateway": ""}],
+                          "routes": [{"dst": "0.0.0.0/0", "gw": ""}]});
+        let model = CniResult::from_value(&prev, Version::V1_0_0).expect("parse");
+        assert_eq!(model.ips[0].gateway, None);
+        assert_eq!(model.routes[0].gw, None);
+        let bad = json!({"ips": [{"address": "10.1.0.5/24", "gateway": "nope"}]});
+        assert!(CniResult::from_value(&bad, Version::V1_0_0).is_err());
+    }
+
+    #[test]
     fn table_zero_is_kept_in_1_1() {
         let model = CniResult::from_value(&spec_example_1_1(), Version::V1_1_0).expect("parse");
         assert_eq!(model.routes[0].table, Some(0));

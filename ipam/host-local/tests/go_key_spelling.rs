@@ -22,14 +22,17 @@ fn sample() -> Value {
     json!({
         "cniVersion": "1.0.0", "name": "net", "type": "host-local",
         "args": {"cni": {"ips": ["10.1.0.5"]}},
-        "runtimeConfig": {"ips": ["10.1.0.6/24"]},
+        "runtimeConfig": {"ips": ["10.2.0.6/24"],
+                          "ipRanges": [[{"subnet": "10.2.0.0/24", "rangeStart": "10.2.0.2",
+                                         "rangeEnd": "10.2.0.99", "gateway": "10.2.0.1"}]]},
         "ipam": {
             "type": "host-local",
             "ranges": [[{"subnet": "10.1.0.0/24", "rangeStart": "10.1.0.2",
                          "rangeEnd": "10.1.0.200", "gateway": "10.1.0.1"}]],
             "subnet": "10.9.0.0/24", "rangeStart": "10.9.0.2", "rangeEnd": "10.9.0.9",
             "gateway": "10.9.0.1",
-            "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.0.1"}],
+            "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.0.1", "mtu": 1400, "advmss": 1360,
+                        "priority": 5, "table": 100, "scope": 0}],
             "dataDir": "/tmp/host-local-sample", "resolvConf": "/tmp/resolv.conf"
         }
     })
@@ -46,4 +49,10 @@ proptest! {
     fn respelled_keys_decode_the_same(seed in any::<u64>()) {
         prop_assert_eq!(decoded(&respell(&sample(), seed, &[], &[])), decoded(&sample()));
     }
+}
+
+#[test]
+fn the_sample_loads() {
+    let (_, loaded) = decoded(&sample());
+    assert!(!loaded.starts_with("refused"), "{loaded}");
 }

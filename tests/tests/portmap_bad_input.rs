@@ -188,3 +188,66 @@ fn firewall_refusals_are_code_107_and_leave_nothing() {
         "could not set up dnat",
     );
 }
+
+/// Every table of both iptables families and the whole nft ruleset.
+fn whole_firewall(node: &cni_tests::TestNetns) -> String {
+    let save = |tool: &str| node.exec_checked(&[tool]).expect("iptables-save");
+    format!(
+        "{}\n{}\n{}",
+        save("iptables-save"),
+        save("ip6tables-save"),
+        nft_ruleset(node)
+    )
+}
+
+#[test]
+fn config_strings_cannot_inject_rules_or_tables() {
+    // A line break ends the iptables-restore line (and a COMMIT the table); a `;` ends the
+    // nft command: what follows would be rules and tables of the attacker's, kept after DEL.
+    let cases = [
+        (
+            "externalSetMarkChain with a filter section",
+            json!({"externalSetMarkChain":
+                   "X\nCOMMIT\n*filter\n-A INPUT -s 7.7.7.7/32 -j ACCEPT"}),
+            "invalid externalSetMarkChain",
+        ),
+        (
+            "iptables conditions with a line break",
+            json!({"conditionsV4": ["-s", "10.0.0.0/8\n-A PREROUTING -j ACCEPT"]}),
+            "invalid conditionsV4 token",
+        ),
+        (
+            "nft conditions with a table of their own",
+            json!({"backend": "nftables", "conditionsV4": ["ip", "saddr", "1.2.3.4",
+                   "accept;", "add", "table", "ip", "rtevil"]}),
+            "invalid conditionsV4 token",
+        ),
+        (
+            "nft conditions with a line break",
+            json!({"backend": "nftables",
+                   "conditionsV6": ["ip6 saddr ::1\nadd table ip6 rtevil"]}),
+            "invalid conditionsV6 token",
+        ),
+    ];
+    for (what, extra, msg) in cases {
+        let node = bare_node();
+        let before = whole_firewall(&node);
+        let input = conf(
+            "1.0.0",
+            &extra,
+            &tcp(json!(8080), json!(80)),
+            &[POD_V4, POD_V6],
+        );
+        let out = call(&node, &ours(), "ADD", ID, &input);
+        assert_eq!(out.code(), Some(7), "{what}: {}", out.stdout);
+        let got = out.msg().unwrap_or_default();
+        assert!(got.contains(msg), "{what}: {got:?}");
+        assert_eq!(
+            whole_firewall(&node),
+            before,
+            "{what}: the firewall changed"
+        );
+        assert!(call(&node, &ours(), "DEL", ID, &input).ok(), "{what}: DEL");
+        assert_eq!(whole_firewall(&node), before, "{what}: DEL left something");
+    }
+}

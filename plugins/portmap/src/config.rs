@@ -74,6 +74,50 @@ fn is_executable(path: &Path) -> bool {
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// The longest chain name iptables takes (`XT_EXTENSION_MAXNAMELEN` less the NUL).
+const CHAIN_NAME_MAX: usize = 28;
+
+/// `externalSetMarkChain` becomes a token of iptables-restore text: a name as iptables
+/// allows it, so that it can never end the line or the table section it is in.
+fn check_chain_name(chain: &str) -> Result<(), PortmapError> {
+    let printable = chain
+        .chars()
+        .all(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\'' | '\\'));
+    if chain.len() > CHAIN_NAME_MAX || !printable || chain.starts_with(['-', '!']) {
+        return Err(invalid(format!(
+            "invalid externalSetMarkChain {chain:?}: a chain name is 1 to {CHAIN_NAME_MAX} \
+             printable characters, without spaces or quotes, not starting with - or !"
+        )));
+    }
+    Ok(())
+}
+
+/// Conditions are tokens of a rule: iptables tokens are quoted into iptables-restore
+/// text, nft tokens joined into an nft rule, so a token may hold nothing that ends the rule,
+/// the line or the command there (a line break, a control character; for nft also `;`, `#`,
+/// quotes, `$` and backslashes), or every later word would be a rule or a table of its own.
+fn check_conditions(key: &str, conds: &[String], backend: Backend) -> Result<(), PortmapError> {
+    for token in conds {
+        let bad = token.chars().find(|&c| {
+            c.is_control()
+                || (backend == Backend::Nftables
+                    && (c.is_whitespace() || matches!(c, ';' | '#' | '"' | '\'' | '$' | '\\')))
+        });
+        if token.is_empty() || bad.is_some() {
+            return Err(invalid(format!(
+                "invalid {key} token {token:?}: give one word per list entry, with no line \
+                 breaks or control characters{}",
+                if backend == Backend::Nftables {
+                    ", spaces, quotes, or any of ; # $ \\"
+                } else {
+                    ""
+                }
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// iptables conditions start with an option (`-s`, `! -d`); nft ones with a keyword.
 fn iptables_style(conditions: &[String]) -> bool {
     conditions
@@ -96,6 +140,9 @@ impl Settings {
         }
         let conditions_v4 = raw.conditions_v4.unwrap_or_default();
         let conditions_v6 = raw.conditions_v6.unwrap_or_default();
+        if let Some(chain) = raw.external_set_mark_chain.as_deref() {
+            check_chain_name(chain)?;
+        }
         let mut iptables_opts = Vec::new();
         let mut nftables_opts = Vec::new();
         if raw.external_set_mark_chain.is_some() {
@@ -124,6 +171,12 @@ impl Settings {
             None if !on_path("iptables-restore") && on_path("nft") => Backend::Nftables,
             None => Backend::Iptables,
         };
+        for (key, conds) in [
+            ("conditionsV4", &conditions_v4),
+            ("conditionsV6", &conditions_v6),
+        ] {
+            check_conditions(key, conds, backend)?;
+        }
         let (other, wrong) = match backend {
             Backend::Iptables => ("nftables", &nftables_opts),
             Backend::Nftables => ("iptables", &iptables_opts),
@@ -291,6 +344,39 @@ mod tests {
         assert!(settings(json!({"backend": "nftables", "externalSetMarkChain": "X"})).is_err());
         let e = settings(json!({"backend": "ebpf"})).unwrap_err();
         assert_eq!(e.to_string(), "unrecognized backend \"ebpf\"");
+    }
+
+    #[test]
+    fn strings_that_reach_a_rule_cannot_end_it() {
+        // Each of these would add rules or tables of their own to the firewall.
+        let refused = |v: Value| settings(v).unwrap_err().to_string();
+        let chain = refused(json!({"externalSetMarkChain":
+            "MARK\nCOMMIT\n*filter\n-A INPUT -s 7.7.7.7 -j ACCEPT"}));
+        assert!(chain.contains("invalid externalSetMarkChain"), "{chain}");
+        for bad in ["A B", "-X", "!X", "\"X\"", "ABCDEFGHIJKLMNOPQRSTUVWXYZ012"] {
+            assert!(
+                settings(json!({"externalSetMarkChain": bad})).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(settings(json!({"externalSetMarkChain": "KUBE-MARK-MASQ"})).is_ok());
+        let nft = refused(json!({"backend": "nftables", "conditionsV4":
+            ["ip", "saddr", "1.2.3.4", "accept;", "add", "table", "ip", "rtevil"]}));
+        assert!(
+            nft.contains("invalid conditionsV4 token \"accept;\""),
+            "{nft}"
+        );
+        for bad in ["a\nb", "a b", "#", "\"x\"", "$v", ""] {
+            let v = json!({"backend": "nftables", "conditionsV6": ["ip6", bad]});
+            assert!(settings(v).is_err(), "{bad:?}");
+        }
+        let ipt = json!({"conditionsV4": ["-s", "10.0.0.0/8\n-A INPUT -j ACCEPT"]});
+        assert!(refused(ipt).contains("invalid conditionsV4 token"));
+        // iptables tokens are quoted, so spaces in them are fine.
+        assert!(settings(json!({"conditionsV4": ["-m", "comment", "--comment", "a b"]})).is_ok());
+        assert!(settings(json!({"backend": "nftables",
+                                "conditionsV4": ["ip", "saddr", "!=", "{10.0.0.0/8,", "1.2.3.4}"]}))
+        .is_ok());
     }
 
     #[test]

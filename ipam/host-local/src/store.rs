@@ -14,10 +14,10 @@
 //! container, so the DEL that follows removes it like any other reservation of that
 //! container (the reference's DEL does the same, since it matches on content).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -89,16 +89,25 @@ impl Store {
     /// Opens `<data_dir>/<network>`, creating it, and takes its lock (waiting for it).
     pub fn open(data_dir: &Path, network: &str) -> Result<Store> {
         let dir = data_dir.join(network);
-        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        // The reference's mode, whatever the umask: a directory others can write to lets
+        // any user delete a live reservation, or plant a link the plugin writes through.
+        DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(&dir)
+            .map_err(io_err("create directory", &dir))?;
+        for d in [data_dir, dir.as_path()] {
+            narrow(d)?;
+        }
+        if fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(io_err("use", &dir)(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the network's directory is a symbolic link: remove it",
+            )));
+        }
         let lock_path = dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io_err("open lock file", &lock_path))?;
+        let file =
+            open_no_follow(&lock_path, false).map_err(io_err("open lock file", &lock_path))?;
         let lock = Flock::lock(file, FlockArg::LockExclusive)
             .map_err(|(_, errno)| io_err("lock", &lock_path)(errno.into()))?;
         Ok(Store { dir, _lock: lock })
@@ -142,7 +151,7 @@ impl Store {
                 continue;
             };
             // A file that vanished or cannot be read is not ours to judge.
-            if let Ok(content) = fs::read_to_string(&path) {
+            if let Ok(content) = read_no_follow(&path) {
                 out.push(Reservation {
                     ip,
                     owner: Owner::parse(&content),
@@ -171,7 +180,7 @@ impl Store {
             ifname: ifname.to_string(),
         };
         for path in self.temporaries()? {
-            if fs::read_to_string(&path).is_ok_and(|c| Owner::parse(&c) == wanted) {
+            if read_no_follow(&path).is_ok_and(|c| Owner::parse(&c) == wanted) {
                 remove_if_present(&path)?;
             }
         }
@@ -190,7 +199,7 @@ impl Store {
     }
 
     pub fn last_reserved(&self, range_set: usize) -> Option<IpAddr> {
-        fs::read_to_string(self.last_reserved_path(range_set))
+        read_no_follow(&self.last_reserved_path(range_set))
             .ok()?
             .trim()
             .parse()
@@ -207,13 +216,7 @@ impl Store {
     pub fn set_last_reserved(&self, range_set: usize, ip: IpAddr) -> Result<()> {
         let path = self.last_reserved_path(range_set);
         let text = ip.to_string();
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_err("open", &path))?;
+        let f = open_no_follow(&path, false).map_err(io_err("open", &path))?;
         f.write_all_at(text.as_bytes(), 0)
             .map_err(io_err("write", &path))?;
         f.set_len(text.len() as u64)
@@ -257,14 +260,71 @@ pub fn held_by(all: &[Reservation], id: &str, ifname: &str) -> Vec<IpAddr> {
 /// pod of the node anyway; an empty or torn file it might leave is no one's reservation,
 /// which GC removes (and an unreadable `last_reserved_ip` only restarts the round robin).
 fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_err("create", path))?;
+    let mut f = open_no_follow(path, true).map_err(io_err("create", path))?;
     f.write_all(bytes).map_err(io_err("write", path))
+}
+
+/// Directories of the store: the reference's 0755.
+const DIR_MODE: u32 = 0o755;
+
+fn libc_nofollow() -> i32 {
+    nix::fcntl::OFlag::O_NOFOLLOW.bits()
+}
+
+/// Opens a state file of ours (mode 0600), never through a symbolic link: a link found in
+/// its place is no state of ours, so it is removed and the file created anew.
+fn open_no_follow(path: &Path, truncate: bool) -> io::Result<File> {
+    let open = || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(truncate)
+            .mode(0o600)
+            .custom_flags(libc_nofollow())
+            .open(path)
+    };
+    match open() {
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) => {
+            log::warn!(
+                "{}: a symbolic link in place of a state file; replacing it",
+                path.display()
+            );
+            fs::remove_file(path)?;
+            open()
+        }
+        other => other,
+    }
+}
+
+/// A state file's content; a symbolic link in its place reads as an error.
+fn read_no_follow(path: &Path) -> io::Result<String> {
+    let mut text = String::new();
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_nofollow())
+        .open(path)?
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// Takes group and other write permission away from a directory of the store that has it
+/// (made under a permissive umask by an earlier version, or by the reference); refuses one
+/// that belongs to another user. A sticky directory (`/tmp`) is left as it is: others
+/// cannot remove or rename what is ours in it.
+fn narrow(dir: &Path) -> Result<()> {
+    let meta = fs::metadata(dir).map_err(io_err("inspect", dir))?;
+    if meta.mode() & 0o022 == 0 || meta.mode() & 0o1000 != 0 {
+        return Ok(());
+    }
+    if meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(io_err("use", dir)(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "other users can write to it and it is not ours to fix: make it 0755",
+        )));
+    }
+    let mode = meta.mode() & 0o7777 & !0o022;
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(io_err("chmod", dir))
 }
 
 fn remove_if_present(path: &Path) -> Result<()> {

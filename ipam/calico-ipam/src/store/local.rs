@@ -32,7 +32,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{Flock, FlockArg, OFlag};
 use sha2::{Digest, Sha256};
 
 use super::kv::{Kv, KvStore};
@@ -81,20 +81,30 @@ impl LocalKv {
     /// other threads.
     fn lock(&self) -> Result<Flock<File>> {
         let path = self.dir.join(LOCK_FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| {
-                if e.kind() == io::ErrorKind::NotFound {
-                    dir_error(&self.dir, "is missing", &e)
-                } else {
-                    dir_error(&self.dir, "cannot hold its lock file", &e)
-                }
-            })?;
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(OFlag::O_NOFOLLOW.bits())
+                .open(&path)
+        };
+        // A link in the lock's place is no lock of ours: it goes, and the lock is made anew.
+        let opened = match open() {
+            Err(e) if e.raw_os_error() == Some(Errno::ELOOP as i32) => {
+                fs::remove_file(&path).and_then(|()| open())
+            }
+            other => other,
+        };
+        let mut file = opened.map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                dir_error(&self.dir, "is missing", &e)
+            } else {
+                dir_error(&self.dir, "cannot hold its lock file", &e)
+            }
+        })?;
         loop {
             match Flock::lock(file, FlockArg::LockExclusive) {
                 Ok(guard) => return Ok(guard),
@@ -289,7 +299,11 @@ fn check_segments(op: &'static str, key: &str, relative: &str) -> Result<()> {
 /// The content of a key's file, or None when there is no such file (a missing file, a
 /// missing directory on the way, or a directory where the file would be).
 fn read(op: &'static str, key: &str, path: &Path) -> Result<Option<Vec<u8>>> {
-    let mut file = match File::open(path) {
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlag::O_NOFOLLOW.bits())
+        .open(path);
+    let mut file = match opened {
         Ok(file) => file,
         Err(e) if is_absent(&e) => return Ok(None),
         Err(e) => return Err(io_refused(op, key, path, &e)),
@@ -349,12 +363,23 @@ fn walk(
 /// Puts `value` into the directory's spare file, overwriting it in place and cutting it to
 /// length (not truncating it first, which would free its block).
 fn write_temp(temp: &Path, value: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(temp)?;
+    let open = || {
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(OFlag::O_NOFOLLOW.bits())
+            .open(temp)
+    };
+    // Never through a link: one in the spare's place is removed and the spare made anew.
+    let mut file = match open() {
+        Err(e) if e.raw_os_error() == Some(Errno::ELOOP as i32) => {
+            fs::remove_file(temp)?;
+            open()?
+        }
+        other => other?,
+    };
     file.write_all(value)?;
     file.set_len(value.len() as u64)?;
     // The data must be on disk before the swap makes it the object.
@@ -603,6 +628,29 @@ mod tests {
         kv.delete("/calico/ipam/v2/handle/a", &rev).expect("delete");
         assert_eq!(keys(&kv, ""), ["/calico/ipam/v2/handle/b"]);
         assert_eq!(kv.get("/calico/ipam/v2/handle/a").expect("get"), None);
+    }
+
+    #[test]
+    fn a_link_planted_as_the_spare_or_the_lock_is_never_written_through() {
+        let (tmp, kv) = open();
+        kv.create("/calico/ipam/v2/handle/a", b"a").expect("create");
+        let dir = kv.dir().join("calico/ipam/v2/handle");
+        let victim = tmp.path().join("victim");
+        fs::write(&victim, b"precious").expect("victim");
+        let _ = fs::remove_file(dir.join(TEMP_FILE));
+        std::os::unix::fs::symlink(&victim, dir.join(TEMP_FILE)).expect("plant");
+        let _ = fs::remove_file(kv.dir().join(LOCK_FILE));
+        std::os::unix::fs::symlink(&victim, kv.dir().join(LOCK_FILE)).expect("plant");
+        kv.create("/calico/ipam/v2/handle/b", b"b").expect("create");
+        let (_, rev) = kv.get("/calico/ipam/v2/handle/a").expect("get").expect("a");
+        kv.update("/calico/ipam/v2/handle/a", b"a2", &rev)
+            .expect("update");
+        assert_eq!(fs::read(&victim).expect("victim"), b"precious");
+        assert_eq!(fs::read(dir.join("b")).expect("b"), b"b");
+        assert_eq!(fs::read(dir.join("a")).expect("a"), b"a2");
+        // A key whose file is a link reads as an error, not as the link's target.
+        std::os::unix::fs::symlink(&victim, dir.join("c")).expect("plant");
+        assert!(kv.get("/calico/ipam/v2/handle/c").is_err());
     }
 
     #[test]

@@ -505,6 +505,104 @@ fn a_cluster_keeps_serving_writes_with_one_member_killed() {
 
 // ---- TLS --------------------------------------------------------------------------------------
 
+/// Client TLS material rustls cannot use is a config error naming the file when the client
+/// is made, never a panic at the first request: a key that is not the certificate's, a
+/// key whose PEM frame holds no key, an X.509 v1 certificate (not presentable yet).
+#[test]
+fn unusable_client_tls_material_is_named_not_a_panic() {
+    let pki = TestPki::generate().expect("openssl-made certificates");
+    let dir = tempfile::tempdir().expect("dir");
+    let bad_der = dir.path().join("bad-der.key");
+    std::fs::write(
+        &bad_der,
+        "-----BEGIN PRIVATE KEY-----\nAAAAAAAAAAAAAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("write");
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // `openssl x509 -req` without extensions makes a v1 certificate.
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "v1.key",
+        "-out",
+        "v1.csr",
+        "-subj",
+        "/CN=v1",
+    ]);
+    let (ca, ca_key) = (
+        pki.ca().display().to_string(),
+        pki.ca().with_extension("key"),
+    );
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "v1.csr",
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key.display().to_string(),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-out",
+        "v1.pem",
+    ]);
+    let cases = [
+        (
+            "a key that is not the certificate's",
+            pki.client_cert(),
+            pki.server_key(),
+            pki.server_key(),
+            "is not the one of",
+        ),
+        (
+            "a key that is no key",
+            pki.client_cert(),
+            bad_der.clone(),
+            bad_der.clone(),
+            "private key",
+        ),
+        (
+            "a v1 certificate",
+            dir.path().join("v1.pem"),
+            dir.path().join("v1.key"),
+            dir.path().join("v1.pem"),
+            "v1",
+        ),
+    ];
+    for (what, cert, key, named, says) in cases {
+        let config = EtcdConfig {
+            cert_file: Some(cert),
+            key_file: Some(key),
+            ca_cert_file: Some(pki.ca()),
+            ..EtcdConfig::new(vec!["https://127.0.0.1:1".into()])
+        };
+        let Err(err) = EtcdKv::new(&config).map(|_| ()) else {
+            panic!("{what}: accepted");
+        };
+        let err = err.to_string();
+        assert!(err.contains(&named.display().to_string()), "{what}: {err}");
+        assert!(err.contains(says), "{what}: {err}");
+    }
+}
+
 #[test]
 fn tls_with_client_certificates() {
     let pki = TestPki::generate().expect("openssl-made certificates");

@@ -79,6 +79,8 @@ pub enum EtcdConfigError {
     Read { path: PathBuf, source: io::Error },
     #[error("{path} holds no usable {what}")]
     BadPem { path: PathBuf, what: &'static str },
+    #[error("{path}: {why}")]
+    BadClientIdentity { path: PathBuf, why: String },
 }
 
 impl EtcdConfig {
@@ -200,13 +202,59 @@ fn read_key(path: &Path) -> Result<ureq::tls::PrivateKey<'static>, EtcdConfigErr
         })
 }
 
+/// Checks a client certificate and its key as rustls will when ureq builds its config: a
+/// key it cannot load, or one that is not the certificate's, is a config error naming the
+/// file (ureq would panic on either).
+fn check_client_identity(cert_path: &Path, key_path: &Path) -> Result<(), EtcdConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let key_der =
+        PrivateKeyDer::from_pem_file(key_path).map_err(|e| EtcdConfigError::BadClientIdentity {
+            path: key_path.to_path_buf(),
+            why: format!("no usable private key ({e})"),
+        })?;
+    let provider = rustls::crypto::ring::default_provider();
+    let signing = provider
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| EtcdConfigError::BadClientIdentity {
+            path: key_path.to_path_buf(),
+            why: format!("the private key cannot be loaded ({e}): give an unencrypted PEM key"),
+        })?;
+    let chain = CertificateDer::pem_file_iter(cert_path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| EtcdConfigError::BadClientIdentity {
+            path: cert_path.to_path_buf(),
+            why: format!("no usable certificate ({e})"),
+        })?;
+    let identity = rustls::sign::CertifiedKey::new(chain, signing);
+    identity.keys_match().map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => EtcdConfigError::BadClientIdentity {
+            path: key_path.to_path_buf(),
+            why: format!("the key is not the one of {}", cert_path.display()),
+        },
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(_))
+        | rustls::Error::InvalidCertificate(_) => EtcdConfigError::BadClientIdentity {
+            path: cert_path.to_path_buf(),
+            why: format!(
+                "the client certificate cannot be used ({e}); an X.509 v1 certificate \
+                 cannot be presented yet: reissue it as v3"
+            ),
+        },
+        other => EtcdConfigError::BadClientIdentity {
+            path: cert_path.to_path_buf(),
+            why: format!("the client certificate cannot be used ({other})"),
+        },
+    })
+}
+
 fn tls_config(config: &EtcdConfig) -> Result<ureq::tls::TlsConfig, EtcdConfigError> {
     let mut tls = ureq::tls::TlsConfig::builder();
     if let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) {
-        tls = tls.client_cert(Some(ureq::tls::ClientCert::new_with_certs(
-            &read_certs(cert)?,
-            read_key(key)?,
-        )));
+        let certs = read_certs(cert)?;
+        let private = read_key(key)?;
+        check_client_identity(cert, key)?;
+        tls = tls.client_cert(Some(ureq::tls::ClientCert::new_with_certs(&certs, private)));
     }
     if let Some(ca) = &config.ca_cert_file {
         tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&read_certs(ca)?));

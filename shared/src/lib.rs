@@ -9,6 +9,7 @@ pub mod gojson;
 pub mod log;
 pub mod netlink;
 pub mod netns;
+pub mod redact;
 pub mod skel;
 pub mod spec;
 pub mod sysctl;

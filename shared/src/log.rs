@@ -43,6 +43,7 @@ impl Log for PluginLogger {
             self.container,
             record.args()
         );
+        let line = crate::redact::url_credentials(&line);
         // A failed log write must never fail the plugin.
         match &self.sink {
             Sink::Stderr => {
@@ -118,11 +119,30 @@ pub fn init(plugin: &'static str, container: &str, level: LevelFilter, file: Opt
     }
 }
 
+/// The log holds container ids, pod names and datastore errors: readable by its owner and
+/// group only, in directories no wider than 0755, whatever the umask. A log an earlier
+/// version made wider is narrowed.
+const LOG_MODE: u32 = 0o640;
+
 fn open_log_file(path: &Path) -> std::io::Result<File> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)?;
     }
-    OpenOptions::new().create(true).append(true).open(path)
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(LOG_MODE)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)?;
+    let meta = file.metadata()?;
+    if meta.is_file() && meta.mode() & 0o037 != 0 && meta.uid() == nix::unistd::geteuid().as_raw() {
+        file.set_permissions(std::fs::Permissions::from_mode(meta.mode() & LOG_MODE))?;
+    }
+    Ok(file)
 }
 
 #[cfg(test)]

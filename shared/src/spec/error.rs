@@ -153,8 +153,9 @@ impl CniError {
         let wire = WireError {
             cni_version: version.map(|v| v.as_str().to_string()),
             code: self.code.as_u32(),
-            msg: self.msg.clone(),
-            details: (!self.details.is_empty()).then(|| self.details.clone()),
+            msg: crate::redact::url_credentials(&self.msg).into_owned(),
+            details: (!self.details.is_empty())
+                .then(|| crate::redact::url_credentials(&self.details).into_owned()),
         };
         let mut out = Vec::new();
         let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");

@@ -242,19 +242,25 @@ pub fn busybox_rootfs(dir: &Path, name: &str, page: &str) -> Result<PathBuf, Run
 
 // ---- the network configuration ------------------------------------------------------------
 
+/// The suite's binary `name`, which the runtime tests need built.
+fn built_plugin(name: &str) -> Result<PathBuf, RuntimeError> {
+    let built = plugin_dir().join(name);
+    if !built.is_file() {
+        return Err(RuntimeError::Setup(format!(
+            "{} is not built: cargo build --workspace --bins",
+            built.display()
+        )));
+    }
+    Ok(built)
+}
+
 /// A directory holding links to the suite's plugin binaries (only those of the chain): what
 /// a runtime is given as its CNI plugin directory.
 pub fn plugin_bin_dir(dir: &Path) -> Result<PathBuf, RuntimeError> {
     let bin = dir.join("cni-bin");
     fs::create_dir_all(&bin).map_err(io_err("create the plugin dir"))?;
     for name in CHAIN_PLUGINS {
-        let built = plugin_dir().join(name);
-        if !built.is_file() {
-            return Err(RuntimeError::Setup(format!(
-                "{} is not built: cargo build --workspace --bins",
-                built.display()
-            )));
-        }
+        let built = built_plugin(name)?;
         symlink(&built, bin.join(name)).map_err(io_err(format!("link {name}")))?;
     }
     Ok(bin)
@@ -268,13 +274,7 @@ pub fn recording_bin_dir(dir: &Path, record: &Path) -> Result<PathBuf, RuntimeEr
         fs::create_dir_all(d).map_err(io_err(format!("create {}", d.display())))?;
     }
     for name in CHAIN_PLUGINS {
-        let built = plugin_dir().join(name);
-        if !built.is_file() {
-            return Err(RuntimeError::Setup(format!(
-                "{} is not built: cargo build --workspace --bins",
-                built.display()
-            )));
-        }
+        let built = built_plugin(name)?;
         let q = |p: &Path| format!("'{}'", p.display());
         let script = format!(
             "#!/bin/sh\nf={rec}/\"$(date +%s%N)-$$-{name}-$CNI_COMMAND.json\"\n\
@@ -826,6 +826,85 @@ pub fn podman_version() -> Result<String, RuntimeError> {
 /// after its first 11 characters.
 pub const CTR_NAMESPACE: &str = "rt";
 
+/// A containerd daemon just spawned by [`spawn_containerd`].
+#[derive(Debug)]
+pub struct SpawnedContainerd {
+    pub address: PathBuf,
+    pub log_path: PathBuf,
+    pub mounts: PrivateMounts,
+    pub daemon: Child,
+}
+
+/// Starts a containerd of the test's own in `dir` (root, state, sockets, opt, libcni's
+/// cache, its log), in the node network namespace and a private mount namespace where
+/// `/run` is a tmpfs, `/var/lib/cni` the test's cache and `extra_mounts` are applied. Its
+/// config is the common part with `top_level` keys before the common tables and `tables`
+/// after them (TOML). Does not wait for it to answer.
+pub fn spawn_containerd(
+    node: &Path,
+    dir: &Path,
+    (top_level, tables): (&str, &str),
+    extra_mounts: Vec<MountOp>,
+) -> Result<SpawnedContainerd, RuntimeError> {
+    let cni_cache = dir.join("cni-cache");
+    for d in [dir, &cni_cache] {
+        fs::create_dir_all(d).map_err(io_err(format!("create {}", d.display())))?;
+    }
+    let address = dir.join("containerd.sock");
+    let q = |p: &Path| json!(p).to_string();
+    let config = dir.join("config.toml");
+    fs::write(
+        &config,
+        format!(
+            "version = 2\n\
+             root = {root}\n\
+             state = {state}\n\
+             {top_level}\
+             [grpc]\n  address = {sock}\n\
+             [ttrpc]\n  address = {ttrpc}\n\
+             [debug]\n  address = \"\"\n\
+             [metrics]\n  address = \"\"\n\
+             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = {opt}\n\
+             {tables}",
+            root = q(&dir.join("root")),
+            state = q(&dir.join("state")),
+            sock = q(&address),
+            ttrpc = q(&dir.join("containerd.sock.ttrpc")),
+            opt = q(&dir.join("opt")),
+        ),
+    )
+    .map_err(io_err("write config.toml"))?;
+    let mut ops = vec![
+        MountOp::Tmpfs("/run".into()),
+        MountOp::Bind {
+            source: cni_cache,
+            target: "/var/lib/cni".into(),
+        },
+    ];
+    ops.extend(extra_mounts);
+    let mounts = PrivateMounts::new(&ops, &dir.join("overlays"))?;
+    let log_path = dir.join("containerd.log");
+    let log = File::create(&log_path).map_err(io_err("create containerd.log"))?;
+    let log2 = log.try_clone().map_err(io_err("dup containerd.log"))?;
+    let mut cmd = mounts.command(node, "containerd");
+    cmd.arg("--config").arg(&config);
+    let daemon = cmd
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .map_err(|source| RuntimeError::Spawn {
+            command: describe(&cmd),
+            source,
+        })?;
+    Ok(SpawnedContainerd {
+        address,
+        log_path,
+        mounts,
+        daemon,
+    })
+}
+
 /// A containerd of the test's own (root, state, sockets and plugin dirs under the test's
 /// directory, the CRI plugin off) running in the node network namespace and the private
 /// mount namespace, where go-cni's fixed `/etc/cni/net.d` and `/opt/cni/bin` are the test's
@@ -850,36 +929,11 @@ impl Containerd {
         net_d: &Path,
     ) -> Result<Containerd, RuntimeError> {
         let dir = dir.join("containerd");
-        let cni_cache = dir.join("cni-cache");
-        for d in [&dir, &cni_cache] {
-            fs::create_dir_all(d).map_err(io_err(format!("create {}", d.display())))?;
-        }
-        let address = dir.join("containerd.sock");
-        let q = |p: &Path| json!(p).to_string();
-        let config = dir.join("config.toml");
-        fs::write(
-            &config,
-            format!(
-                "version = 2\n\
-                 root = {root}\n\
-                 state = {state}\n\
-                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-                 [grpc]\n  address = {sock}\n\
-                 [ttrpc]\n  address = {ttrpc}\n\
-                 [debug]\n  address = \"\"\n\
-                 [metrics]\n  address = \"\"\n\
-                 [plugins.\"io.containerd.internal.v1.opt\"]\n  path = {opt}\n",
-                root = q(&dir.join("root")),
-                state = q(&dir.join("state")),
-                sock = q(&address),
-                ttrpc = q(&dir.join("containerd.sock.ttrpc")),
-                opt = q(&dir.join("opt")),
-            ),
-        )
-        .map_err(io_err("write config.toml"))?;
-        let mounts = PrivateMounts::new(
-            &[
-                MountOp::Tmpfs("/run".into()),
+        let spawned = spawn_containerd(
+            node,
+            &dir,
+            ("disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n", ""),
+            vec![
                 MountOp::Bind {
                     source: net_d.to_path_buf(),
                     target: "/etc/cni/net.d".into(),
@@ -888,27 +942,14 @@ impl Containerd {
                     source: cni_bin.to_path_buf(),
                     target: "/opt/cni/bin".into(),
                 },
-                MountOp::Bind {
-                    source: cni_cache,
-                    target: "/var/lib/cni".into(),
-                },
             ],
-            &dir.join("overlays"),
         )?;
-        let log_path = dir.join("containerd.log");
-        let log = File::create(&log_path).map_err(io_err("create containerd.log"))?;
-        let log2 = log.try_clone().map_err(io_err("dup containerd.log"))?;
-        let mut cmd = mounts.command(node, "containerd");
-        cmd.arg("--config").arg(&config);
-        let daemon = cmd
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(|source| RuntimeError::Spawn {
-                command: describe(&cmd),
-                source,
-            })?;
+        let SpawnedContainerd {
+            address,
+            log_path,
+            mounts,
+            daemon,
+        } = spawned;
         let mut ctd = Containerd {
             node: node.to_path_buf(),
             dir: dir.clone(),

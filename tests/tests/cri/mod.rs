@@ -10,14 +10,14 @@
 //!
 
 use std::collections::HashMap;
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use cni_tests::fixtures::unique_name;
 use cni_tests::runtime::{
-    busybox, checked, output, remove_cgroup_tree, retry, stop_child, MountOp, PrivateMounts,
-    RuntimeError, STEP_LIMIT,
+    busybox, checked, output, remove_cgroup_tree, retry, spawn_containerd, stop_child,
+    PrivateMounts, RuntimeError, SpawnedContainerd, STEP_LIMIT,
 };
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
@@ -142,23 +142,11 @@ impl CriContainerd {
         net_d: &Path,
     ) -> Result<CriContainerd, RuntimeError> {
         let dir = dir.join("containerd-cri");
-        let cni_cache = dir.join("cni-cache");
-        for d in [&dir, &cni_cache] {
-            fs::create_dir_all(d).map_err(|e| setup(format!("create {}: {e}", d.display())))?;
-        }
-        let address = dir.join("containerd.sock");
         let q = |p: &Path| json!(p).to_string();
         let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
-        let config = format!(
-            "version = 2\n\
-             root = {root}\n\
-             state = {state}\n\
-             [grpc]\n  address = {sock}\n\
-             [ttrpc]\n  address = {ttrpc}\n\
-             [debug]\n  address = \"\"\n\
-             [metrics]\n  address = \"\"\n\
-             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = {opt}\n\
-             [{cri}]\n\
+        // The CRI plugin's tables, after the common ones.
+        let cri_config = format!(
+            "[{cri}]\n\
                sandbox_image = \"{PAUSE_IMAGE}\"\n\
                stream_server_address = \"127.0.0.1\"\n\
                stream_server_port = \"0\"\n\
@@ -173,42 +161,15 @@ impl CriContainerd {
                bin_dir = {bin}\n\
                conf_dir = {conf}\n\
                max_conf_num = 1\n",
-            root = q(&dir.join("root")),
-            state = q(&dir.join("state")),
-            sock = q(&address),
-            ttrpc = q(&dir.join("containerd.sock.ttrpc")),
-            opt = q(&dir.join("opt")),
             bin = q(cni_bin),
             conf = q(net_d),
         );
-        let config_path = dir.join("config.toml");
-        fs::write(&config_path, config).map_err(|e| setup(format!("write config.toml: {e}")))?;
-        let mounts = PrivateMounts::new(
-            &[
-                MountOp::Tmpfs("/run".into()),
-                MountOp::Bind {
-                    source: cni_cache,
-                    target: "/var/lib/cni".into(),
-                },
-            ],
-            &dir.join("overlays"),
-        )?;
-        let log_path = dir.join("containerd.log");
-        let log = File::create(&log_path).map_err(|e| setup(format!("containerd.log: {e}")))?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| setup(format!("containerd.log: {e}")))?;
-        let mut cmd = mounts.command(node, "containerd");
-        cmd.arg("--config").arg(&config_path);
-        let daemon = cmd
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(|source| RuntimeError::Spawn {
-                command: "containerd".into(),
-                source,
-            })?;
+        let SpawnedContainerd {
+            address,
+            log_path,
+            mounts,
+            daemon,
+        } = spawn_containerd(node, &dir, ("", &cri_config), Vec::new())?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

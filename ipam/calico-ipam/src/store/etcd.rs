@@ -205,11 +205,16 @@ fn read_key(path: &Path) -> Result<ureq::tls::PrivateKey<'static>, EtcdConfigErr
 /// Checks a client certificate and its key as rustls will when ureq builds its config: a
 /// key it cannot load, or one that is not the certificate's, is a config error naming the
 /// file (ureq would panic on either).
-fn check_client_identity(cert_path: &Path, key_path: &Path) -> Result<(), EtcdConfigError> {
-    use rustls::pki_types::pem::PemObject;
+fn check_client_identity(
+    certs: &[ureq::tls::Certificate<'static>],
+    key: &ureq::tls::PrivateKey<'static>,
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(), EtcdConfigError> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let key_der =
-        PrivateKeyDer::from_pem_file(key_path).map_err(|e| EtcdConfigError::BadClientIdentity {
+    let key_der = PrivateKeyDer::try_from(key.der())
+        .map(|k| k.clone_key())
+        .map_err(|e| EtcdConfigError::BadClientIdentity {
             path: key_path.to_path_buf(),
             why: format!("no usable private key ({e})"),
         })?;
@@ -221,12 +226,10 @@ fn check_client_identity(cert_path: &Path, key_path: &Path) -> Result<(), EtcdCo
             path: key_path.to_path_buf(),
             why: format!("the private key cannot be loaded ({e}): give an unencrypted PEM key"),
         })?;
-    let chain = CertificateDer::pem_file_iter(cert_path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| EtcdConfigError::BadClientIdentity {
-            path: cert_path.to_path_buf(),
-            why: format!("no usable certificate ({e})"),
-        })?;
+    let chain = certs
+        .iter()
+        .map(|c| CertificateDer::from(c.der()).into_owned())
+        .collect();
     let identity = rustls::sign::CertifiedKey::new(chain, signing);
     identity.keys_match().map_err(|e| match e {
         rustls::Error::InconsistentKeys(_) => EtcdConfigError::BadClientIdentity {
@@ -253,7 +256,7 @@ fn tls_config(config: &EtcdConfig) -> Result<ureq::tls::TlsConfig, EtcdConfigErr
     if let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) {
         let certs = read_certs(cert)?;
         let private = read_key(key)?;
-        check_client_identity(cert, key)?;
+        check_client_identity(&certs, &private, cert, key)?;
         tls = tls.client_cert(Some(ureq::tls::ClientCert::new_with_certs(&certs, private)));
     }
     if let Some(ca) = &config.ca_cert_file {

@@ -294,14 +294,20 @@ fn kube_cluster() -> (Cluster, TestDir, PathBuf, String, String) {
     let v6 = c.node.pod_subnet_v6();
     c.ip_pool("pool-v4", &v4, 26);
     c.ip_pool("pool-v6", &v6, 122);
-    let list = c.conflist("10-calico.conflist", |list| {
+    let (dir, net_d) = write_conflist(&c, |list| {
         list["plugins"][0]["ipam"]["assign_ipv6"] = json!("true");
     });
+    (c, dir, net_d, v4, v6)
+}
+
+/// The shipped `10-calico.conflist`, filled in for `c` and edited, in a conf dir of its own.
+fn write_conflist(c: &Cluster, edit: impl FnOnce(&mut Value)) -> (TestDir, PathBuf) {
+    let list = c.conflist("10-calico.conflist", edit);
     let dir = TestDir::new().expect("test dir");
     let net_d = dir.path().join("net.d");
     std::fs::create_dir_all(&net_d).expect("net.d");
     std::fs::write(net_d.join("10-calico.conflist"), &list.bytes).expect("conflist");
-    (c, dir, net_d, v4, v6)
+    (dir, net_d)
 }
 
 fn kube_clean(c: &Cluster, what: &str) {
@@ -400,11 +406,7 @@ fn runtime_cri_failed_adds_retried_by_the_kubelet_leave_nothing() {
     let v4 = c.node.pod_subnet_v4();
     let one = format!("{}/32", v4.split('/').next().unwrap_or_default());
     c.ip_pool("pool-one", &one, 32);
-    let list = c.conflist("10-calico.conflist", |_| {});
-    let dir = TestDir::new().expect("test dir");
-    let net_d = dir.path().join("net.d");
-    std::fs::create_dir_all(&net_d).expect("net.d");
-    std::fs::write(net_d.join("10-calico.conflist"), &list.bytes).expect("conflist");
+    let (dir, net_d) = write_conflist(&c, |_| {});
     let (mut ctd, _record) = start_cri(&c.node, dir.path(), &net_d);
 
     // The pool is exhausted by a running pod: ten retries of another one fail in IPAM.

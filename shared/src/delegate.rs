@@ -1,10 +1,12 @@
 //! Delegation to another plugin (IPAM): find it on CNI_PATH, run it with our own environment
 //! (only CNI_COMMAND replaced) and the whole config we were given, read its answer.
 
-use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command as Process, Stdio};
+use std::process::Command as Process;
 use std::time::Duration;
+
+use crate::child::{self, ChildError};
+use crate::deadline;
 
 use crate::error::{Error, Result};
 use crate::spec::env::Command;
@@ -73,9 +75,15 @@ fn exec(
         match run_once(&binary, command, env, stdin) {
             Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < BUSY_RETRIES => {
                 attempt += 1;
-                std::thread::sleep(BUSY_WAIT);
+                std::thread::sleep(deadline::capped(BUSY_WAIT));
             }
-            Err(source) => {
+            Err(ChildError::TimedOut(waited)) => {
+                return Err(Error::PluginTimedOut {
+                    name: name.to_string(),
+                    waited,
+                })
+            }
+            Err(ChildError::Io(source)) => {
                 return Err(Error::PluginExec {
                     name: name.to_string(),
                     source,
@@ -130,29 +138,21 @@ pub fn die_with_parent(cmd: &mut Process) -> &mut Process {
     }
 }
 
-/// Runs the plugin once. Its stderr is ours, so its logs reach the runtime.
+/// Runs the plugin once, within the invocation's deadline, which it inherits. Its stderr
+/// is ours, so its logs reach the runtime.
 fn run_once(
     binary: &Path,
     command: Command,
     env: ExtraEnv,
     stdin: &[u8],
-) -> std::io::Result<(std::process::ExitStatus, Vec<u8>)> {
-    let mut child = die_with_parent(&mut Process::new(binary))
+) -> Result<(std::process::ExitStatus, Vec<u8>), ChildError> {
+    let mut cmd = Process::new(binary);
+    die_with_parent(&mut cmd)
         .envs(env.iter().copied())
         .env("CNI_COMMAND", command.as_str())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    if let Some(mut input) = child.stdin.take() {
-        // A plugin that exits without reading all of stdin closes the pipe: not our error.
-        match input.write_all(stdin) {
-            Err(e) if e.kind() != ErrorKind::BrokenPipe => return Err(e),
-            _ => {}
-        }
-    }
-    let output = child.wait_with_output()?;
-    Ok((output.status, output.stdout))
+        .env(deadline::ENV, deadline::to_env());
+    let done = child::run(&mut cmd, stdin, false)?;
+    Ok((done.status, done.stdout))
 }
 
 #[cfg(test)]

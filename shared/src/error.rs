@@ -109,6 +109,11 @@ pub enum Error {
     },
     #[error("plugin {name:?} failed with no error message: {status}")]
     PluginFailedSilently { name: String, status: String },
+    #[error("plugin {name:?} did not answer within the invocation's deadline ({} ms)", .waited.as_millis())]
+    PluginTimedOut {
+        name: String,
+        waited: std::time::Duration,
+    },
     #[error("plugin {name:?} returned an unreadable result: {reason}")]
     PluginBadOutput { name: String, reason: String },
     /// The delegated plugin's own error, passed through with its code.
@@ -245,6 +250,11 @@ impl From<Error> for CniError {
             Error::PluginNotFound { .. } => (
                 C::Delegation,
                 "install the plugin into one of the CNI_PATH directories or fix \"type\""
+                    .to_string(),
+            ),
+            Error::PluginTimedOut { .. } => (
+                C::TryAgainLater,
+                "the plugin was killed; its datastore or the node may be stalled, see its log"
                     .to_string(),
             ),
             Error::PluginExec { .. }

@@ -3,6 +3,8 @@
 //! sysctls). It knows nothing of Calico's datastore, Kubernetes or etcd, so that host-local,
 //! portmap, bandwidth and loopback stay small.
 
+pub mod deadline;
+pub mod child;
 pub mod delegate;
 pub mod error;
 pub mod gojson;

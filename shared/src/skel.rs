@@ -73,6 +73,10 @@ pub trait Plugin {
 
 /// The process entry point: real environment, stdin and stdout. Returns the exit code.
 pub fn run<P: Plugin>(plugin: &P) -> i32 {
+    crate::deadline::arm(
+        crate::deadline::DEFAULT_BUDGET,
+        std::env::var(crate::deadline::ENV).ok().as_deref(),
+    );
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let code = run_with(

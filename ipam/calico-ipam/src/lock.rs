@@ -1,12 +1,28 @@
 //! The host-wide IPAM lock: one assign or release at a time on a node. It serialises the
 //! node's compare-and-swap traffic, so concurrent pod starts do not fight over the same
-//! block. Best effort, as in Calico: if the lock cannot be taken, work proceeds unlocked.
+//! block. Best effort, as in Calico: the datastore's compare-and-swap keeps allocations
+//! correct without it, so when the lock cannot be had the work proceeds unlocked.
+//!
+//! Why bounded: the lock is held across datastore round trips, so a holder stalled on a
+//! dead etcd or API server would otherwise stall every pod start on the node behind it.
+//! The wait takes at most half of what is left of the invocation's deadline; the other half
+//! is for the work itself.
+//!
+//! Why 0600 and a root-only directory: anyone who can open the file can `flock` it and hold
+//! every ADD of the node hostage, and anyone who can write the directory can replace it.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg, OFlag};
+
+/// The lock file's mode: root's alone.
+const LOCK_MODE: u32 = 0o600;
+/// The mode of a lock directory this plugin creates.
+const DIR_MODE: u32 = 0o700;
 
 /// Held until dropped.
 pub struct HostLock {
@@ -15,7 +31,8 @@ pub struct HostLock {
 
 impl HostLock {
     pub fn acquire(path: &Path) -> HostLock {
-        match try_acquire(path) {
+        let budget = shared::deadline::remaining() / 2;
+        match try_acquire(path, budget) {
             Ok(lock) => HostLock { _lock: Some(lock) },
             Err(e) => {
                 log::warn!(
@@ -28,19 +45,143 @@ impl HostLock {
     }
 }
 
-fn try_acquire(path: &Path) -> std::io::Result<Flock<File>> {
-    if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o777)
-            .create(dir)?;
+fn try_acquire(path: &Path, budget: Duration) -> std::io::Result<Flock<File>> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        prepare_dir(dir)?;
     }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .open(path)?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| errno.into())
+    let file = open_lock_file(path)?;
+    let until = Instant::now() + budget;
+    let mut pause = Duration::from_micros(200);
+    let mut file = file;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((back, Errno::EWOULDBLOCK | Errno::EINTR)) => {
+                let now = Instant::now();
+                if now >= until {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "another process has held it for {} ms",
+                            budget.as_millis()
+                        ),
+                    ));
+                }
+                std::thread::sleep(pause.min(until - now));
+                pause = (pause * 2).min(Duration::from_millis(20));
+                file = back;
+            }
+            Err((_, errno)) => return Err(errno.into()),
+        }
+    }
+}
+
+/// Creates the directory root-only; one that exists and that other users may write is
+/// narrowed (a sticky one, like /tmp, is shared by design and left alone: the lock file's
+/// own checks cover it).
+fn prepare_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(DIR_MODE)
+                .create(dir)?;
+            // The umask may have narrowed it further, never widened it: exact mode anyway.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE))
+        }
+        Err(e) => Err(e),
+        Ok(meta) => {
+            let mode = meta.mode();
+            let sticky = mode & 0o1000 != 0;
+            if meta.is_dir() && mode & 0o022 != 0 && !sticky && meta.uid() == euid() {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o755))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Opens the lock without following a link; a file someone else owns, or that is not a
+/// regular file, is replaced by one of our own.
+fn open_lock_file(path: &Path) -> std::io::Result<File> {
+    let open = || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(LOCK_MODE)
+            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits())
+            .open(path)
+    };
+    let file = match open() {
+        // A planted symlink (ELOOP) or a FIFO that would not open: ours replaces it.
+        Err(e)
+            if e.raw_os_error() == Some(Errno::ELOOP as i32)
+                || e.raw_os_error() == Some(Errno::ENXIO as i32) =>
+        {
+            std::fs::remove_file(path)?;
+            open()?
+        }
+        other => other?,
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.uid() != euid() {
+        drop(file);
+        std::fs::remove_file(path)?;
+        return open();
+    }
+    if meta.mode() & 0o777 != LOCK_MODE {
+        file.set_permissions(std::fs::Permissions::from_mode(LOCK_MODE))?;
+    }
+    Ok(file)
+}
+
+fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_lock_is_waited_for_only_as_long_as_the_budget() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("run").join("ipam.lock");
+        let first = try_acquire(&path, Duration::from_millis(10)).expect("first lock");
+        let started = Instant::now();
+        let second = try_acquire(&path, Duration::from_millis(150));
+        assert!(second.is_err(), "a held lock was taken twice");
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        drop(first);
+        try_acquire(&path, Duration::from_millis(10)).expect("taken once released");
+    }
+
+    #[test]
+    fn the_lock_is_root_only_whatever_was_there() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let run = dir.path().join("run");
+        let path = run.join("ipam.lock");
+        drop(try_acquire(&path, Duration::ZERO).expect("lock"));
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").mode() & 0o7777;
+        assert_eq!(mode(&run), DIR_MODE);
+        assert_eq!(mode(&path), LOCK_MODE);
+        // An earlier, wider lock file and a world-writable directory are narrowed.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        drop(try_acquire(&path, Duration::ZERO).expect("lock"));
+        assert_eq!(mode(&path), LOCK_MODE);
+        assert_eq!(mode(&run), 0o755);
+        // A planted link is replaced, never followed.
+        let target = dir.path().join("target");
+        std::fs::write(&target, "keep").expect("target");
+        let target_mode = mode(&target);
+        std::fs::remove_file(&path).expect("rm");
+        std::os::unix::fs::symlink(&target, &path).expect("symlink");
+        drop(try_acquire(&path, Duration::ZERO).expect("lock"));
+        assert!(std::fs::symlink_metadata(&path).expect("stat").is_file());
+        assert_eq!(std::fs::read_to_string(&target).expect("read"), "keep");
+        assert_eq!(mode(&target), target_mode);
+    }
 }

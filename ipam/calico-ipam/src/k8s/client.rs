@@ -4,6 +4,7 @@
 //! exactly what Calico writes (spec §7.1), and every round trip is counted.
 
 use std::cell::Cell;
+use std::path::Path;
 use std::time::Duration;
 
 use kube::config::{
@@ -18,8 +19,15 @@ use super::settings::KubeSettings;
 /// How long a connection may take: an API server that is down should fail a CNI call in
 /// seconds, well inside the kubelet's timeout, so that it retries.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long one answer may take.
+/// How long one read may take; the whole request is also bounded by the invocation's
+/// deadline (`shared::deadline`), which is what stops a server that drips.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest answer read: a list of every IPAM block of a 5,000-node cluster is a few tens
+/// of megabytes; anything larger is not an answer we can use, and reading it whole would
+/// make a plugin process as large as what the server sends.
+const MAX_ANSWER_BYTES: usize = 64 << 20;
+/// The largest error body read: a Kubernetes Status is a few hundred bytes.
+const MAX_ERROR_BYTES: usize = 64 << 10;
 
 /// `metadata.uid` / `metadata.resourceVersion` preconditions of a DELETE.
 #[derive(Debug, Clone, Default)]
@@ -215,18 +223,72 @@ impl KubeClient {
             .map_err(|e| KubeError::Config(format!("bad request {method} {path}: {e}")))?;
         self.round_trips.set(self.round_trips.get() + 1);
         log::debug!("kubernetes: {method} {path}");
-        let answer = self
-            .runtime
-            .block_on(self.client.request_text(request))
-            .map_err(|e| self.error_of(method, path, e))?;
-        if answer.trim().is_empty() {
+        let (status, answer) = self.exchange(method, path, request)?;
+        if !status.is_success() {
+            return Err(self.error_of(method, path, api_error(status, &answer)));
+        }
+        if answer.iter().all(u8::is_ascii_whitespace) {
             return Ok(Value::Null);
         }
-        serde_json::from_str(&answer).map_err(|e| KubeError::Api {
-            code: 200,
+        serde_json::from_slice(&answer).map_err(|e| KubeError::Api {
+            code: status.as_u16(),
             what: format!("{method} {path}"),
             message: format!("the answer is not JSON: {e}"),
         })
+    }
+
+    /// One request and its whole answer, within the invocation's deadline and the size caps.
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        request: http::Request<Vec<u8>>,
+    ) -> Result<(http::StatusCode, bytes::Bytes), KubeError> {
+        use http_body_util::BodyExt;
+        let unavailable = |reason: String| KubeError::Unavailable {
+            server: self.server.clone(),
+            reason,
+        };
+        let left = shared::deadline::remaining();
+        let exchange = async {
+            let response = self
+                .client
+                .send(request.map(kube::client::Body::from))
+                .await
+                .map_err(|e| self.error_of(method, path, e))?;
+            let status = response.status();
+            let limit = if status.is_success() {
+                MAX_ANSWER_BYTES
+            } else {
+                MAX_ERROR_BYTES
+            };
+            let body = http_body_util::Limited::new(response.into_body(), limit)
+                .collect()
+                .await;
+            match body {
+                Ok(collected) => Ok((status, collected.to_bytes())),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() && !status.is_success() => {
+                    // An error body this large is not a Status: the code alone is the answer.
+                    Ok((status, bytes::Bytes::new()))
+                }
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(unavailable(format!(
+                    "the answer to {method} {} is larger than {} MiB",
+                    path.split('?').next().unwrap_or(path),
+                    limit >> 20
+                ))),
+                Err(e) => Err(unavailable(format!("reading the answer: {}", chain(&*e)))),
+            }
+        };
+        self.runtime
+            .block_on(async { tokio::time::timeout(left, exchange).await })
+            .unwrap_or_else(|_| {
+                Err(unavailable(format!(
+                    "no complete answer to {method} {} within the invocation's deadline ({} ms \
+                     were left)",
+                    path.split('?').next().unwrap_or(path),
+                    left.as_millis()
+                )))
+            })
     }
 
     fn error_of(&self, method: &str, path: &str, error: kube::Error) -> KubeError {
@@ -273,6 +335,30 @@ impl KubeClient {
     }
 }
 
+/// An API error answer as kube reports it, with its message made safe to quote: a proxy
+/// that reflects the request would otherwise put our bearer token into every message.
+fn api_error(status: http::StatusCode, body: &[u8]) -> kube::Error {
+    let parsed = serde_json::from_slice::<kube::core::Status>(body)
+        .ok()
+        .filter(|s| s.code != 0 || !s.message.is_empty() || !s.reason.is_empty());
+    let mut answer = match parsed {
+        Some(answer) => answer,
+        None => {
+            let text = std::str::from_utf8(body).unwrap_or_default();
+            let summary = if text.trim().is_empty() {
+                format!("{} bytes that are not a Kubernetes Status", body.len())
+            } else {
+                shared::redact::quoted(text, 120)
+            };
+            kube::core::Status::failure(&summary, "")
+        }
+    };
+    answer.code = status.as_u16();
+    answer.message = shared::redact::quoted(&answer.message, shared::redact::QUOTE_MAX);
+    answer.reason = shared::redact::quoted(&answer.reason, 64);
+    kube::Error::Api(answer.boxed())
+}
+
 /// An error and its causes on one line ("connection refused" is usually at the bottom).
 fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -303,7 +389,11 @@ fn config_error(what: &str, error: KubeconfigError) -> KubeError {
 fn kubeconfig_of(settings: &KubeSettings) -> Result<(Kubeconfig, String), KubeError> {
     let mut kubeconfig =
         match &settings.kubeconfig {
-            Some(path) => Kubeconfig::read_from(path).map_err(|e| config_error(path, e))?,
+            Some(path) => {
+                shared::file::open_regular(Path::new(path), MAX_CREDENTIAL_FILE)
+                    .map_err(|e| KubeError::Config(format!("cannot use kubeconfig {path}: {e}")))?;
+                Kubeconfig::read_from(path).map_err(|e| config_error(path, e))?
+            }
             None if settings.server.is_some() => Kubeconfig::default(),
             None => return Err(KubeError::Config(
                 "no Kubernetes API server configured: set kubernetes.kubeconfig in the network \
@@ -340,7 +430,65 @@ fn kubeconfig_of(settings: &KubeSettings) -> Result<(Kubeconfig, String), KubeEr
         }
     };
     apply_overrides(&mut kubeconfig, &context_name, settings)?;
+    settle_files(&mut kubeconfig, &context_name)?;
     Ok((kubeconfig, context_name))
+}
+
+/// The largest kubeconfig, token or certificate file read.
+const MAX_CREDENTIAL_FILE: u64 = 1 << 20;
+
+/// Checks the files the context's cluster and user name before kube reads them (a FIFO
+/// would block it, a device never end), and reads the `tokenFile` here, trimmed as
+/// client-go trims it: a token file ending in a newline is the common case, and kube would
+/// put the newline into the Authorization header and fail every request.
+fn settle_files(kubeconfig: &mut Kubeconfig, context_name: &str) -> Result<(), KubeError> {
+    let context = kubeconfig
+        .contexts
+        .iter()
+        .find(|c| c.name == context_name)
+        .and_then(|c| c.context.clone())
+        .unwrap_or_default();
+    let check = |what: &str, file: &Option<String>| match file {
+        Some(path) if !path.is_empty() => {
+            shared::file::open_regular(Path::new(path), MAX_CREDENTIAL_FILE)
+                .map(drop)
+                .map_err(|e| KubeError::Config(format!("cannot use the {what} {path}: {e}")))
+        }
+        _ => Ok(()),
+    };
+    if let Some(cluster) = kubeconfig
+        .clusters
+        .iter()
+        .find(|c| c.name == context.cluster)
+        .and_then(|c| c.cluster.as_ref())
+    {
+        check("certificate authority", &cluster.certificate_authority)?;
+    }
+    let user_name = context.user.unwrap_or_default();
+    let Some(user) = kubeconfig
+        .auth_infos
+        .iter_mut()
+        .find(|u| u.name == user_name)
+        .and_then(|u| u.auth_info.as_mut())
+    else {
+        return Ok(());
+    };
+    check("client certificate", &user.client_certificate)?;
+    check("client key", &user.client_key)?;
+    if user.token.is_none() {
+        if let Some(path) = user.token_file.take().filter(|p| !p.is_empty()) {
+            let text = shared::file::read_regular_text(Path::new(&path), MAX_CREDENTIAL_FILE)
+                .map_err(|e| {
+                    KubeError::Config(format!("cannot read the token file {path}: {e}"))
+                })?;
+            let token = text.trim();
+            if token.is_empty() {
+                return Err(KubeError::Config(format!("the token file {path} is empty")));
+            }
+            user.token = Some(token.to_string().into());
+        }
+    }
+    Ok(())
 }
 
 fn apply_overrides(

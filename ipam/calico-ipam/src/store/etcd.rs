@@ -402,6 +402,8 @@ pub struct EtcdKv {
     /// The endpoint that answered last: tried first, so a dead first member costs one
     /// failed connect per process, not one per request.
     current: AtomicUsize,
+    /// One request's bound; each request also stops at the invocation's deadline.
+    timeout: Duration,
 }
 
 impl EtcdKv {
@@ -427,6 +429,7 @@ impl EtcdKv {
             agent: ureq::Agent::new_with_config(agent_config),
             endpoints,
             current: AtomicUsize::new(0),
+            timeout: config.timeout,
         })
     }
 
@@ -459,6 +462,12 @@ impl EtcdKv {
         let mut errors = Vec::new();
         for i in (0..n).map(|i| (start + i) % n) {
             let endpoint = &self.endpoints[i];
+            if shared::deadline::expired() {
+                errors.push(format!(
+                    "{endpoint}: not tried, the invocation's deadline has passed"
+                ));
+                break;
+            }
             let failure = match self.send(endpoint, path, &body) {
                 Ok(bytes) => {
                     self.current.store(i, Ordering::Relaxed);
@@ -494,6 +503,9 @@ impl EtcdKv {
             .agent
             .post(format!("{endpoint}{path}"))
             .content_type("application/json")
+            .config()
+            .timeout_global(Some(shared::deadline::capped(self.timeout)))
+            .build()
             .send(body)
             .map_err(classify)?;
         let status = response.status().as_u16();
@@ -508,9 +520,13 @@ impl EtcdKv {
         }
         let err: GatewayError = serde_json::from_slice(&bytes).unwrap_or_default();
         let reason = if err.message.is_empty() {
-            format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes).trim())
+            let text = String::from_utf8_lossy(&bytes);
+            format!("HTTP {status}: {}", shared::redact::quoted(&text, 120))
         } else {
-            format!("HTTP {status}: {}", err.message)
+            format!(
+                "HTTP {status}: {}",
+                shared::redact::quoted(&err.message, shared::redact::QUOTE_MAX)
+            )
         };
         // "no leader", "request timed out": this member cannot serve now; for a write the
         // proposal may still be applied later, so it is not a clean refusal.

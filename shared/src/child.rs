@@ -133,7 +133,11 @@ fn read_outputs(child: &mut Child) -> Result<(Vec<u8>, Vec<u8>), ChildError> {
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(std::io::Error::from(e).into()),
             }
-            let ready = |i: usize| fds.get(i).and_then(PollFd::revents).is_some_and(|r| !r.is_empty());
+            let ready = |i: usize| {
+                fds.get(i)
+                    .and_then(PollFd::revents)
+                    .is_some_and(|r| !r.is_empty())
+            };
             match (&stdout, &stderr) {
                 (Some(_), Some(_)) => (ready(0), ready(1)),
                 (Some(_), None) => (ready(0), false),
@@ -159,7 +163,11 @@ fn read_outputs(child: &mut Child) -> Result<(Vec<u8>, Vec<u8>), ChildError> {
 }
 
 /// One read; true at end of file.
-fn read_some(pipe: &mut impl Read, chunk: &mut [u8], into: &mut Vec<u8>) -> Result<bool, ChildError> {
+fn read_some(
+    pipe: &mut impl Read,
+    chunk: &mut [u8],
+    into: &mut Vec<u8>,
+) -> Result<bool, ChildError> {
     match pipe.read(chunk) {
         Ok(0) => Ok(true),
         Ok(n) => {

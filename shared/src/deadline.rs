@@ -38,12 +38,16 @@ pub fn arm(budget: Duration, inherited: Option<&str>) {
 }
 
 fn set(deadline: Instant) {
-    let mut slot = DEADLINE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut slot = DEADLINE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     *slot = Some(deadline);
 }
 
 fn get() -> Instant {
-    let mut slot = DEADLINE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut slot = DEADLINE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     // Code that runs outside the skeleton (a unit test, a library user) gets the default.
     *slot.get_or_insert_with(|| Instant::now() + DEFAULT_BUDGET)
 }

@@ -3,10 +3,11 @@
 //! sysctls). It knows nothing of Calico's datastore, Kubernetes or etcd, so that host-local,
 //! portmap, bandwidth and loopback stay small.
 
-pub mod deadline;
 pub mod child;
+pub mod deadline;
 pub mod delegate;
 pub mod error;
+pub mod file;
 pub mod gojson;
 pub mod log;
 pub mod netlink;

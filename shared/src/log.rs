@@ -136,9 +136,14 @@ fn open_log_file(path: &Path) -> std::io::Result<File> {
         .create(true)
         .append(true)
         .mode(LOG_MODE)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        // Non-blocking: a FIFO in the log's place would otherwise block the open until a
+        // reader came; it is then refused as not a regular file.
+        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
         .open(path)?;
     let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("it is not a regular file"));
+    }
     if meta.is_file() && meta.mode() & 0o037 != 0 && meta.uid() == nix::unistd::geteuid().as_raw() {
         file.set_permissions(std::fs::Permissions::from_mode(meta.mode() & LOG_MODE))?;
     }

@@ -41,16 +41,23 @@ impl NetNs {
     /// another namespace type (`/proc/PID/ns/mnt`) passes here and is reported as
     /// [`Error::NotANetns`] by [`NetNs::run`].
     pub fn open(path: &Path) -> Result<NetNs> {
-        let file = File::open(path).map_err(|source| match source.kind() {
-            io::ErrorKind::NotFound => Error::NetnsNotFound {
-                path: path.to_path_buf(),
-            },
-            _ => Error::Netns {
-                path: path.to_path_buf(),
-                op: "open",
-                source,
-            },
-        })?;
+        use std::os::unix::fs::OpenOptionsExt;
+        // Non-blocking, so that a FIFO in the namespace's place is refused (it is not on nsfs)
+        // instead of blocking the open until someone writes to it.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(path)
+            .map_err(|source| match source.kind() {
+                io::ErrorKind::NotFound => Error::NetnsNotFound {
+                    path: path.to_path_buf(),
+                },
+                _ => Error::Netns {
+                    path: path.to_path_buf(),
+                    op: "open",
+                    source,
+                },
+            })?;
         let fs = fstatfs(&file).map_err(|errno| Error::Netns {
             path: path.to_path_buf(),
             op: "fstatfs",

@@ -61,10 +61,7 @@ fn try_acquire(path: &Path, budget: Duration) -> std::io::Result<Flock<File>> {
                 if now >= until {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
-                        format!(
-                            "another process has held it for {} ms",
-                            budget.as_millis()
-                        ),
+                        format!("another process has held it for {} ms", budget.as_millis()),
                     ));
                 }
                 std::thread::sleep(pause.min(until - now));

@@ -19,6 +19,35 @@ pub enum NodenameError {
         path: String,
         source: std::io::Error,
     },
+    /// The name becomes a datastore key (`/calico/ipam/v2/host/<node>/...`, an affinity's
+    /// name): a `/` or a newline in it would make keys of other objects.
+    #[error(
+        "node name {shown} from {origin} is not a valid node name: use letters, digits, '-', \
+         '.' and '_' only (at most 253), as Kubernetes and calico/node name nodes"
+    )]
+    Invalid { shown: String, origin: String },
+}
+
+/// The longest node name: a DNS subdomain, as Kubernetes allows.
+const MAX_NODENAME: usize = 253;
+/// The largest nodename file read: a name is at most 253 bytes.
+const MAX_NODENAME_FILE: u64 = 4096;
+
+/// Refuses a name that cannot be a datastore key segment; `origin` says where it came from.
+fn validated(name: String, origin: impl FnOnce() -> String) -> Result<String, NodenameError> {
+    let ok = name.len() <= MAX_NODENAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        && !matches!(name.as_str(), "." | "..");
+    if ok {
+        Ok(name)
+    } else {
+        Err(NodenameError::Invalid {
+            shown: format!("{:?}", shared::redact::excerpt(&name, 80)),
+            origin: origin(),
+        })
+    }
 }
 
 /// The configuration keys that name the node, in Calico's order of precedence.
@@ -46,7 +75,7 @@ impl NodenameConf {
             .as_deref()
             .filter(|f| !f.is_empty())
             .unwrap_or(DEFAULT_NODENAME_FILE);
-        let from_file = match std::fs::read_to_string(Path::new(file)) {
+        let from_file = match shared::file::read_regular_text(Path::new(file), MAX_NODENAME_FILE) {
             Ok(text) => Some(text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if !self.nodename_file_optional {
@@ -63,17 +92,18 @@ impl NodenameConf {
         };
         let given = |v: &Option<String>| v.clone().filter(|n| !n.is_empty());
         if let Some(name) = given(&self.nodename) {
-            return Ok(name);
+            return validated(name, || "the network configuration's \"nodename\"".into());
         }
         if let Some(name) = from_file.filter(|n| !n.is_empty()) {
-            return Ok(name);
+            return validated(name, || format!("nodename_file {file}"));
         }
         if let Some(name) = given(&self.hostname) {
-            return Ok(name);
+            return validated(name, || "the network configuration's \"hostname\"".into());
         }
-        Ok(nix::unistd::gethostname()
+        let host = nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().to_lowercase())
-            .unwrap_or_default())
+            .unwrap_or_default();
+        validated(host, || "the machine's host name".into())
     }
 }
 
@@ -107,5 +137,43 @@ mod tests {
         s.nodename_file_optional = true;
         s.hostname = Some("legacy".into());
         assert_eq!(s.resolve().expect("hostname"), "legacy");
+    }
+
+    #[test]
+    fn a_name_that_would_nest_datastore_keys_is_refused_saying_where_it_came_from() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("nodename");
+        std::fs::write(&file, "a/b\nc").expect("write");
+        let s = NodenameConf {
+            nodename_file: Some(file.to_string_lossy().into_owned()),
+            ..NodenameConf::default()
+        };
+        let msg = s.resolve().expect_err("invalid").to_string();
+        assert!(msg.contains(r#""a/b\nc""#), "{msg}");
+        assert!(
+            msg.contains(&format!("nodename_file {}", file.display())),
+            "{msg}"
+        );
+        for bad in ["..", "node one", &"n".repeat(254)] {
+            let s = NodenameConf {
+                nodename: Some(bad.to_string()),
+                nodename_file_optional: true,
+                ..NodenameConf::default()
+            };
+            assert!(s.resolve().is_err(), "{bad:?} accepted");
+        }
+        // A FIFO in place of the file is refused at once instead of blocking.
+        std::fs::remove_file(&file).expect("rm");
+        nix::unistd::mkfifo(&file, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        let msg = s_file(&file).resolve().expect_err("a FIFO").to_string();
+        assert!(msg.contains("a FIFO"), "{msg}");
+    }
+
+    fn s_file(file: &Path) -> NodenameConf {
+        NodenameConf {
+            nodename_file: Some(file.to_string_lossy().into_owned()),
+            ..NodenameConf::default()
+        }
     }
 }

@@ -186,15 +186,22 @@ impl CalicoConf {
     }
 }
 
+/// The largest MTU file read: calico/node writes a number.
+const MAX_MTU_FILE: u64 = 4096;
+
 fn read_mtu_file(path: &Path, required: bool) -> Result<Option<u32>, CalicoError> {
-    match std::fs::read_to_string(path) {
+    match shared::file::read_regular_text(path, MAX_MTU_FILE) {
         Ok(text) => text
             .trim()
             .parse::<u32>()
             .map(Some)
             .map_err(|_| CalicoError::MtuFile {
                 path: path.display().to_string(),
-                reason: format!("{:?} is not an MTU", text.trim()),
+                // Quoted short: the path may point at a file that is not calico/node's.
+                reason: format!(
+                    "{:?} is not an MTU",
+                    shared::redact::excerpt(text.trim(), 16)
+                ),
             }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

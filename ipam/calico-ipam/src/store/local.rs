@@ -296,20 +296,38 @@ fn check_segments(op: &'static str, key: &str, relative: &str) -> Result<()> {
     Ok(())
 }
 
+/// The largest object file read.
+const MAX_OBJECT_BYTES: u64 = 16 << 20;
+
 /// The content of a key's file, or None when there is no such file (a missing file, a
 /// missing directory on the way, or a directory where the file would be).
+/// Anything else in a key's place (a FIFO would block the read for ever, a device would
+/// never end) is refused, as is a file larger than any object: the largest, a /122 block's
+/// JSON with its attributes, is a few kilobytes.
 fn read(op: &'static str, key: &str, path: &Path) -> Result<Option<Vec<u8>>> {
     let opened = OpenOptions::new()
         .read(true)
-        .custom_flags(OFlag::O_NOFOLLOW.bits())
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
         .open(path);
-    let mut file = match opened {
+    let file = match opened {
         Ok(file) => file,
         Err(e) if is_absent(&e) => return Ok(None),
         Err(e) => return Err(io_refused(op, key, path, &e)),
     };
+    let meta = file.metadata().map_err(|e| io_refused(op, key, path, &e))?;
+    if meta.is_dir() {
+        return Ok(None);
+    }
+    if !meta.is_file() || meta.len() > MAX_OBJECT_BYTES {
+        let what = if meta.is_file() {
+            format!("is larger than {MAX_OBJECT_BYTES} bytes")
+        } else {
+            "is not a regular file".to_string()
+        };
+        return Err(io_refused(op, key, path, &io::Error::other(what)));
+    }
     let mut bytes = Vec::new();
-    match file.read_to_end(&mut bytes) {
+    match file.take(MAX_OBJECT_BYTES).read_to_end(&mut bytes) {
         Ok(_) => Ok(Some(bytes)),
         Err(e) if e.raw_os_error() == Some(Errno::EISDIR as i32) => Ok(None),
         Err(e) => Err(io_refused(op, key, path, &e)),

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -505,9 +506,82 @@ fn a_cluster_keeps_serving_writes_with_one_member_killed() {
 
 // ---- TLS --------------------------------------------------------------------------------------
 
-/// Client TLS material rustls cannot use is a config error naming the file when the client
-/// is made, never a panic at the first request: a key that is not the certificate's, a
-/// key whose PEM frame holds no key, an X.509 v1 certificate (not presentable yet).
+/// Runs `openssl` in `dir`; a failure shows its stderr.
+fn openssl(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A client certificate as `openssl x509 -req` makes it without an extfile: X.509 v1 (no
+/// extensions at all), signed by `pki`'s CA. Returns (certificate, key) in `dir`.
+fn v1_client_cert(pki: &TestPki, dir: &Path) -> (PathBuf, PathBuf) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "v1.key",
+            "-out",
+            "v1.csr",
+            "-subj",
+            "/CN=v1",
+        ],
+    );
+    let ca_key = pki.ca().with_extension("key");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "v1.csr",
+            "-CA",
+            &pki.ca().display().to_string(),
+            "-CAkey",
+            &ca_key.display().to_string(),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-out",
+            "v1.pem",
+        ],
+    );
+    let text = openssl(dir, &["x509", "-in", "v1.pem", "-noout", "-text"]);
+    assert!(
+        text.contains("Version: 1 (0x0)"),
+        "not a v1 certificate:\n{text}"
+    );
+    (dir.join("v1.pem"), dir.join("v1.key"))
+}
+
+/// A client for `url` with these TLS files.
+fn tls_config(url: &str, cert: PathBuf, key: PathBuf, ca: PathBuf) -> EtcdConfig {
+    EtcdConfig {
+        cert_file: Some(cert),
+        key_file: Some(key),
+        ca_cert_file: Some(ca),
+        ..EtcdConfig::new(vec![url.to_string()])
+    }
+}
+
+/// Client TLS material that cannot work is a config error naming the file when the client
+/// is made, never a panic at the first request: a key that is not the certificate's (v3 or
+/// v1), a key whose PEM frame holds no key, a file that is not there.
 #[test]
 fn unusable_client_tls_material_is_named_not_a_panic() {
     let pki = TestPki::generate().expect("openssl-made certificates");
@@ -518,82 +592,48 @@ fn unusable_client_tls_material_is_named_not_a_panic() {
         "-----BEGIN PRIVATE KEY-----\nAAAAAAAAAAAAAAAA\n-----END PRIVATE KEY-----\n",
     )
     .expect("write");
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    // `openssl x509 -req` without extensions makes a v1 certificate.
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "v1.key",
-        "-out",
-        "v1.csr",
-        "-subj",
-        "/CN=v1",
-    ]);
-    let (ca, ca_key) = (
-        pki.ca().display().to_string(),
-        pki.ca().with_extension("key"),
-    );
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "v1.csr",
-        "-CA",
-        &ca,
-        "-CAkey",
-        &ca_key.display().to_string(),
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-out",
-        "v1.pem",
-    ]);
+    let (v1_cert, _) = v1_client_cert(&pki, dir.path());
+    let missing = dir.path().join("missing.pem");
     let cases = [
         (
             "a key that is not the certificate's",
-            pki.client_cert(),
-            pki.server_key(),
+            (pki.client_cert(), pki.server_key(), pki.ca()),
             pki.server_key(),
             "is not the one of",
         ),
         (
+            "a key that is not the v1 certificate's",
+            (v1_cert.clone(), pki.client_key(), pki.ca()),
+            pki.client_key(),
+            "is not the one of",
+        ),
+        (
             "a key that is no key",
-            pki.client_cert(),
-            bad_der.clone(),
+            (pki.client_cert(), bad_der.clone(), pki.ca()),
             bad_der.clone(),
             "private key",
         ),
         (
-            "a v1 certificate",
-            dir.path().join("v1.pem"),
-            dir.path().join("v1.key"),
-            dir.path().join("v1.pem"),
-            "v1",
+            "a missing certificate",
+            (missing.clone(), pki.client_key(), pki.ca()),
+            missing.clone(),
+            "cannot read",
+        ),
+        (
+            "a missing key",
+            (pki.client_cert(), missing.clone(), pki.ca()),
+            missing.clone(),
+            "cannot read",
+        ),
+        (
+            "a missing CA",
+            (pki.client_cert(), pki.client_key(), missing.clone()),
+            missing.clone(),
+            "cannot read",
         ),
     ];
-    for (what, cert, key, named, says) in cases {
-        let config = EtcdConfig {
-            cert_file: Some(cert),
-            key_file: Some(key),
-            ca_cert_file: Some(pki.ca()),
-            ..EtcdConfig::new(vec!["https://127.0.0.1:1".into()])
-        };
+    for (what, (cert, key, ca), named, says) in cases {
+        let config = tls_config("https://127.0.0.1:1", cert, key, ca);
         let Err(err) = EtcdKv::new(&config).map(|_| ()) else {
             panic!("{what}: accepted");
         };
@@ -601,6 +641,42 @@ fn unusable_client_tls_material_is_named_not_a_panic() {
         assert!(err.contains(&named.display().to_string()), "{what}: {err}");
         assert!(err.contains(says), "{what}: {err}");
     }
+}
+
+/// etcd (Go) takes an X.509 v1 client certificate and etcdctl presents one: so do we. etcd
+/// runs with `--client-cert-auth`, so an answer at all means it authenticated us; what the
+/// v1 client wrote is read back through a client with the v3 certificate.
+#[test]
+fn a_v1_client_certificate_is_presented_as_etcdctl_presents_it() {
+    let pki = TestPki::generate().expect("openssl-made certificates");
+    let server = EtcdServer::start_tls(&pki).expect("etcd with TLS");
+    let url = server.client_url();
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = v1_client_cert(&pki, dir.path());
+
+    let v1 = EtcdKv::store(&tls_config(&url, cert, key, pki.ca())).expect("client with v1");
+    v1.ping().expect("ping with a v1 client certificate");
+    let handle = IpamHandle {
+        handle_id: "k8s-pod-network.v1".into(),
+        block: BTreeMap::from([("10.244.1.64/26".to_string(), 1)]),
+        deleted: false,
+        extra: Default::default(),
+    };
+    let rev = v1.create_handle(&handle).expect("create with v1");
+
+    let v3 = EtcdKv::store(&tls_config(
+        &url,
+        pki.client_cert(),
+        pki.client_key(),
+        pki.ca(),
+    ))
+    .expect("client with v3");
+    let read = v3
+        .get_handle("k8s-pod-network.v1")
+        .expect("read with v3")
+        .expect("the v1 client's write is in etcd");
+    assert_eq!(read.revision, rev);
+    assert_eq!(read.value.block, handle.block);
 }
 
 #[test]

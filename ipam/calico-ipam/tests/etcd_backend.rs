@@ -18,6 +18,7 @@ use calico_ipam::store::memory::MemoryKv;
 use calico_ipam::store::{Store, StoreError};
 use cni_tests::etcd::{EtcdCluster, EtcdServer, TestPki};
 use cni_tests::fixtures::free_tcp_port;
+use cni_tests::ipam::{merge, IpamFixture, POOL_PREFIX};
 use ipnetwork::IpNetwork;
 use serde_json::{json, Value};
 
@@ -679,6 +680,103 @@ fn a_v1_client_certificate_is_presented_as_etcdctl_presents_it() {
     assert_eq!(read.value.block, handle.block);
 }
 
+/// An etcd whose server certificate is not from `etcd_ca_cert_file`'s CA will not become
+/// trusted by retrying: the store says so and names the file and the endpoint, and the
+/// plugin answers code 7 (invalid network configuration), not 11 ("try again later"),
+/// at once, having written nothing.
+#[test]
+fn an_etcd_from_another_ca_is_a_configuration_error_not_a_retry() {
+    let pki = TestPki::generate().expect("etcd's certificates");
+    let other = TestPki::generate().expect("another CA");
+    let server = EtcdServer::start_tls(&pki).expect("etcd with TLS");
+    let url = server.client_url();
+    let wrong_ca = other.ca();
+    let trusted = EtcdKv::new(&tls_config(
+        &url,
+        pki.client_cert(),
+        pki.client_key(),
+        pki.ca(),
+    ))
+    .expect("trusted client");
+
+    let kv = EtcdKv::new(&tls_config(
+        &url,
+        pki.client_cert(),
+        pki.client_key(),
+        wrong_ca.clone(),
+    ))
+    .expect("client");
+    let started = Instant::now();
+    let err = kv
+        .create("/tls/untrusted", b"1")
+        .expect_err("etcd is not trusted");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        !matches!(err, StoreError::Unavailable(_)),
+        "retryable: {err:?}"
+    );
+    let message = err.to_string();
+    eprintln!("untrusted etcd: {message}");
+    assert!(
+        message.contains(&wrong_ca.display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains(&url), "{message}");
+    assert!(message.contains("etcd_ca_cert_file"), "{message}");
+
+    // Through the plugin, with a pool in place so that a trusted etcd would get writes.
+    let pool = json!({
+        "kind": "IPPool",
+        "apiVersion": "projectcalico.org/v3",
+        "metadata": {"name": "tls-pool"},
+        "spec": {"cidr": "10.78.0.0/24", "blockSize": 26, "ipipMode": "Never",
+                 "natOutgoing": true, "nodeSelector": "all()"},
+    });
+    let pool_key = format!("{POOL_PREFIX}tls-pool");
+    trusted
+        .create(&pool_key, pool.to_string().as_bytes())
+        .expect("create the pool");
+    let fx = IpamFixture::on_etcd(&url);
+    let mut conf = fx.conf("1.0.0", "node-a", json!({"ipv4_pools": ["10.78.0.0/24"]}));
+    merge(
+        &mut conf,
+        &json!({
+            "etcd_ca_cert_file": wrong_ca,
+            "etcd_cert_file": pki.client_cert(),
+            "etcd_key_file": pki.client_key(),
+        }),
+    );
+    let started = Instant::now();
+    let out = fx.call("ADD", &conf, "untrusted-etcd", &[]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_ne!(out.exit, Some(0), "{}", out.describe());
+    let answer = out
+        .json
+        .clone()
+        .unwrap_or_else(|| panic!("{}", out.describe()));
+    eprintln!("untrusted etcd, through the plugin: {answer}");
+    assert_eq!(answer["code"], 7, "{answer}");
+    let msg = answer["msg"].as_str().unwrap_or_default();
+    assert!(msg.contains(&wrong_ca.display().to_string()), "{answer}");
+    assert!(msg.contains(&url), "{answer}");
+
+    let keys: Vec<String> = trusted
+        .list("/")
+        .expect("list through the trusted client")
+        .into_iter()
+        .map(|(k, _, _)| k)
+        .collect();
+    assert_eq!(keys, [pool_key], "written despite the untrusted etcd");
+}
+
 #[test]
 fn tls_with_client_certificates() {
     let pki = TestPki::generate().expect("openssl-made certificates");
@@ -712,14 +810,15 @@ fn tls_with_client_certificates() {
         Err(StoreError::Unavailable(m)) => eprintln!("no client certificate: {m}"),
         other => panic!("expected Unavailable, got {other:?}"),
     }
-    // Without our CA the server is not trusted.
+    // Without our CA the server is not trusted, and retrying will not change that.
     let untrusting = EtcdConfig {
         ca_cert_file: None,
         ..config.clone()
     };
     match EtcdKv::new(&untrusting).expect("client").ping() {
-        Err(StoreError::Unavailable(m)) => assert!(m.contains("certificate"), "{m}"),
-        other => panic!("expected Unavailable, got {other:?}"),
+        Err(StoreError::Unavailable(m)) => panic!("retryable: {m}"),
+        Err(e) => assert!(e.to_string().contains("etcd_ca_cert_file"), "{e}"),
+        Ok(()) => panic!("trusted without our CA"),
     }
     // A CA file that is not PEM is a configuration error, found before any request.
     let bad = EtcdConfig {

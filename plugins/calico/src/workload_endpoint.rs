@@ -93,6 +93,15 @@ impl WepError {
                 "the datastore did not answer; check etcd_endpoints and that etcd is up; the \
                  runtime will retry",
             ),
+            WepError::ClusterInformation(StoreError::Misconfigured(_))
+            | WepError::Endpoint {
+                source: StoreError::Misconfigured(_),
+                ..
+            } => (
+                C::InvalidNetworkConfig,
+                "fix the etcd_* TLS settings of the network configuration; retries fail the \
+                 same way until then",
+            ),
             WepError::Endpoint {
                 source: StoreError::Conflict(_),
                 ..

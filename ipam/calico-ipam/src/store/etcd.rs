@@ -13,7 +13,9 @@
 //! Endpoints are tried in order; a request moves on to the next one when the current one
 //! cannot be reached, and the endpoint that answered is tried first next time. A write whose
 //! outcome is unknown (sent, then the connection broke) is not replayed elsewhere: it reports
-//! [`StoreError::Unavailable`], which the plugin turns into "try again later".
+//! [`StoreError::Unavailable`], which the plugin turns into "try again later". When no member
+//! answered and one of them presented a certificate that fails verification against
+//! `etcd_ca_cert_file`, retrying cannot help: that is [`StoreError::Misconfigured`].
 //!
 //! TLS is ours, not ureq's (the `tls` module says why).
 
@@ -264,6 +266,9 @@ enum Failure {
     Unknown(String),
     /// etcd answered with an error that another member would repeat.
     Answered(String),
+    /// The member's certificate failed verification (not signed by the CA we were given,
+    /// not for this host, expired): nothing was sent, and retrying will not change it.
+    Untrusted(String),
 }
 
 fn classify(e: ureq::Error) -> Failure {
@@ -287,6 +292,7 @@ fn classify(e: ureq::Error) -> Failure {
         {
             Failure::NotSent(e.to_string())
         }
+        E::Rustls(rustls::Error::InvalidCertificate(_)) => Failure::Untrusted(e.to_string()),
         // The TLS handshake comes before the request.
         E::Tls(_) | E::Rustls(_) | E::Pem(_) => Failure::NotSent(e.to_string()),
         _ => Failure::Unknown(e.to_string()),
@@ -298,6 +304,8 @@ fn classify(e: ureq::Error) -> Failure {
 pub struct EtcdKv {
     agent: ureq::Agent,
     endpoints: Vec<String>,
+    /// `etcd_ca_cert_file`, for the message when a member's certificate is not trusted.
+    ca_cert_file: Option<PathBuf>,
     /// The endpoint that answered last: tried first, so a dead first member costs one
     /// failed connect per process, not one per request.
     current: AtomicUsize,
@@ -333,6 +341,7 @@ impl EtcdKv {
                 ureq::unversioned::resolver::DefaultResolver::default(),
             ),
             endpoints,
+            ca_cert_file: config.ca_cert_file.clone(),
             current: AtomicUsize::new(0),
         })
     }
@@ -364,6 +373,7 @@ impl EtcdKv {
         let n = self.endpoints.len();
         let start = self.current.load(Ordering::Relaxed) % n;
         let mut errors = Vec::new();
+        let mut untrusted = false;
         for i in (0..n).map(|i| (start + i) % n) {
             let endpoint = &self.endpoints[i];
             let failure = match self.send(endpoint, path, &body) {
@@ -375,6 +385,11 @@ impl EtcdKv {
             };
             match failure {
                 Failure::NotSent(e) => errors.push(format!("{endpoint}: {e}")),
+                // Another member's certificate may be fine: the request never left.
+                Failure::Untrusted(e) => {
+                    untrusted = true;
+                    errors.push(format!("{endpoint}: {e}"));
+                }
                 Failure::Unknown(e) if repeatable => errors.push(format!("{endpoint}: {e}")),
                 Failure::Unknown(e) => {
                     return Err(StoreError::Unavailable(format!(
@@ -390,10 +405,32 @@ impl EtcdKv {
                 }
             }
         }
+        let errors = errors.join("; ");
+        if untrusted {
+            return Err(StoreError::Misconfigured(self.untrusted_message(&errors)));
+        }
         Err(StoreError::Unavailable(format!(
-            "no etcd endpoint answered: {}",
-            errors.join("; ")
+            "no etcd endpoint answered: {errors}"
         )))
+    }
+
+    /// No member answered and at least one presented a certificate that failed
+    /// verification: the runtime's retries would fail the same way, so the message says
+    /// which file to fix.
+    fn untrusted_message(&self, errors: &str) -> String {
+        match &self.ca_cert_file {
+            Some(ca) => format!(
+                "etcd's server certificate is not trusted ({errors}): it must be signed by the \
+                 CA in etcd_ca_cert_file {}, name the endpoint's host and be within its \
+                 validity period",
+                ca.display()
+            ),
+            None => format!(
+                "etcd's server certificate is not trusted ({errors}): no etcd_ca_cert_file is \
+                 configured, so only public CAs are trusted; set etcd_ca_cert_file to the CA \
+                 that signed it"
+            ),
+        }
     }
 
     fn send(&self, endpoint: &str, path: &str, body: &[u8]) -> Result<Vec<u8>, Failure> {

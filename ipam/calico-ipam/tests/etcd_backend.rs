@@ -777,6 +777,35 @@ fn an_etcd_from_another_ca_is_a_configuration_error_not_a_retry() {
     assert_eq!(keys, [pool_key], "written despite the untrusted etcd");
 }
 
+/// Over TLS too, an endpoint that refuses connections or one that accepts and never
+/// answers the handshake is "unavailable, try again", reached within the connect timeout.
+#[test]
+fn a_refused_or_silent_https_etcd_stays_retryable() {
+    let pki = TestPki::generate().expect("openssl-made certificates");
+    // Accepts connections (the kernel does, from the backlog) but never says ServerHello.
+    let silent = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let silent_url = format!("https://{}", silent.local_addr().expect("addr"));
+    let refused_url = dead_endpoint().replace("http://", "https://");
+    let config = EtcdConfig {
+        endpoints: vec![silent_url.clone(), refused_url.clone()],
+        ..tls_config(&silent_url, pki.client_cert(), pki.client_key(), pki.ca())
+    };
+    let kv = EtcdKv::new(&config).expect("client");
+    let started = Instant::now();
+    match kv.create("/tls/retry", b"1") {
+        Err(StoreError::Unavailable(message)) => {
+            assert!(message.contains(&silent_url), "{message}");
+            assert!(message.contains(&refused_url), "{message}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn tls_with_client_certificates() {
     let pki = TestPki::generate().expect("openssl-made certificates");

@@ -863,6 +863,23 @@ mod tests {
     }
 
     #[test]
+    fn an_untrusted_etcd_is_the_configurations_problem_not_a_retry() {
+        let untrusted = || StoreError::Misconfigured("etcd_ca_cert_file /ca.pem".into());
+        assert_eq!(
+            WepError::ClusterInformation(untrusted())
+                .code_and_details()
+                .0,
+            ErrorCode::InvalidNetworkConfig
+        );
+        assert_eq!(
+            WepError::ClusterInformation(StoreError::Unavailable("down".into()))
+                .code_and_details()
+                .0,
+            ErrorCode::TryAgainLater
+        );
+    }
+
+    #[test]
     fn write_creates_then_updates_keeping_uid_and_creation() {
         let kv = MemoryKv::new();
         let id = k8s_id(&conf(json!({})), "old");

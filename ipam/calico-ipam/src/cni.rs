@@ -47,13 +47,15 @@ impl From<StoreError> for IpamPluginError {
 }
 
 /// The code of a datastore failure: unreachable, or refusing credentials or permissions
-/// (a token calico-node has not refreshed yet, RBAC being rolled out) is worth retrying;
-/// anything else is the datastore's problem.
+/// (a token calico-node has not refreshed yet, RBAC being rolled out) is worth retrying; a
+/// datastore the configuration cannot reach (an etcd CA that did not sign etcd's
+/// certificate) is the configuration's problem; anything else is the datastore's.
 fn store_code(e: &StoreError) -> ErrorCode {
     match e {
         StoreError::Unavailable(_) | StoreError::Conflict(_) | StoreError::Denied(_) => {
             ErrorCode::TryAgainLater
         }
+        StoreError::Misconfigured(_) => ErrorCode::InvalidNetworkConfig,
         _ => ErrorCode::Datastore,
     }
 }
@@ -70,6 +72,11 @@ fn ipam_code(e: &IpamError) -> (ErrorCode, &'static str) {
             store_code(s),
             "check the CNI kubeconfig's credentials (calico-node refreshes its token) and \
              the ClusterRole bound to its user",
+        ),
+        IpamError::Store(s @ StoreError::Misconfigured(_)) => (
+            store_code(s),
+            "fix the etcd_* TLS settings of the network configuration; retries fail the same \
+             way until then",
         ),
         IpamError::Store(s) => (store_code(s), ""),
         IpamError::NoQualifiedPool

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -17,6 +18,7 @@ use calico_ipam::store::memory::MemoryKv;
 use calico_ipam::store::{Store, StoreError};
 use cni_tests::etcd::{EtcdCluster, EtcdServer, TestPki};
 use cni_tests::fixtures::free_tcp_port;
+use cni_tests::ipam::{merge, IpamFixture, POOL_PREFIX};
 use ipnetwork::IpNetwork;
 use serde_json::{json, Value};
 
@@ -505,9 +507,82 @@ fn a_cluster_keeps_serving_writes_with_one_member_killed() {
 
 // ---- TLS --------------------------------------------------------------------------------------
 
-/// Client TLS material rustls cannot use is a config error naming the file when the client
-/// is made, never a panic at the first request: a key that is not the certificate's, a
-/// key whose PEM frame holds no key, an X.509 v1 certificate (not presentable yet).
+/// Runs `openssl` in `dir`; a failure shows its stderr.
+fn openssl(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A client certificate as `openssl x509 -req` makes it without an extfile: X.509 v1 (no
+/// extensions at all), signed by `pki`'s CA. Returns (certificate, key) in `dir`.
+fn v1_client_cert(pki: &TestPki, dir: &Path) -> (PathBuf, PathBuf) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "v1.key",
+            "-out",
+            "v1.csr",
+            "-subj",
+            "/CN=v1",
+        ],
+    );
+    let ca_key = pki.ca().with_extension("key");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "v1.csr",
+            "-CA",
+            &pki.ca().display().to_string(),
+            "-CAkey",
+            &ca_key.display().to_string(),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-out",
+            "v1.pem",
+        ],
+    );
+    let text = openssl(dir, &["x509", "-in", "v1.pem", "-noout", "-text"]);
+    assert!(
+        text.contains("Version: 1 (0x0)"),
+        "not a v1 certificate:\n{text}"
+    );
+    (dir.join("v1.pem"), dir.join("v1.key"))
+}
+
+/// A client for `url` with these TLS files.
+fn tls_config(url: &str, cert: PathBuf, key: PathBuf, ca: PathBuf) -> EtcdConfig {
+    EtcdConfig {
+        cert_file: Some(cert),
+        key_file: Some(key),
+        ca_cert_file: Some(ca),
+        ..EtcdConfig::new(vec![url.to_string()])
+    }
+}
+
+/// Client TLS material that cannot work is a config error naming the file when the client
+/// is made, never a panic at the first request: a key that is not the certificate's (v3 or
+/// v1), a key whose PEM frame holds no key, a file that is not there.
 #[test]
 fn unusable_client_tls_material_is_named_not_a_panic() {
     let pki = TestPki::generate().expect("openssl-made certificates");
@@ -518,82 +593,48 @@ fn unusable_client_tls_material_is_named_not_a_panic() {
         "-----BEGIN PRIVATE KEY-----\nAAAAAAAAAAAAAAAA\n-----END PRIVATE KEY-----\n",
     )
     .expect("write");
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    // `openssl x509 -req` without extensions makes a v1 certificate.
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "v1.key",
-        "-out",
-        "v1.csr",
-        "-subj",
-        "/CN=v1",
-    ]);
-    let (ca, ca_key) = (
-        pki.ca().display().to_string(),
-        pki.ca().with_extension("key"),
-    );
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "v1.csr",
-        "-CA",
-        &ca,
-        "-CAkey",
-        &ca_key.display().to_string(),
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-out",
-        "v1.pem",
-    ]);
+    let (v1_cert, _) = v1_client_cert(&pki, dir.path());
+    let missing = dir.path().join("missing.pem");
     let cases = [
         (
             "a key that is not the certificate's",
-            pki.client_cert(),
-            pki.server_key(),
+            (pki.client_cert(), pki.server_key(), pki.ca()),
             pki.server_key(),
             "is not the one of",
         ),
         (
+            "a key that is not the v1 certificate's",
+            (v1_cert.clone(), pki.client_key(), pki.ca()),
+            pki.client_key(),
+            "is not the one of",
+        ),
+        (
             "a key that is no key",
-            pki.client_cert(),
-            bad_der.clone(),
+            (pki.client_cert(), bad_der.clone(), pki.ca()),
             bad_der.clone(),
             "private key",
         ),
         (
-            "a v1 certificate",
-            dir.path().join("v1.pem"),
-            dir.path().join("v1.key"),
-            dir.path().join("v1.pem"),
-            "v1",
+            "a missing certificate",
+            (missing.clone(), pki.client_key(), pki.ca()),
+            missing.clone(),
+            "cannot read",
+        ),
+        (
+            "a missing key",
+            (pki.client_cert(), missing.clone(), pki.ca()),
+            missing.clone(),
+            "cannot read",
+        ),
+        (
+            "a missing CA",
+            (pki.client_cert(), pki.client_key(), missing.clone()),
+            missing.clone(),
+            "cannot read",
         ),
     ];
-    for (what, cert, key, named, says) in cases {
-        let config = EtcdConfig {
-            cert_file: Some(cert),
-            key_file: Some(key),
-            ca_cert_file: Some(pki.ca()),
-            ..EtcdConfig::new(vec!["https://127.0.0.1:1".into()])
-        };
+    for (what, (cert, key, ca), named, says) in cases {
+        let config = tls_config("https://127.0.0.1:1", cert, key, ca);
         let Err(err) = EtcdKv::new(&config).map(|_| ()) else {
             panic!("{what}: accepted");
         };
@@ -601,6 +642,168 @@ fn unusable_client_tls_material_is_named_not_a_panic() {
         assert!(err.contains(&named.display().to_string()), "{what}: {err}");
         assert!(err.contains(says), "{what}: {err}");
     }
+}
+
+/// etcd (Go) takes an X.509 v1 client certificate and etcdctl presents one: so do we. etcd
+/// runs with `--client-cert-auth`, so an answer at all means it authenticated us; what the
+/// v1 client wrote is read back through a client with the v3 certificate.
+#[test]
+fn a_v1_client_certificate_is_presented_as_etcdctl_presents_it() {
+    let pki = TestPki::generate().expect("openssl-made certificates");
+    let server = EtcdServer::start_tls(&pki).expect("etcd with TLS");
+    let url = server.client_url();
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = v1_client_cert(&pki, dir.path());
+
+    let v1 = EtcdKv::store(&tls_config(&url, cert, key, pki.ca())).expect("client with v1");
+    v1.ping().expect("ping with a v1 client certificate");
+    let handle = IpamHandle {
+        handle_id: "k8s-pod-network.v1".into(),
+        block: BTreeMap::from([("10.244.1.64/26".to_string(), 1)]),
+        deleted: false,
+        extra: Default::default(),
+    };
+    let rev = v1.create_handle(&handle).expect("create with v1");
+
+    let v3 = EtcdKv::store(&tls_config(
+        &url,
+        pki.client_cert(),
+        pki.client_key(),
+        pki.ca(),
+    ))
+    .expect("client with v3");
+    let read = v3
+        .get_handle("k8s-pod-network.v1")
+        .expect("read with v3")
+        .expect("the v1 client's write is in etcd");
+    assert_eq!(read.revision, rev);
+    assert_eq!(read.value.block, handle.block);
+}
+
+/// An etcd whose server certificate is not from `etcd_ca_cert_file`'s CA will not become
+/// trusted by retrying: the store says so and names the file and the endpoint, and the
+/// plugin answers code 7 (invalid network configuration), not 11 ("try again later"),
+/// at once, having written nothing.
+#[test]
+fn an_etcd_from_another_ca_is_a_configuration_error_not_a_retry() {
+    let pki = TestPki::generate().expect("etcd's certificates");
+    let other = TestPki::generate().expect("another CA");
+    let server = EtcdServer::start_tls(&pki).expect("etcd with TLS");
+    let url = server.client_url();
+    let wrong_ca = other.ca();
+    let trusted = EtcdKv::new(&tls_config(
+        &url,
+        pki.client_cert(),
+        pki.client_key(),
+        pki.ca(),
+    ))
+    .expect("trusted client");
+
+    let kv = EtcdKv::new(&tls_config(
+        &url,
+        pki.client_cert(),
+        pki.client_key(),
+        wrong_ca.clone(),
+    ))
+    .expect("client");
+    let started = Instant::now();
+    let err = kv
+        .create("/tls/untrusted", b"1")
+        .expect_err("etcd is not trusted");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        !matches!(err, StoreError::Unavailable(_)),
+        "retryable: {err:?}"
+    );
+    let message = err.to_string();
+    eprintln!("untrusted etcd: {message}");
+    assert!(
+        message.contains(&wrong_ca.display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains(&url), "{message}");
+    assert!(message.contains("etcd_ca_cert_file"), "{message}");
+
+    // Through the plugin, with a pool in place so that a trusted etcd would get writes.
+    let pool = json!({
+        "kind": "IPPool",
+        "apiVersion": "projectcalico.org/v3",
+        "metadata": {"name": "tls-pool"},
+        "spec": {"cidr": "10.78.0.0/24", "blockSize": 26, "ipipMode": "Never",
+                 "natOutgoing": true, "nodeSelector": "all()"},
+    });
+    let pool_key = format!("{POOL_PREFIX}tls-pool");
+    trusted
+        .create(&pool_key, pool.to_string().as_bytes())
+        .expect("create the pool");
+    let fx = IpamFixture::on_etcd(&url);
+    let mut conf = fx.conf("1.0.0", "node-a", json!({"ipv4_pools": ["10.78.0.0/24"]}));
+    merge(
+        &mut conf,
+        &json!({
+            "etcd_ca_cert_file": wrong_ca,
+            "etcd_cert_file": pki.client_cert(),
+            "etcd_key_file": pki.client_key(),
+        }),
+    );
+    let started = Instant::now();
+    let out = fx.call("ADD", &conf, "untrusted-etcd", &[]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_ne!(out.exit, Some(0), "{}", out.describe());
+    let answer = out
+        .json
+        .clone()
+        .unwrap_or_else(|| panic!("{}", out.describe()));
+    eprintln!("untrusted etcd, through the plugin: {answer}");
+    assert_eq!(answer["code"], 7, "{answer}");
+    let msg = answer["msg"].as_str().unwrap_or_default();
+    assert!(msg.contains(&wrong_ca.display().to_string()), "{answer}");
+    assert!(msg.contains(&url), "{answer}");
+
+    let keys: Vec<String> = trusted
+        .list("/")
+        .expect("list through the trusted client")
+        .into_iter()
+        .map(|(k, _, _)| k)
+        .collect();
+    assert_eq!(keys, [pool_key], "written despite the untrusted etcd");
+}
+
+/// Over TLS too, an endpoint that refuses connections or one that accepts and never
+/// answers the handshake is "unavailable, try again", reached within the connect timeout.
+#[test]
+fn a_refused_or_silent_https_etcd_stays_retryable() {
+    let pki = TestPki::generate().expect("openssl-made certificates");
+    // Accepts connections (the kernel does, from the backlog) but never says ServerHello.
+    let silent = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let silent_url = format!("https://{}", silent.local_addr().expect("addr"));
+    let refused_url = dead_endpoint().replace("http://", "https://");
+    let config = EtcdConfig {
+        endpoints: vec![silent_url.clone(), refused_url.clone()],
+        ..tls_config(&silent_url, pki.client_cert(), pki.client_key(), pki.ca())
+    };
+    let kv = EtcdKv::new(&config).expect("client");
+    let started = Instant::now();
+    match kv.create("/tls/retry", b"1") {
+        Err(StoreError::Unavailable(message)) => {
+            assert!(message.contains(&silent_url), "{message}");
+            assert!(message.contains(&refused_url), "{message}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -636,14 +839,15 @@ fn tls_with_client_certificates() {
         Err(StoreError::Unavailable(m)) => eprintln!("no client certificate: {m}"),
         other => panic!("expected Unavailable, got {other:?}"),
     }
-    // Without our CA the server is not trusted.
+    // Without our CA the server is not trusted, and retrying will not change that.
     let untrusting = EtcdConfig {
         ca_cert_file: None,
         ..config.clone()
     };
     match EtcdKv::new(&untrusting).expect("client").ping() {
-        Err(StoreError::Unavailable(m)) => assert!(m.contains("certificate"), "{m}"),
-        other => panic!("expected Unavailable, got {other:?}"),
+        Err(StoreError::Unavailable(m)) => panic!("retryable: {m}"),
+        Err(e) => assert!(e.to_string().contains("etcd_ca_cert_file"), "{e}"),
+        Ok(()) => panic!("trusted without our CA"),
     }
     // A CA file that is not PEM is a configuration error, found before any request.
     let bad = EtcdConfig {

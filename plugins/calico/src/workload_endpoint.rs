@@ -93,6 +93,15 @@ impl WepError {
                 "the datastore did not answer; check etcd_endpoints and that etcd is up; the \
                  runtime will retry",
             ),
+            WepError::ClusterInformation(StoreError::Misconfigured(_))
+            | WepError::Endpoint {
+                source: StoreError::Misconfigured(_),
+                ..
+            } => (
+                C::InvalidNetworkConfig,
+                "fix the etcd_* TLS settings of the network configuration; retries fail the \
+                 same way until then",
+            ),
             WepError::Endpoint {
                 source: StoreError::Conflict(_),
                 ..
@@ -849,6 +858,23 @@ mod tests {
         assert_eq!(err.code_and_details().0, ErrorCode::Datastore);
         assert_eq!(
             WepError::NotReady.code_and_details().0,
+            ErrorCode::TryAgainLater
+        );
+    }
+
+    #[test]
+    fn an_untrusted_etcd_is_the_configurations_problem_not_a_retry() {
+        let untrusted = || StoreError::Misconfigured("etcd_ca_cert_file /ca.pem".into());
+        assert_eq!(
+            WepError::ClusterInformation(untrusted())
+                .code_and_details()
+                .0,
+            ErrorCode::InvalidNetworkConfig
+        );
+        assert_eq!(
+            WepError::ClusterInformation(StoreError::Unavailable("down".into()))
+                .code_and_details()
+                .0,
             ErrorCode::TryAgainLater
         );
     }

@@ -13,10 +13,14 @@
 //! Endpoints are tried in order; a request moves on to the next one when the current one
 //! cannot be reached, and the endpoint that answered is tried first next time. A write whose
 //! outcome is unknown (sent, then the connection broke) is not replayed elsewhere: it reports
-//! [`StoreError::Unavailable`], which the plugin turns into "try again later".
+//! [`StoreError::Unavailable`], which the plugin turns into "try again later". When no member
+//! answered and one of them presented a certificate that fails verification against
+//! `etcd_ca_cert_file`, retrying cannot help: that is [`StoreError::Misconfigured`].
+//!
+//! TLS is ours, not ureq's (the `tls` module says why).
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -24,9 +28,12 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use ureq::unversioned::transport::{Connector as _, TcpConnector};
 
 use super::kv::{Kv, KvStore};
 use super::{Result, Revision, StoreError};
+
+mod tls;
 
 /// Calico's client default when no endpoint is configured.
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
@@ -81,6 +88,8 @@ pub enum EtcdConfigError {
     BadPem { path: PathBuf, what: &'static str },
     #[error("{path}: {why}")]
     BadClientIdentity { path: PathBuf, why: String },
+    #[error("TLS to etcd cannot be set up: {0}")]
+    Tls(rustls::Error),
 }
 
 impl EtcdConfig {
@@ -155,114 +164,6 @@ fn normalize_endpoint(e: &str, tls: bool) -> Result<String, EtcdConfigError> {
         None => format!("http://{e}"),
     };
     Ok(url)
-}
-
-// ---------------------------------------------------------------------------------------
-// TLS
-// ---------------------------------------------------------------------------------------
-
-fn read_pem(path: &Path) -> Result<Vec<ureq::tls::PemItem<'static>>, EtcdConfigError> {
-    let bytes = std::fs::read(path).map_err(|source| EtcdConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    // Unparsable sections are skipped; the callers check that what they need is there.
-    Ok(ureq::tls::parse_pem(&bytes)
-        .filter_map(|i| i.ok())
-        .collect())
-}
-
-fn read_certs(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, EtcdConfigError> {
-    let certs: Vec<_> = read_pem(path)?
-        .into_iter()
-        .filter_map(|item| match item {
-            ureq::tls::PemItem::Certificate(c) => Some(c),
-            _ => None,
-        })
-        .collect();
-    if certs.is_empty() {
-        return Err(EtcdConfigError::BadPem {
-            path: path.to_path_buf(),
-            what: "certificate",
-        });
-    }
-    Ok(certs)
-}
-
-fn read_key(path: &Path) -> Result<ureq::tls::PrivateKey<'static>, EtcdConfigError> {
-    read_pem(path)?
-        .into_iter()
-        .find_map(|item| match item {
-            ureq::tls::PemItem::PrivateKey(k) => Some(k),
-            _ => None,
-        })
-        .ok_or_else(|| EtcdConfigError::BadPem {
-            path: path.to_path_buf(),
-            what: "private key",
-        })
-}
-
-/// Checks a client certificate and its key as rustls will when ureq builds its config: a
-/// key it cannot load, or one that is not the certificate's, is a config error naming the
-/// file (ureq would panic on either).
-fn check_client_identity(
-    certs: &[ureq::tls::Certificate<'static>],
-    key: &ureq::tls::PrivateKey<'static>,
-    cert_path: &Path,
-    key_path: &Path,
-) -> Result<(), EtcdConfigError> {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let key_der = PrivateKeyDer::try_from(key.der())
-        .map(|k| k.clone_key())
-        .map_err(|e| EtcdConfigError::BadClientIdentity {
-            path: key_path.to_path_buf(),
-            why: format!("no usable private key ({e})"),
-        })?;
-    let provider = rustls::crypto::ring::default_provider();
-    let signing = provider
-        .key_provider
-        .load_private_key(key_der)
-        .map_err(|e| EtcdConfigError::BadClientIdentity {
-            path: key_path.to_path_buf(),
-            why: format!("the private key cannot be loaded ({e}): give an unencrypted PEM key"),
-        })?;
-    let chain = certs
-        .iter()
-        .map(|c| CertificateDer::from(c.der()).into_owned())
-        .collect();
-    let identity = rustls::sign::CertifiedKey::new(chain, signing);
-    identity.keys_match().map_err(|e| match e {
-        rustls::Error::InconsistentKeys(_) => EtcdConfigError::BadClientIdentity {
-            path: key_path.to_path_buf(),
-            why: format!("the key is not the one of {}", cert_path.display()),
-        },
-        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(_))
-        | rustls::Error::InvalidCertificate(_) => EtcdConfigError::BadClientIdentity {
-            path: cert_path.to_path_buf(),
-            why: format!(
-                "the client certificate cannot be used ({e}); an X.509 v1 certificate \
-                 cannot be presented yet: reissue it as v3"
-            ),
-        },
-        other => EtcdConfigError::BadClientIdentity {
-            path: cert_path.to_path_buf(),
-            why: format!("the client certificate cannot be used ({other})"),
-        },
-    })
-}
-
-fn tls_config(config: &EtcdConfig) -> Result<ureq::tls::TlsConfig, EtcdConfigError> {
-    let mut tls = ureq::tls::TlsConfig::builder();
-    if let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) {
-        let certs = read_certs(cert)?;
-        let private = read_key(key)?;
-        check_client_identity(&certs, &private, cert, key)?;
-        tls = tls.client_cert(Some(ureq::tls::ClientCert::new_with_certs(&certs, private)));
-    }
-    if let Some(ca) = &config.ca_cert_file {
-        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&read_certs(ca)?));
-    }
-    Ok(tls.build())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -365,6 +266,9 @@ enum Failure {
     Unknown(String),
     /// etcd answered with an error that another member would repeat.
     Answered(String),
+    /// The member's certificate failed verification (not signed by the CA we were given,
+    /// not for this host, expired): nothing was sent, and retrying will not change it.
+    Untrusted(String),
 }
 
 fn classify(e: ureq::Error) -> Failure {
@@ -388,6 +292,7 @@ fn classify(e: ureq::Error) -> Failure {
         {
             Failure::NotSent(e.to_string())
         }
+        E::Rustls(rustls::Error::InvalidCertificate(_)) => Failure::Untrusted(e.to_string()),
         // The TLS handshake comes before the request.
         E::Tls(_) | E::Rustls(_) | E::Pem(_) => Failure::NotSent(e.to_string()),
         _ => Failure::Unknown(e.to_string()),
@@ -399,6 +304,8 @@ fn classify(e: ureq::Error) -> Failure {
 pub struct EtcdKv {
     agent: ureq::Agent,
     endpoints: Vec<String>,
+    /// `etcd_ca_cert_file`, for the message when a member's certificate is not trusted.
+    ca_cert_file: Option<PathBuf>,
     /// The endpoint that answered last: tried first, so a dead first member costs one
     /// failed connect per process, not one per request.
     current: AtomicUsize,
@@ -418,16 +325,25 @@ impl EtcdKv {
             .proxy(None)
             .max_redirects(0)
             .user_agent("calico-ipam")
-            .tls_config(tls_config(config)?)
             .build();
+        // Our own TCP-then-TLS chain instead of ureq's default one, whose TLS refuses v1
+        // client certificates (see the `tls` module). No proxy connectors: none is used.
+        let connector = ()
+            .chain(TcpConnector::default())
+            .chain(tls::TlsConnector::new(tls::client_config(config)?));
         let endpoints = if config.endpoints.is_empty() {
             vec![DEFAULT_ENDPOINT.to_string()]
         } else {
             config.endpoints.clone()
         };
         Ok(EtcdKv {
-            agent: ureq::Agent::new_with_config(agent_config),
+            agent: ureq::Agent::with_parts(
+                agent_config,
+                connector,
+                ureq::unversioned::resolver::DefaultResolver::default(),
+            ),
             endpoints,
+            ca_cert_file: config.ca_cert_file.clone(),
             current: AtomicUsize::new(0),
             timeout: config.timeout,
         })
@@ -460,6 +376,7 @@ impl EtcdKv {
         let n = self.endpoints.len();
         let start = self.current.load(Ordering::Relaxed) % n;
         let mut errors = Vec::new();
+        let mut untrusted = false;
         for i in (0..n).map(|i| (start + i) % n) {
             let endpoint = &self.endpoints[i];
             if shared::deadline::expired() {
@@ -477,6 +394,11 @@ impl EtcdKv {
             };
             match failure {
                 Failure::NotSent(e) => errors.push(format!("{endpoint}: {e}")),
+                // Another member's certificate may be fine: the request never left.
+                Failure::Untrusted(e) => {
+                    untrusted = true;
+                    errors.push(format!("{endpoint}: {e}"));
+                }
                 Failure::Unknown(e) if repeatable => errors.push(format!("{endpoint}: {e}")),
                 Failure::Unknown(e) => {
                     return Err(StoreError::Unavailable(format!(
@@ -492,10 +414,32 @@ impl EtcdKv {
                 }
             }
         }
+        let errors = errors.join("; ");
+        if untrusted {
+            return Err(StoreError::Misconfigured(self.untrusted_message(&errors)));
+        }
         Err(StoreError::Unavailable(format!(
-            "no etcd endpoint answered: {}",
-            errors.join("; ")
+            "no etcd endpoint answered: {errors}"
         )))
+    }
+
+    /// No member answered and at least one presented a certificate that failed
+    /// verification: the runtime's retries would fail the same way, so the message says
+    /// which file to fix.
+    fn untrusted_message(&self, errors: &str) -> String {
+        match &self.ca_cert_file {
+            Some(ca) => format!(
+                "etcd's server certificate is not trusted ({errors}): it must be signed by the \
+                 CA in etcd_ca_cert_file {}, name the endpoint's host and be within its \
+                 validity period",
+                ca.display()
+            ),
+            None => format!(
+                "etcd's server certificate is not trusted ({errors}): no etcd_ca_cert_file is \
+                 configured, so only public CAs are trusted; set etcd_ca_cert_file to the CA \
+                 that signed it"
+            ),
+        }
     }
 
     fn send(&self, endpoint: &str, path: &str, body: &[u8]) -> Result<Vec<u8>, Failure> {

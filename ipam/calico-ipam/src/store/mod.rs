@@ -47,6 +47,11 @@ pub enum StoreError {
     /// the token is refreshed or the role fixed.
     #[error("{0}")]
     Denied(String),
+    /// The datastore cannot be used as configured (etcd's server certificate fails
+    /// verification against the configured CA): retrying will not help; the message names
+    /// the setting to fix.
+    #[error("{0}")]
+    Misconfigured(String),
     #[error("object {key} cannot be read: {reason}")]
     Corrupt { key: String, reason: String },
     #[error("datastore refused {op} of {key}: {reason}")]

@@ -299,6 +299,17 @@ pub fn merge(target: &mut Value, extra: &Value) {
 
 /// Runs calico-ipam once as a runtime would, with exactly the CNI variables (plus PATH).
 pub fn call(command: &str, conf: &Value, container_id: &str, args: &[(&str, &str)]) -> Outcome {
+    call_with_env(command, conf, container_id, args, &[])
+}
+
+/// [`call`] with more variables (a parent plugin's deadline, say).
+pub fn call_with_env(
+    command: &str,
+    conf: &Value,
+    container_id: &str,
+    args: &[(&str, &str)],
+    extra: &[(&str, &str)],
+) -> Outcome {
     let bin = plugin_dir();
     let path = bin.display().to_string();
     let cni_args = args
@@ -314,6 +325,7 @@ pub fn call(command: &str, conf: &Value, container_id: &str, args: &[(&str, &str
         ("CNI_ARGS", &cni_args),
         ("CNI_PATH", &path),
     ];
+    let env: Vec<(&str, &str)> = env.iter().chain(extra).copied().collect();
     let stdin = serde_json::to_vec(conf).expect("encode config");
     let out = run_plugin(&bin.join("calico-ipam"), &env, &stdin).expect("run calico-ipam");
     outcome(out)

@@ -122,6 +122,9 @@ impl From<IpamPluginError> for CniError {
                 "calico/node writes this file when it starts; or set nodename in the network \
                  configuration",
             ),
+            IpamPluginError::Nodename(NodenameError::Invalid { .. }) => {
+                (C::InvalidNetworkConfig, "")
+            }
             IpamPluginError::Nodename(_) => (C::State, ""),
             IpamPluginError::Datastore(d) => match d {
                 DatastoreError::Store(s) => (store_code(s), ""),

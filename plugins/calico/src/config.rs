@@ -148,6 +148,7 @@ impl CalicoConf {
     pub fn node_name(&self) -> Result<String, CalicoError> {
         self.node.resolve().map_err(|e| match e {
             NodenameError::FileMissing(path) => CalicoError::NodenameFileMissing(path),
+            e @ NodenameError::Invalid { .. } => CalicoError::Config(e.to_string()),
             other => CalicoError::NodeState(other.to_string()),
         })
     }

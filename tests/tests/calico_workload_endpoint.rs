@@ -473,3 +473,32 @@ fn wep_with_k8s_policy_carries_the_pods_labels_service_account_and_ports() {
     s.del(&pod, "DEL");
     s.assert_nothing_left(&pod, "after DEL");
 }
+
+/// A pod namespace that is a path (`../..`): ADD is refused before anything is made, and the
+/// runtime's DEL that follows succeeds (once and again) instead of failing for ever on a
+/// name no endpoint can have.
+fn a_path_as_pod_namespace_is_refused_and_its_del_succeeds(backend: Backend) {
+    let s = Setup::new(backend);
+    s.cluster_information(true);
+    let pod = s.node.k8s_pod("wep000000000000000000000000dots1", "../..", "web-0");
+    let before = s.store.snapshot();
+    let out = s.call("ADD", &pod);
+    assert_eq!(out.exit, Some(1), "ADD: {}", out.describe());
+    let code = out.json.as_ref().map(|j| j["code"].clone());
+    assert_eq!(code, Some(json!(4)), "ADD: {}", out.describe());
+    assert!(out.stdout.contains("../.."), "{}", out.describe());
+    assert_eq!(s.store.snapshot(), before, "a refused ADD writes nothing");
+    s.del(&pod, "DEL after the refused ADD");
+    s.del(&pod, "DEL again");
+    s.assert_nothing_left(&pod, "after DEL");
+}
+
+#[test]
+fn wep_on_local_a_path_as_pod_namespace_is_refused_and_its_del_succeeds() {
+    a_path_as_pod_namespace_is_refused_and_its_del_succeeds(Backend::Local);
+}
+
+#[test]
+fn wep_on_etcd_a_path_as_pod_namespace_is_refused_and_its_del_succeeds() {
+    a_path_as_pod_namespace_is_refused_and_its_del_succeeds(Backend::Etcd);
+}

@@ -206,9 +206,11 @@ impl Context {
 }
 
 /// The legacy handle Calico also releases on DEL: `<namespace>.<pod>` for a pod, the
-/// container id otherwise.
-fn legacy_handle(req: &Req) -> String {
-    match (
+/// container id otherwise. `None` when the pod's names could not make a handle's key (a
+/// `/`, a leading `.`): no allocation can be under it, and asking for it would fail the DEL
+/// for ever on arguments the ADD was refused for.
+fn legacy_handle(req: &Req) -> Option<String> {
+    let handle = match (
         req.env
             .args
             .get("K8S_POD_NAMESPACE")
@@ -217,7 +219,14 @@ fn legacy_handle(req: &Req) -> String {
     ) {
         (Some(ns), Some(pod)) => format!("{ns}.{pod}"),
         _ => req.env.container_id.clone(),
+    };
+    let usable = !handle.starts_with('.')
+        && !handle.contains('/')
+        && !handle.chars().any(|c| c.is_control() || c.is_whitespace());
+    if !usable {
+        log::warn!("DEL skips the legacy handle {handle:?}: it cannot name an allocation");
     }
+    usable.then_some(handle)
 }
 
 /// `node`, `timestamp`, and for a pod `pod` and `namespace`: what kube-controllers' IPAM
@@ -373,10 +382,11 @@ impl Plugin for CalicoIpam {
         let ctx = Context::new(req)?;
         let _lock = HostLock::acquire(&ctx.conf.lock_file());
         let ipam = ctx.ipam();
-        for handle in [
-            names::handle_id(&ctx.conf.name, &req.env.container_id),
+        let handles = [
+            Some(names::handle_id(&ctx.conf.name, &req.env.container_id)),
             legacy_handle(req),
-        ] {
+        ];
+        for handle in handles.into_iter().flatten() {
             match ipam.release_by_handle(&handle) {
                 Ok(()) => log::info!("released handle {handle}"),
                 Err(IpamError::HandleNotFound(_)) => {}

@@ -39,6 +39,26 @@ pub fn wep_name(node: &str, workload: WepWorkload, endpoint: &str) -> Result<Str
     Ok(parts.join("-"))
 }
 
+/// A namespace is a key segment of its own: a DNS label, as Kubernetes allows.
+pub fn check_namespace(namespace: &str) -> Result<(), WepNameError> {
+    let valid = !namespace.is_empty()
+        && namespace.len() <= 63
+        && namespace
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !namespace.starts_with('-')
+        && !namespace.ends_with('-');
+    if valid {
+        Ok(())
+    } else {
+        Err(WepNameError {
+            field: "namespace",
+            value: namespace.to_string(),
+            what: "be anything but a DNS label (lowercase letters, digits and '-', at most 63)",
+        })
+    }
+}
+
 fn escape(field: &'static str, value: &str) -> Result<String, WepNameError> {
     let what = if value.is_empty() {
         // Calico: "field should be assigned". An empty segment would make `a--b`, which
@@ -48,6 +68,9 @@ fn escape(field: &'static str, value: &str) -> Result<String, WepNameError> {
         Some("begin with a '-'")
     } else if value.ends_with('-') {
         Some("end with a '-'")
+    } else if value.contains('/') || value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        // The name is the last segment of a datastore key.
+        Some("contain '/', whitespace or control characters")
     } else {
         None
     };

@@ -327,6 +327,7 @@ impl WepIdentity {
                 (CNI_NAMESPACE.to_string(), None, WepWorkload::Container(id))
             }
         };
+        crate::wep_name::check_namespace(&namespace)?;
         let policy_k8s = conf.policy.is_k8s();
         Ok(WepIdentity {
             name: wep_name(node, segment, ifname)?,

@@ -28,8 +28,14 @@ pub enum Error {
     IfNameDots(String),
     #[error("interface name contains / or : or whitespace characters")]
     IfNameBadChars(String),
+    /// A name or word of the environment that is not UTF-8 (paths may be any bytes).
+    #[error("{var} is not valid UTF-8: {value:?}")]
+    EnvNotUtf8 { var: &'static str, value: String },
     #[error("ARGS: invalid pair {0:?}")]
     ArgsInvalidPair(String),
+    /// The key is printed lossily: the bytes themselves cannot go into JSON.
+    #[error("CNI_ARGS: the pair with key {key:?} is not valid UTF-8")]
+    ArgsNotUtf8 { key: String },
     #[error("ARGS: unknown args {0:?}")]
     ArgsUnknown(Vec<String>),
     #[error("ARGS: error parsing value of pair {pair:?}: {reason}")]
@@ -162,6 +168,14 @@ impl From<Error> for CniError {
             Error::IfNameDots(name) | Error::IfNameBadChars(name) => (
                 C::InvalidEnvironment,
                 format!("CNI_IFNAME {name:?} is not a usable Linux interface name"),
+            ),
+            Error::EnvNotUtf8 { var, .. } => {
+                (C::InvalidEnvironment, format!("{var} must be UTF-8 text"))
+            }
+            Error::ArgsNotUtf8 { .. } => (
+                C::InvalidEnvironment,
+                "every CNI_ARGS key and value must be UTF-8 text; fix or remove the pair"
+                    .to_string(),
             ),
             Error::ArgsInvalidPair(_) | Error::ArgsUnknown(_) | Error::ArgsBadValue { .. } => (
                 C::InvalidEnvironment,

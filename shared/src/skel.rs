@@ -81,7 +81,8 @@ pub fn run<P: Plugin>(plugin: &P) -> i32 {
     let stdout = std::io::stdout();
     let code = run_with(
         plugin,
-        |k| std::env::var(k).ok(),
+        // As bytes: a variable that is not UTF-8 is reported, not taken for absent.
+        |k| std::env::var_os(k),
         stdin.lock(),
         &mut stdout.lock(),
     );
@@ -90,9 +91,9 @@ pub fn run<P: Plugin>(plugin: &P) -> i32 {
 }
 
 /// [`run`] with everything injected, for tests.
-pub fn run_with<P: Plugin>(
+pub fn run_with<P: Plugin, V: Into<std::ffi::OsString>>(
     plugin: &P,
-    lookup: impl Fn(&str) -> Option<String>,
+    lookup: impl Fn(&str) -> Option<V>,
     stdin: impl Read,
     stdout: &mut impl Write,
 ) -> i32 {
@@ -141,6 +142,9 @@ pub fn run_with<P: Plugin>(
     init_logging(plugin.name(), &env, &conf);
     for e in unread {
         log::warn!("DEL ignores a network config key it cannot read: {e}");
+    }
+    for key in &env.args_skipped {
+        log::warn!("DEL ignores the CNI_ARGS pair with key {key:?}: it is not valid UTF-8");
     }
     let prev_result = match conf.prev_result(version) {
         Ok(prev) => prev,

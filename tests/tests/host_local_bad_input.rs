@@ -427,3 +427,74 @@ fn reference_gives_the_same_messages() {
     let failures = run_table(&reference_plugin_dir(), false);
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
+
+/// host-local ADD or DEL with CNI_ARGS given as raw bytes; returns the exit code and stdout.
+fn call_with_raw_args(bin_dir: &Path, command: &str, data: &Path, args: &[u8]) -> (i32, Value) {
+    use std::io::Write;
+    use std::os::unix::ffi::OsStrExt;
+    use std::process::{Command, Stdio};
+    let stdin = conf(
+        "1.0.0",
+        data,
+        json!({"ranges": ranges(&[&["10.1.2.0/24"]])}),
+    )
+    .to_string();
+    let mut child = Command::new(bin_dir.join("host-local"))
+        .env_clear()
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", "raw-args")
+        .env("CNI_NETNS", "/var/run/netns/unused")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", bin_dir)
+        .env("CNI_ARGS", std::ffi::OsStr::from_bytes(args))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("host-local runs");
+    if let Some(mut pipe) = child.stdin.take() {
+        pipe.write_all(stdin.as_bytes()).expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("host-local finishes");
+    (
+        out.status.code().unwrap_or(-1),
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+    )
+}
+
+/// A pair that is not UTF-8 must never make the others vanish: `IP=` is honoured, or ADD
+/// fails with an error object; it never succeeds with another address. The reference (Go
+/// strings hold any bytes) honours IP; ours refuses with code 4 naming the pair's key. DEL
+/// needs no CNI_ARGS, so it skips the pair and releases the container's address.
+#[test]
+fn a_cni_args_pair_that_is_not_utf8_never_hides_ip() {
+    let args: &[u8] = b"IgnoreUnknown=1;IP=10.1.2.77;X=\xff";
+    for (bin_dir, ours) in [(plugin_dir(), true), (reference_plugin_dir(), false)] {
+        let dir = TestDir::new().expect("dir");
+        let data = dir.path().join("data");
+        let (code, out) = call_with_raw_args(&bin_dir, "ADD", &data, args);
+        let what = format!("{} ADD: {out}", bin_dir.display());
+        if code == 0 {
+            assert_eq!(out["ips"][0]["address"], "10.1.2.77/24", "{what}");
+        } else {
+            assert_eq!(code, 1, "{what}");
+            assert!(out["code"].is_u64(), "no error object: {what}");
+            assert!(
+                !data.join("mynet").join("10.1.2.77").exists(),
+                "a failed ADD reserved: {what}"
+            );
+        }
+        if ours {
+            assert_eq!(out["code"], 4, "{what}");
+            let msg = out["msg"].as_str().unwrap_or_default();
+            assert!(msg.contains("CNI_ARGS") && msg.contains("\"X\""), "{what}");
+            // The runtime's DEL after the failed ADD must release what the container holds.
+            let seeded = data.join("mynet").join("10.1.2.5");
+            fs::create_dir_all(data.join("mynet")).expect("mkdir");
+            fs::write(&seeded, reservation("raw-args", "eth0")).expect("seed");
+            let (code, out) = call_with_raw_args(&bin_dir, "DEL", &data, args);
+            assert_eq!(code, 0, "DEL: {out}");
+            assert!(!seeded.exists(), "DEL released nothing");
+        }
+    }
+}

@@ -2,7 +2,9 @@
 //! 0755 and its files 0600 whatever the umask (so no other user can delete a live
 //! reservation, which would hand its address to a second pod), a store directory left
 //! world-writable by an earlier version is narrowed, and a symbolic link planted where a
-//! state file goes is never written through. Needs root.
+//! state file goes is never written through. No `.reserving.*` temporary outlives the
+//! operation that made it: not when the disk is full, and not when a process is killed in
+//! the middle (the next operation removes the temporaries of dead processes). Needs root.
 
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
@@ -106,4 +108,138 @@ fn planted_links_are_never_written_through() {
         assert!(meta.file_type().is_file(), "{name} is a file of ours again");
     }
     assert!(call("DEL", &data, "ctr-links").0);
+}
+
+/// The `.reserving.*` temporaries in a store directory.
+fn temporaries(store: &Path) -> Vec<String> {
+    fs::read_dir(store)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".reserving."))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A small tmpfs mounted on a directory of the test's own, unmounted when dropped
+/// (panics included) before the directory goes.
+struct TinyTmpfs {
+    at: std::path::PathBuf,
+}
+
+impl TinyTmpfs {
+    fn mount(at: &Path, size: &str) -> TinyTmpfs {
+        fs::create_dir_all(at).expect("mount point");
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mount tmpfs on {}", at.display());
+        TinyTmpfs {
+            at: at.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for TinyTmpfs {
+    fn drop(&mut self) {
+        let busy = !Command::new("umount")
+            .arg(&self.at)
+            .status()
+            .is_ok_and(|s| s.success());
+        if busy {
+            // Still detached, so the test directory can be removed.
+            let _ = Command::new("umount").arg("-l").arg(&self.at).status();
+        }
+    }
+}
+
+#[test]
+fn a_full_disk_fails_add_and_leaves_no_temporary() {
+    let dir = TestDir::new().expect("dir");
+    let data = dir.path().join("tiny");
+    let _mount = TinyTmpfs::mount(&data, "64k");
+    let store = data.join(NET);
+    // The store directory, its lock and a first reservation, while there is room.
+    let (ok, out) = call("ADD", &data, "ctr-room");
+    assert!(ok, "{out}");
+    // Fill what is left: creating a file still works, writing into one does not.
+    let filler = fs::write(data.join("filler"), vec![0u8; 1 << 20]);
+    assert!(filler.is_err(), "a 64k tmpfs took 1 MiB");
+    let (ok, out) = call("ADD", &data, "ctr-full");
+    assert!(!ok, "ADD on a full disk succeeded: {out}");
+    let err: serde_json::Value = serde_json::from_str(&out).expect("an error object");
+    assert!(err["code"].is_u64() && err["msg"].is_string(), "{out}");
+    assert_eq!(temporaries(&store), Vec::<String>::new(), "{out}");
+    assert!(call("DEL", &data, "ctr-full").0);
+    assert!(call("DEL", &data, "ctr-room").0);
+}
+
+/// A process that ends when dropped.
+struct Sleeper(std::process::Child);
+
+impl Sleeper {
+    fn start() -> Sleeper {
+        Sleeper(
+            Command::new("sleep")
+                .arg("600")
+                .spawn()
+                .expect("sleep runs"),
+        )
+    }
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The pid of a process that was killed and reaped: no live process has it.
+fn dead_pid() -> u32 {
+    Sleeper::start().pid()
+}
+
+#[test]
+fn the_next_add_or_del_removes_temporaries_of_dead_processes_only() {
+    let dir = TestDir::new().expect("dir");
+    let data = dir.path().join("networks");
+    let store = data.join(NET);
+    fs::create_dir_all(&store).expect("mkdir");
+    let live = Sleeper::start();
+    // Another container's, so that no DEL removes it for its content.
+    let plant = |name: String| {
+        fs::write(store.join(&name), "someone-else\r\neth0").expect("plant");
+        name
+    };
+    let live_temp = plant(format!(".reserving.10.99.0.50.{}", live.pid()));
+    for command in ["ADD", "DEL"] {
+        let dead_temp = plant(format!(".reserving.10.99.0.51.{}", dead_pid()));
+        let (ok, out) = call(command, &data, "ctr-sweep");
+        assert!(ok, "{command}: {out}");
+        assert_eq!(
+            temporaries(&store),
+            std::slice::from_ref(&live_temp),
+            "after {command}; {dead_temp} was dead"
+        );
+    }
+    drop(live);
+    assert!(call("DEL", &data, "ctr-sweep").0);
+    assert_eq!(
+        temporaries(&store),
+        Vec::<String>::new(),
+        "its process has ended"
+    );
 }

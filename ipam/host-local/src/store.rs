@@ -7,12 +7,14 @@
 //! <dataDir>/<network>/last_reserved_ip.<N>  the last address handed out by range set N
 //! ```
 //!
-//! A reservation appears atomically with its content: it is written to a temporary file and
-//! hard-linked to its address name (`link` fails if the name exists, which is the exclusive
-//! create), so a crash never leaves an empty reservation that no DEL could match. A crash
-//! between the write and the link leaves the temporary file, whose content names the
-//! container, so the DEL that follows removes it like any other reservation of that
-//! container (the reference's DEL does the same, since it matches on content).
+//! A reservation appears atomically with its content: it is written to a temporary file
+//! (`.reserving.<ip>.<pid>`) and hard-linked to its address name (`link` fails if the name
+//! exists, which is the exclusive create), so a crash never leaves an empty reservation that
+//! no DEL could match. The temporary is removed on every path out of a reservation, failed
+//! ones included (a full disk fails the write after the create). One a killed process left
+//! behind is removed by the next operation on the store, under the lock, once its pid is no
+//! live process; its content names the container, so a DEL removes it too, as the
+//! reference's DEL would (it matches on content).
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -110,7 +112,37 @@ impl Store {
             open_no_follow(&lock_path, false).map_err(io_err("open lock file", &lock_path))?;
         let lock = Flock::lock(file, FlockArg::LockExclusive)
             .map_err(|(_, errno)| io_err("lock", &lock_path)(errno.into()))?;
-        Ok(Store { dir, _lock: lock })
+        let store = Store { dir, _lock: lock };
+        store.sweep_dead_temporaries();
+        Ok(store)
+    }
+
+    /// Removes the temporaries of processes that are gone: killed in the middle of a
+    /// reservation. Every reservation happens under the lock we now hold, so none of them is
+    /// in progress; those of a live process other than us are still left alone, since its
+    /// pid may be of another pid namespace sharing the directory. Ours are a dead process's
+    /// that had our pid before. Failures are only logged: they cost a file, not the ADD or
+    /// DEL this store is opened for.
+    fn sweep_dead_temporaries(&self) {
+        let Ok(temps) = self.temporaries() else {
+            return;
+        };
+        for path in temps {
+            let Some(pid) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(temporary_pid)
+            else {
+                continue;
+            };
+            if pid != std::process::id() && process_is_alive(pid) {
+                continue;
+            }
+            match remove_if_present(&path) {
+                Ok(()) => log::info!("removed {} left by a dead process", path.display()),
+                Err(e) => log::warn!("{e}"),
+            }
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -124,12 +156,22 @@ impl Store {
             .dir
             .join(format!("{TEMP_PREFIX}{ip}.{}", std::process::id()));
         let content = format!("{}{LINE_BREAK}{ifname}", id.trim());
-        write_new(&temp, content.as_bytes())?;
+        if let Err(e) = write_new(&temp, content.as_bytes()) {
+            // The create may have succeeded before the write failed (a full disk).
+            if let Err(cleanup) = remove_if_present(&temp) {
+                log::warn!("{cleanup}");
+            }
+            return Err(e);
+        }
         let linked = fs::hard_link(&temp, &target);
         let removed = fs::remove_file(&temp);
         match linked {
             Ok(()) => {
-                removed.map_err(io_err("remove", &temp))?;
+                // The reservation is made: a temporary that stays only costs a file, which
+                // the next operation removes once we are gone.
+                if let Err(e) = removed {
+                    log::warn!("{}", io_err("remove", &temp)(e));
+                }
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
@@ -187,8 +229,8 @@ impl Store {
         Ok(ips)
     }
 
-    /// Temporary files: only a crash leaves one behind, since every reservation removes its
-    /// own while holding the lock.
+    /// Temporary files: only a killed process leaves one behind, since every reservation
+    /// removes its own while holding the lock.
     pub fn temporaries(&self) -> Result<Vec<PathBuf>> {
         Ok(self
             .entries()?
@@ -235,6 +277,27 @@ impl Store {
             .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
             .collect())
     }
+}
+
+/// The pid in a temporary's name, `.reserving.<ip>.<pid>`. Never 0 or above `i32::MAX`:
+/// `kill` would read those as process groups.
+fn temporary_pid(name: &str) -> Option<u32> {
+    let (_, pid) = name.strip_prefix(TEMP_PREFIX)?.rsplit_once('.')?;
+    pid.parse::<u32>()
+        .ok()
+        .filter(|&p| p > 0 && i32::try_from(p).is_ok())
+}
+
+/// Whether `pid` names a process: signal 0 checks without sending anything. Only "no such
+/// process" counts as dead (a process of another user answers EPERM).
+fn process_is_alive(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else {
+        return true;
+    };
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
 }
 
 /// The addresses of (id, ifname) among `all`; legacy id-only files when there are none.
@@ -414,6 +477,29 @@ mod tests {
         assert!(store.reservations().expect("list").is_empty());
         store.release_owner("ctr", "eth0").expect("release");
         assert!(!stale.exists());
+    }
+
+    #[test]
+    fn temporaries_of_dead_processes_go_at_the_next_open_and_live_ones_stay() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = Store::open(tmp.path(), "net")
+            .expect("open")
+            .dir()
+            .to_path_buf();
+        // A pid above pid_max is never a live process.
+        let dead = dir.join(format!("{TEMP_PREFIX}10.0.0.7.{}", i32::MAX));
+        let live = dir.join(format!("{TEMP_PREFIX}2001:db8::7.1"));
+        let odd = dir.join(format!("{TEMP_PREFIX}10.0.0.8.x"));
+        for p in [&dead, &live, &odd] {
+            fs::write(p, "ctr\r\neth0").expect("seed");
+        }
+        let store = Store::open(tmp.path(), "net").expect("open");
+        assert!(!dead.exists());
+        assert!(live.exists(), "pid 1 is alive");
+        assert!(odd.exists(), "not a name of ours to judge");
+        assert_eq!(store.temporaries().expect("list").len(), 2);
+        assert_eq!(temporary_pid(".reserving.10.0.0.7.0"), None);
+        assert_eq!(temporary_pid(".reserving.::1.42"), Some(42));
     }
 
     #[test]

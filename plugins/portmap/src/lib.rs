@@ -160,9 +160,7 @@ fn del_iptables(network: &str, id: &str) -> Result<(), PortmapError> {
     let mut usable = false;
     let mut errors = Vec::new();
     for family in [Family::V4, Family::V6] {
-        match iptables_change(family, "could not teardown dnat", true, |t| {
-            iptables::del_script(t, network, id)
-        }) {
+        match del_iptables_family(family, network, id) {
             Ok(done) => usable |= done,
             Err(e) => errors.push(e.to_string()),
         }
@@ -176,6 +174,26 @@ fn del_iptables(network: &str, id: &str) -> Result<(), PortmapError> {
         ));
     }
     Ok(())
+}
+
+/// DEL for one family, in time proportional to the container's own rules: from the entry
+/// rules alone ([`iptables::del_plan`]). When that cannot be done (no `CNI-HOSTPORT-DNAT`,
+/// an unusable family, a reference from elsewhere), from the whole table as before.
+fn del_iptables_family(family: Family, network: &str, id: &str) -> Result<bool, PortmapError> {
+    if let Ok(listing) = iptables::list_chain(family, iptables::rules::TOP_CHAIN) {
+        let plan = iptables::del_plan(&iptables::NatTable::parse_listing(&listing), network, id);
+        let flushed = match &plan.flush_first {
+            Some(script) => iptables::restore(family, &script.render()),
+            None => Ok(()),
+        };
+        match flushed.and_then(|()| iptables::restore(family, &plan.script.render())) {
+            Ok(()) => return Ok(true),
+            Err(e) => log::info!("teardown from the entry rules failed ({e}); reading the table"),
+        }
+    }
+    iptables_change(family, "could not teardown dnat", true, |t| {
+        iptables::del_script(t, network, id)
+    })
 }
 
 /// The nftables session is returned to be dropped last (see `nft_netlink::Session`).

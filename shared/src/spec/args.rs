@@ -18,18 +18,36 @@ impl CniArgs {
     /// Splits the raw variable. An empty string holds no pairs; every other piece must be
     /// exactly one `K=V` (a value holding `=` is refused, as libcni refuses it).
     pub fn parse(raw: &str) -> Result<CniArgs> {
+        CniArgs::parse_bytes(raw.as_bytes()).map(|(args, _)| args)
+    }
+
+    /// [`Self::parse`] of the variable's bytes, which the runtime may fill with anything (Go
+    /// strings carry arbitrary bytes). Pairs whose key or value is not UTF-8 are not in the
+    /// result: their keys, printed lossily, come back apart, so that the caller decides
+    /// whether to refuse them or skip them. They never make the other pairs disappear.
+    pub fn parse_bytes(raw: &[u8]) -> Result<(CniArgs, Vec<String>)> {
+        let mut args = CniArgs::default();
+        let mut not_utf8 = Vec::new();
         if raw.is_empty() {
-            return Ok(CniArgs::default());
+            return Ok((args, not_utf8));
         }
-        let mut pairs = Vec::new();
-        for pair in raw.split(';') {
-            let mut parts = pair.split('=');
+        for pair in raw.split(|&b| b == b';') {
+            let mut parts = pair.split(|&b| b == b'=');
             match (parts.next(), parts.next(), parts.next()) {
-                (Some(k), Some(v), None) => pairs.push((k.to_string(), v.to_string())),
-                _ => return Err(Error::ArgsInvalidPair(pair.to_string())),
+                (Some(k), Some(v), None) => {
+                    match (std::str::from_utf8(k), std::str::from_utf8(v)) {
+                        (Ok(k), Ok(v)) => args.pairs.push((k.to_string(), v.to_string())),
+                        _ => not_utf8.push(String::from_utf8_lossy(k).into_owned()),
+                    }
+                }
+                _ => {
+                    return Err(Error::ArgsInvalidPair(
+                        String::from_utf8_lossy(pair).into_owned(),
+                    ))
+                }
             }
         }
-        Ok(CniArgs { pairs })
+        Ok((args, not_utf8))
     }
 
     pub fn pairs(&self) -> &[(String, String)] {
@@ -121,6 +139,21 @@ mod tests {
         }
         let a = CniArgs::parse("IgnoreUnknown=0;FOO=1").expect("parses");
         assert!(a.check_known(&[]).is_err());
+    }
+
+    #[test]
+    fn pairs_that_are_not_utf8_come_back_apart_and_leave_the_rest() {
+        let (a, bad) =
+            CniArgs::parse_bytes(b"IgnoreUnknown=1;IP=10.0.0.2;X=\xff;\xfeK=v").expect("parses");
+        assert_eq!(a.get("IP"), Some("10.0.0.2"));
+        assert!(a.ignore_unknown());
+        assert_eq!(a.pairs().len(), 2);
+        assert_eq!(bad, ["X".to_string(), "\u{fffd}K".to_string()]);
+        // The shape is checked first: a malformed pair is refused whatever its bytes.
+        assert!(matches!(
+            CniArgs::parse_bytes(b"IP=10.0.0.2;\xff"),
+            Err(Error::ArgsInvalidPair(p)) if p == "\u{fffd}"
+        ));
     }
 
     #[test]

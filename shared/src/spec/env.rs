@@ -1,6 +1,8 @@
 //! The CNI_* environment: which variables each command needs, and the spec's rules for
 //! container ids, network names and interface names.
 
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use super::args::CniArgs;
@@ -75,23 +77,36 @@ pub struct Environment {
     /// Empty for GC, STATUS and VERSION.
     pub ifname: String,
     pub args: CniArgs,
-    /// Raw CNI_ARGS, passed on unchanged to delegated plugins.
+    /// CNI_ARGS as given, passed on unchanged to delegated plugins; on DEL, less the pairs
+    /// it skipped (see `args_skipped`).
     pub args_raw: String,
+    /// The keys (printed lossily) of CNI_ARGS pairs that are not UTF-8, which DEL skips
+    /// rather than fail on input it does not need; every other command refuses them.
+    pub args_skipped: Vec<String>,
     pub path: Vec<PathBuf>,
 }
 
 impl Environment {
-    /// Reads the process environment.
+    /// Reads the process environment, as bytes: a variable that is not UTF-8 is not absent.
     pub fn from_process() -> Result<Environment> {
-        Environment::from_lookup(|k| std::env::var(k).ok())
+        Environment::from_lookup(|k| std::env::var_os(k))
     }
 
     /// Reads the variables through `lookup` and checks that the command has what it needs.
     /// Identity checks (container id, interface name) are separate, in [`Self::validate`],
     /// so the skeleton can report problems in the same order as libcni's.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Environment> {
-        let get = |k: &str| lookup(k).unwrap_or_default();
-        let raw_command = get("CNI_COMMAND");
+    pub fn from_lookup<V: Into<OsString>>(
+        lookup: impl Fn(&str) -> Option<V>,
+    ) -> Result<Environment> {
+        let raw = |k: &str| lookup(k).map(Into::into).unwrap_or_default();
+        // Names and words must be text; paths may be any bytes, as the kernel allows.
+        let text = |k: &'static str| {
+            raw(k).into_string().map_err(|v| Error::EnvNotUtf8 {
+                var: k,
+                value: v.to_string_lossy().into_owned(),
+            })
+        };
+        let raw_command = text("CNI_COMMAND")?;
         if raw_command.is_empty() {
             return Err(Error::MissingEnv(vec!["CNI_COMMAND"]));
         }
@@ -100,27 +115,45 @@ impl Environment {
             .required()
             .iter()
             .copied()
-            .filter(|k| get(k).is_empty())
+            .filter(|k| raw(k).is_empty())
             .collect();
         if !missing.is_empty() {
             return Err(Error::MissingEnv(missing));
         }
-        let args_raw = get("CNI_ARGS");
-        let netns = Some(get("CNI_NETNS"))
+        let args_bytes = raw("CNI_ARGS");
+        let (args, not_utf8) = CniArgs::parse_bytes(args_bytes.as_bytes())?;
+        let args_raw = match not_utf8.first() {
+            // Every pair is text, so the whole is (the separators are ASCII).
+            None => args_bytes.to_string_lossy().into_owned(),
+            // DEL acts on the container id and interface alone: a pair it cannot read is
+            // no reason to leave the container's resources behind.
+            Some(_) if command == Command::Del => args
+                .pairs()
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(";"),
+            // Refused rather than dropped: dropping one pair silently would change what
+            // the others mean (an `IP=` honoured or not), and Go plugins read them all.
+            Some(key) => return Err(Error::ArgsNotUtf8 { key: key.clone() }),
+        };
+        let netns = Some(raw("CNI_NETNS"))
             .filter(|s| !s.is_empty())
             .map(PathBuf::from);
-        let path = get("CNI_PATH")
-            .split(':')
+        let path = raw("CNI_PATH")
+            .as_bytes()
+            .split(|&b| b == b':')
             .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
+            .map(|s| PathBuf::from(OsStr::from_bytes(s)))
             .collect();
         Ok(Environment {
             command,
-            container_id: get("CNI_CONTAINERID"),
+            container_id: text("CNI_CONTAINERID")?,
             netns,
-            ifname: get("CNI_IFNAME"),
-            args: CniArgs::parse(&args_raw)?,
+            ifname: text("CNI_IFNAME")?,
+            args,
             args_raw,
+            args_skipped: not_utf8,
             path,
         })
     }
@@ -220,6 +253,72 @@ mod tests {
         );
         assert_eq!(env.args.get("K8S_POD_NAME"), Some("p"));
         env.validate().expect("valid identity");
+    }
+
+    /// An environment whose values are bytes, as the kernel hands them over.
+    fn env_of_bytes(pairs: &[(&str, &[u8])]) -> Result<Environment> {
+        let map: HashMap<String, OsString> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsStr::from_bytes(v).to_os_string()))
+            .collect();
+        Environment::from_lookup(|k| map.get(k).cloned())
+    }
+
+    fn with(
+        command: &[u8],
+        var: &'static str,
+        value: &'static [u8],
+    ) -> Vec<(&'static str, &'static [u8])> {
+        let mut pairs: Vec<(&str, &[u8])> = FULL
+            .iter()
+            .map(|&(k, v)| (k, v.as_bytes()))
+            .filter(|(k, _)| *k != var && *k != "CNI_COMMAND")
+            .collect();
+        pairs.push((
+            "CNI_COMMAND",
+            if command == b"ADD" { b"ADD" } else { b"DEL" },
+        ));
+        pairs.push((var, value));
+        pairs
+    }
+
+    #[test]
+    fn a_cni_args_pair_that_is_not_utf8_is_refused_but_never_hides_the_others() {
+        let raw: &[u8] = b"IgnoreUnknown=1;IP=10.0.0.2;X=\xff";
+        match env_of_bytes(&with(b"ADD", "CNI_ARGS", raw)) {
+            Err(e @ Error::ArgsNotUtf8 { .. }) => {
+                let cni = crate::spec::error::CniError::from(e);
+                assert_eq!(cni.code.as_u32(), 4);
+                assert!(
+                    cni.msg.contains("CNI_ARGS") && cni.msg.contains("\"X\""),
+                    "{}",
+                    cni.msg
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // DEL needs none of it: the pair is skipped, the rest read and passed on.
+        let env = env_of_bytes(&with(b"DEL", "CNI_ARGS", raw)).expect("DEL reads on");
+        assert_eq!(env.args.get("IP"), Some("10.0.0.2"));
+        assert_eq!(env.args_skipped, ["X"]);
+        assert_eq!(env.args_raw, "IgnoreUnknown=1;IP=10.0.0.2");
+    }
+
+    #[test]
+    fn paths_keep_their_bytes_and_names_must_be_text() {
+        let env = env_of_bytes(&with(b"ADD", "CNI_NETNS", b"/run/netns/\xffx")).expect("valid");
+        assert_eq!(
+            env.netns.expect("netns").as_os_str().as_bytes(),
+            b"/run/netns/\xffx"
+        );
+        let env = env_of_bytes(&with(b"ADD", "CNI_PATH", b"/opt/\xff:/b")).expect("valid");
+        assert_eq!(env.path[0].as_os_str().as_bytes(), b"/opt/\xff");
+        for var in ["CNI_IFNAME", "CNI_CONTAINERID"] {
+            assert!(
+                matches!(env_of_bytes(&with(b"DEL", var, b"eth\xff")), Err(Error::EnvNotUtf8 { var: v, .. }) if v == var),
+                "{var}"
+            );
+        }
     }
 
     #[test]

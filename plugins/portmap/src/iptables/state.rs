@@ -39,6 +39,34 @@ impl NatTable {
         table
     }
 
+    /// Reads `iptables -S <chain>` output: `-N`/`-P` lines declare the chain, `-A` lines
+    /// are its rules, in the same text as `iptables-save` prints them.
+    pub fn parse_listing(text: &str) -> NatTable {
+        let mut table = NatTable::default();
+        for line in text.lines().map(str::trim_end) {
+            let Some((verb, rest)) = line.split_once(' ') else {
+                continue;
+            };
+            match verb {
+                "-N" | "-P" => {
+                    if let Some(name) = rest.split_whitespace().next() {
+                        table.chains.push(name.to_string());
+                    }
+                }
+                "-A" => {
+                    if let Some((chain, spec)) = rest.split_once(' ') {
+                        table.rules.push(Rule {
+                            chain: chain.to_string(),
+                            spec: spec.to_string(),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        table
+    }
+
     pub fn has_chain(&self, name: &str) -> bool {
         self.chains.iter().any(|c| c == name)
     }
@@ -94,5 +122,25 @@ COMMIT
         assert_eq!(t.rules_in("PREROUTING").count(), 1);
         assert!(t.has_chain("CNI-HOSTPORT-DNAT"));
         assert!(!t.has_chain("CNI-DN"));
+    }
+
+    #[test]
+    fn reads_one_chains_listing_as_save_text() {
+        let listing = "-N CNI-HOSTPORT-DNAT\n\
+            -A CNI-HOSTPORT-DNAT -p tcp -m comment --comment \"dnat name: \\\"net\\\" id: \\\"cid\\\"\" -m multiport --dports 8080,8081 -j CNI-DN-abc\n";
+        let t = NatTable::parse_listing(listing);
+        let saved = NatTable::parse(SAVED);
+        assert_eq!(t.chains, ["CNI-HOSTPORT-DNAT"]);
+        assert_eq!(
+            t.rules,
+            saved
+                .rules_in("CNI-HOSTPORT-DNAT")
+                .cloned()
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            NatTable::parse_listing("-P OUTPUT ACCEPT\n").chains,
+            ["OUTPUT"]
+        );
     }
 }

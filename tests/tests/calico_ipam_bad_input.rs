@@ -279,3 +279,32 @@ fn disabled_pool_named(backend: Backend) {
         );
     }
 }
+
+/// A block whose `cidr` is not the one its key names (hand-edited, or restored under the
+/// wrong key): every ADD used to end as "excessive concurrent IPAM requests" (11), a retry
+/// that can never succeed. It is the datastore's problem, named with its key.
+fn block_under_another_cidrs_key(backend: Backend) {
+    let fx = fixture(backend);
+    let conf = fx.conf("1.0.0", NODE, json!({"ipv4_pools": [POOL4]}));
+    let out = fx.call("ADD", &conf, "c1", &[]);
+    assert_eq!(out.exit, Some(0), "{}", out.describe());
+    let block = fx.blocks().remove(0);
+    let mut value = fx.get(&block.key).expect("the block is stored");
+    value["cidr"] = json!("10.99.0.0/26");
+    fx.put(&block.key, &value.to_string());
+    let msg = refused_add(&fx, &conf, &[], 106);
+    assert!(
+        msg.contains(&block.key) && msg.contains("10.99.0.0/26"),
+        "names the key and the cidr: {msg}"
+    );
+}
+
+#[test]
+fn local_block_under_another_cidrs_key() {
+    block_under_another_cidrs_key(Backend::Local);
+}
+
+#[test]
+fn etcd_block_under_another_cidrs_key() {
+    block_under_another_cidrs_key(Backend::Etcd);
+}

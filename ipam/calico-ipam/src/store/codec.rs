@@ -175,8 +175,22 @@ pub fn encode_block(block: &IpamBlock) -> Vec<u8> {
     to_bytes(with_extra(m, &block.extra))
 }
 
+/// A block read from its key. The key and the block's `cidr` must agree: the engine
+/// addresses a block by its CIDR, so one stored under another CIDR's key could never be
+/// written back (every compare-and-swap would miss, and the allocation would end as
+/// "excessive concurrent IPAM requests").
 pub fn decode_block(key: &str, bytes: &[u8]) -> Result<IpamBlock, StoreError> {
-    block_from_object(key, object(key, bytes)?)
+    let block = block_from_object(key, object(key, bytes)?)?;
+    if key != block_key(&block.cidr) {
+        return Err(corrupt(
+            key,
+            format!(
+                "its cidr {} is not the one its key names: fix the cidr or remove the block",
+                block.cidr
+            ),
+        ));
+    }
+    Ok(block)
 }
 
 /// A block from its JSON fields: the etcd value, or an IPAMBlock CRD's `spec` (the same

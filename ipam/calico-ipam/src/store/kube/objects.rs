@@ -121,9 +121,21 @@ pub fn block(block: &IpamBlock) -> Value {
     )
 }
 
+/// A block from its object; its name and its `cidr` must agree (see `codec::decode_block`).
 pub fn block_from(object: &Value) -> Result<IpamBlock, StoreError> {
-    let key = format!("IPAMBlock {}", name_of(object));
-    codec::block_from_object(&key, spec_of(object))
+    let name = name_of(object);
+    let key = format!("IPAMBlock {name}");
+    let block = codec::block_from_object(&key, spec_of(object))?;
+    if names::block_name(&block.cidr) != name {
+        return Err(corrupt(
+            &key,
+            format!(
+                "its cidr {} is not the one its name says: fix the cidr or remove the block",
+                block.cidr
+            ),
+        ));
+    }
+    Ok(block)
 }
 
 // ---- BlockAffinity -------------------------------------------------------------------------
@@ -360,6 +372,19 @@ mod tests {
         let obj = block(&unaffine);
         assert!(obj["spec"].get("affinity").is_none(), "{obj}");
         assert_eq!(obj["spec"]["sequenceNumberForAllocation"], json!({}));
+    }
+
+    #[test]
+    fn a_block_named_for_another_cidr_is_corrupt() {
+        let mut obj = block(&IpamBlock::new(cidr("10.244.1.64/30"), None, 1));
+        obj["spec"]["cidr"] = json!("10.99.0.0/30");
+        match block_from(&obj) {
+            Err(StoreError::Corrupt { key, reason }) => {
+                assert_eq!(key, "IPAMBlock 10-244-1-64-30");
+                assert!(reason.contains("10.99.0.0/30"), "{reason}");
+            }
+            other => panic!("expected a corrupt block, got {other:?}"),
+        }
     }
 
     #[test]

@@ -243,3 +243,29 @@ fn the_next_add_or_del_removes_temporaries_of_dead_processes_only() {
         "its process has ended"
     );
 }
+
+/// FIFOs planted as the lock, the round robin's memory and a reservation: opening one used
+/// to block until someone wrote to it, hanging every ADD of the node. Each is replaced (or,
+/// for a reservation, not taken as one), and ADD and DEL go through.
+#[test]
+fn planted_fifos_never_block_the_store() {
+    let dir = TestDir::new().expect("dir");
+    let data = dir.path().join("networks");
+    let store = data.join(NET);
+    fs::create_dir_all(&store).expect("mkdir");
+    for name in ["lock", "last_reserved_ip.0", "10.99.0.2"] {
+        nix::unistd::mkfifo(
+            &store.join(name),
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+        )
+        .expect("mkfifo");
+    }
+    let (ok, out) = call("ADD", &data, "ctr-fifos");
+    assert!(ok, "{out}");
+    for name in ["lock", "last_reserved_ip.0"] {
+        let meta = fs::symlink_metadata(store.join(name)).expect("stat");
+        assert!(meta.file_type().is_file(), "{name} is a file of ours again");
+    }
+    let (ok, out) = call("DEL", &data, "ctr-fifos");
+    assert!(ok, "{out}");
+}

@@ -330,9 +330,14 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Directories of the store: the reference's 0755.
 const DIR_MODE: u32 = 0o755;
 
+/// Never through a link, and never blocking: a FIFO planted as a state file would otherwise
+/// block the open (and the whole node's host-local) until someone wrote to it.
 fn libc_nofollow() -> i32 {
-    nix::fcntl::OFlag::O_NOFOLLOW.bits()
+    (nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits()
 }
+
+/// The largest state file read: an owner is a container id and an interface name.
+const MAX_STATE_FILE: u64 = 64 << 10;
 
 /// Opens a state file of ours (mode 0600), never through a symbolic link: a link found in
 /// its place is no state of ours, so it is removed and the file created anew.
@@ -347,27 +352,45 @@ fn open_no_follow(path: &Path, truncate: bool) -> io::Result<File> {
             .custom_flags(libc_nofollow())
             .open(path)
     };
-    match open() {
+    let file = match open() {
         Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) => {
             log::warn!(
                 "{}: a symbolic link in place of a state file; replacing it",
                 path.display()
             );
             fs::remove_file(path)?;
-            open()
+            open()?
         }
-        other => other,
+        other => other?,
+    };
+    if file.metadata()?.is_file() {
+        return Ok(file);
     }
+    // A FIFO or a device in a state file's place is no state of ours either.
+    log::warn!(
+        "{}: not a regular file in place of a state file; replacing it",
+        path.display()
+    );
+    drop(file);
+    fs::remove_file(path)?;
+    open()
 }
 
 /// A state file's content; a symbolic link in its place reads as an error.
 fn read_no_follow(path: &Path) -> io::Result<String> {
-    let mut text = String::new();
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc_nofollow())
-        .open(path)?
-        .read_to_string(&mut text)?;
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.len() > MAX_STATE_FILE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a state file of ours (not a regular file, or too large)",
+        ));
+    }
+    let mut text = String::new();
+    file.take(MAX_STATE_FILE).read_to_string(&mut text)?;
     Ok(text)
 }
 

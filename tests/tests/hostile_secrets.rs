@@ -75,3 +75,60 @@ fn endpoint_credentials_are_never_printed_or_logged() {
     assert_eq!(mode(&log), 0o640, "log file");
     assert_eq!(mode(log.parent().expect("dir")), 0o755, "log directory");
 }
+
+/// A kubeconfig whose `server:` carries a user and password (a proxy's URL): the error of
+/// an API server that cannot be reached names the server without them.
+#[test]
+fn kubeconfig_server_credentials_are_never_printed() {
+    let dir = TestDir::new().expect("dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: \
+             http://kube-user:{SECRET}@127.0.0.1:1\ncontexts:\n- name: c\n  context:\n    \
+             cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user:\n    \
+             token: abc\n"
+        ),
+    )
+    .expect("kubeconfig");
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "secrets", "type": "calico-ipam",
+        "datastore_type": "kubernetes", "kubernetes": {"kubeconfig": kubeconfig},
+        "nodename": "n1", "nodename_file_optional": true,
+        "ipam_lock_file": dir.path().join("ipam.lock"),
+        "ipam": {"type": "calico-ipam"}
+    });
+    let out = cni_tests::ipam::call("ADD", &conf, "secrets-kube", &[]);
+    assert_eq!(out.exit, Some(1), "{}", out.describe());
+    assert!(
+        out.stdout.contains("127.0.0.1:1"),
+        "names the server: {}",
+        out.describe()
+    );
+    for (what, text) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        assert!(!text.contains(SECRET), "{what} shows the password:\n{text}");
+        assert!(
+            !text.contains("kube-user"),
+            "{what} shows the user:\n{text}"
+        );
+    }
+}
+
+/// An `mtu_file` that holds something else (here a secret that was mounted in its place) is
+/// refused quoting a few characters of it, never the whole.
+#[test]
+fn an_mtu_file_with_other_content_is_not_quoted_whole() {
+    let node = cni_tests::pod::Node::new();
+    let secret = format!("{SECRET}-{}", "k".repeat(200));
+    fs::write(node.mtu_file(), &secret).expect("mtu file");
+    let pod = node.k8s_pod("5ec0000000000000000000000000000a", "default", "mtu-secret");
+    let mut plugin = node.plugin(cni_tests::pod::Stack::V4);
+    plugin["mtu"] = json!(0);
+    let out = node.call("ADD", &node.plugin_config("1.0.0", &plugin), &pod.rt, &[]);
+    let msg = out.refused(104, "MTU file");
+    assert!(msg.contains("is not an MTU"), "{msg}");
+    assert!(!out.stdout.contains(&secret[..40]), "{}", out.stdout);
+    assert!(!out.stderr.contains(&secret[..40]), "{}", out.stderr);
+    node.assert_nothing_left(&pod, "after a refused MTU file");
+}

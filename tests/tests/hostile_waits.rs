@@ -45,6 +45,8 @@ enum Peer {
     Drip,
     /// Answers 403 with a Status whose message quotes the request, headers and all.
     Reflect,
+    /// Answers 200 with a body of a gigabyte, as fast as the client reads.
+    Huge,
 }
 
 /// A TCP peer on loopback that misbehaves as told, until dropped.
@@ -145,6 +147,19 @@ fn serve(peer: Peer, mut stream: TcpStream, stop: &AtomicBool) {
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
+        Peer::Huge => {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                        Content-Length: 1073741824\r\n\r\n[";
+            if stream.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            let chunk = vec![b' '; 1 << 20];
+            while !stop.load(Ordering::Relaxed) {
+                if stream.write_all(&chunk).is_err() {
+                    return;
+                }
+            }
+        }
         Peer::Reflect => {
             let quoted = String::from_utf8_lossy(&request).into_owned();
             let body = json!({
@@ -222,6 +237,31 @@ fn a_dripping_api_server_costs_the_deadline() {
     assert!(
         took < Duration::from_secs(8),
         "the drip held ADD for {took:?}"
+    );
+}
+
+/// An answer of a gigabyte is not read whole: the plugin stops at its cap (64 MiB) and says
+/// so, and its memory stays far below what the server sent.
+#[test]
+fn a_gigabyte_answer_is_refused_at_the_cap() {
+    let peer = FakePeer::start(Peer::Huge);
+    let fx = IpamFixture::new(Backend::Local);
+    let dir = TestDir::new().expect("test dir");
+    let kubeconfig = peer.kubeconfig(dir.path(), "t0k3n");
+    let conf = ipam_conf(
+        &fx,
+        &json!({"datastore_type": "kubernetes", "kubernetes": {"kubeconfig": kubeconfig}}),
+    );
+    let out = call_with_env("ADD", &conf, "huge-1", &[], &[]);
+    let msg = out.refused(11, "ADD");
+    assert!(msg.contains("larger than 64 MiB"), "says why: {msg}");
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .expect("getrusage");
+    // ru_maxrss is in KiB: the largest child this test waited for.
+    assert!(
+        usage.max_rss() < 512 * 1024,
+        "a child grew to {} KiB",
+        usage.max_rss()
     );
 }
 

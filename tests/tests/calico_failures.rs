@@ -43,18 +43,28 @@ fn del_direct(node: &Node, pod: &Pod, plugin: &Value) -> Outcome {
 
 // ---- failures after IPAM succeeded ----------------------------------------------------
 
-/// The kernel refuses the veth (MTU above 65535) after host-local handed out the address:
-/// the address is released and nothing stays behind.
+/// An MTU no veth can have (above 65535, below IPv4's 68, negative) is refused with code 7
+/// naming `mtu`, before an address is taken; one in calico/node's MTU file is the file's
+/// problem (104). The same pod then comes up with a sane MTU.
 #[test]
-fn veth_the_kernel_refuses_rolls_back_the_address() {
+fn an_mtu_outside_the_range_is_refused_before_an_address_is_taken() {
     let node = Node::new();
     let pod = node.k8s_pod("bad0000000000000000000000000000a", "default", "too-big");
     let mut plugin = node.plugin(Stack::Dual);
-    plugin["mtu"] = json!(70000);
+    for mtu in [70000, 67, -1] {
+        plugin["mtu"] = json!(mtu);
+        let out = add_direct(&node, &pod, &plugin);
+        assert_eq!(out.code(), Some(7), "mtu {mtu}: {}", out.describe());
+        let msg = failed(&out, "ADD with an impossible mtu");
+        assert!(msg.contains(&format!("mtu {mtu}")), "names the key: {msg}");
+        node.assert_nothing_left(&pod, "after a refused mtu");
+    }
+    plugin["mtu"] = json!(0);
+    fs::write(node.mtu_file(), "70000\n").expect("mtu file");
     let out = add_direct(&node, &pod, &plugin);
-    failed(&out, "ADD with mtu 70000");
-    node.assert_nothing_left(&pod, "after a refused veth");
-    // The same pod then comes up normally with a sane MTU.
+    assert_eq!(out.code(), Some(104), "{}", out.describe());
+    assert!(out.stdout.contains(&node.mtu_file().display().to_string()), "{}", out.describe());
+    node.assert_nothing_left(&pod, "after a refused MTU file");
     plugin["mtu"] = json!(1500);
     let out = add_direct(&node, &pod, &plugin);
     assert!(out.ok(), "{}", out.describe());

@@ -156,23 +156,35 @@ impl CalicoConf {
     /// The MTU for both ends of the veth: the config's, else the MTU file's, else `None` (the
     /// kernel's default).
     pub fn mtu(&self) -> Result<Option<u32>, CalicoError> {
-        if self.mtu > 0 {
-            return u32::try_from(self.mtu)
-                .map(Some)
-                .map_err(|_| CalicoError::Config(format!("mtu {} is too large", self.mtu)));
-        }
-        if self.mtu < 0 {
-            return Err(CalicoError::Config(format!(
-                "mtu {} is negative: set a positive MTU or 0 for calico/node's",
-                self.mtu
-            )));
+        if self.mtu != 0 {
+            return match u32::try_from(self.mtu) {
+                Ok(mtu) if MTU_RANGE.contains(&mtu) => Ok(Some(mtu)),
+                _ => Err(CalicoError::Config(format!(
+                    "mtu {} is outside {}-{}: set an MTU the kernel accepts on a veth, or 0 \
+                     (or no mtu) to use the one calico/node writes to {DEFAULT_MTU_FILE}",
+                    self.mtu,
+                    MTU_RANGE.start(),
+                    MTU_RANGE.end()
+                ))),
+            };
         }
         let file = self
             .mtu_file
             .as_deref()
             .filter(|f| !f.is_empty())
             .unwrap_or(DEFAULT_MTU_FILE);
-        read_mtu_file(Path::new(file), self.require_mtu_file)
+        let mtu = read_mtu_file(Path::new(file), self.require_mtu_file)?;
+        match mtu {
+            Some(m) if !MTU_RANGE.contains(&m) => Err(CalicoError::MtuFile {
+                path: file.to_string(),
+                reason: format!(
+                    "{m} is outside {}-{}",
+                    MTU_RANGE.start(),
+                    MTU_RANGE.end()
+                ),
+            }),
+            other => Ok(other),
+        }
     }
 
     /// `datastore_type: kubernetes`: Calico's state is in the API server, the endpoint is
@@ -186,6 +198,9 @@ impl CalicoConf {
         u32::try_from(self.num_queues.max(1)).unwrap_or(1)
     }
 }
+
+/// What a veth takes: IPv4's minimum to the kernel's maximum.
+const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
 
 /// The largest MTU file read: calico/node writes a number.
 const MAX_MTU_FILE: u64 = 4096;

@@ -380,7 +380,7 @@ mod tests {
         let (code, out) = invoke(&p, "VERSION", "garbage");
         assert_eq!(code, 0);
         assert_eq!(out["cniVersion"], "1.1.0");
-        assert_eq!(out["supportedVersions"][0], "0.3.0");
+        assert_eq!(out["supportedVersions"][0], "0.1.0");
     }
 
     #[test]

@@ -43,12 +43,10 @@ fn cases() -> Vec<Case> {
         case("malformed JSON", 6, &["network config", "JSON"]).stdin(r#"{"cniVersion": "1.0.0","#),
         case("a JSON list instead of an object", 6, &["JSON object"]).stdin("[]"),
         case("empty stdin", 6, &["network config"]).stdin(""),
-        case("missing cniVersion", 1, &["cniVersion", "1.0.0"])
-            .stdin(r#"{"name":"lo-net","type":"loopback"}"#),
         case("unknown cniVersion", 1, &["9.9.9", "1.1.0"])
             .stdin(r#"{"cniVersion":"9.9.9","name":"lo-net","type":"loopback"}"#),
-        case("pre-chaining cniVersion", 1, &["0.2.0", "0.3.0"])
-            .stdin(r#"{"cniVersion":"0.2.0","name":"lo-net","type":"loopback"}"#),
+        case("a version between the spec's", 1, &["0.2.5", "0.1.0"])
+            .stdin(r#"{"cniVersion":"0.2.5","name":"lo-net","type":"loopback"}"#),
         case("missing network name", 7, &["name"])
             .stdin(r#"{"cniVersion":"1.0.0","type":"loopback"}"#),
         case("hostile network name", 7, &["network name"])
@@ -175,6 +173,22 @@ fn version_answers_without_stdin_or_other_variables() {
     assert_eq!(
         v,
         serde_json::json!({"cniVersion": "1.1.0",
-            "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]})
+            "supportedVersions": ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]})
     );
+    // Every version the reference's loopback speaks, ours speaks (Debian's may stop before
+    // 1.1.0).
+    let reference = run_plugin(
+        &cni_tests::fixtures::reference_plugin_dir().join("loopback"),
+        &[("CNI_COMMAND", "VERSION")],
+        b"",
+    )
+    .expect("run the reference loopback");
+    let r: Value = serde_json::from_slice(&reference.stdout).expect("json");
+    let ours = v["supportedVersions"].as_array().expect("a list");
+    for version in r["supportedVersions"].as_array().expect("a list") {
+        assert!(
+            ours.contains(version),
+            "the reference speaks {version}, we do not"
+        );
+    }
 }

@@ -63,7 +63,11 @@ fn an_mtu_outside_the_range_is_refused_before_an_address_is_taken() {
     fs::write(node.mtu_file(), "70000\n").expect("mtu file");
     let out = add_direct(&node, &pod, &plugin);
     assert_eq!(out.code(), Some(104), "{}", out.describe());
-    assert!(out.stdout.contains(&node.mtu_file().display().to_string()), "{}", out.describe());
+    assert!(
+        out.stdout.contains(&node.mtu_file().display().to_string()),
+        "{}",
+        out.describe()
+    );
     node.assert_nothing_left(&pod, "after a refused MTU file");
     plugin["mtu"] = json!(1500);
     let out = add_direct(&node, &pod, &plugin);

@@ -181,3 +181,52 @@ fn logs_go_to_log_file_path_never_stdout() {
     );
     s.runner.del(&conf, &rt).expect("DEL");
 }
+
+/// An older guide's config: no `cniVersion` (0.1.0, as libcni reads it) or 0.2.0. The
+/// result is the 0.1/0.2 shape, one `ip4` and one `ip6`; for 0.1.0 exactly the reference's.
+#[test]
+fn configs_without_a_version_or_at_0_2_0_get_the_old_result_shape() {
+    for (version, stdin) in [
+        ("0.1.0", r#"{"name":"lo-old","type":"loopback"}"#),
+        (
+            "0.1.0",
+            r#"{"cniVersion":"","name":"lo-old","type":"loopback"}"#,
+        ),
+        (
+            "0.2.0",
+            r#"{"cniVersion":"0.2.0","name":"lo-old","type":"loopback"}"#,
+        ),
+    ] {
+        let mut outputs = Vec::new();
+        for dir in [plugin_dir(), reference_plugin_dir()] {
+            let pod = TestNetns::new("lo-old").expect("pod netns");
+            let netns = pod.path_str();
+            let env = [
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", "lo-old-1"),
+                ("CNI_NETNS", netns.as_str()),
+                ("CNI_IFNAME", "lo"),
+                ("CNI_PATH", "/nonexistent"),
+            ];
+            let out =
+                cni_tests::fixtures::run_plugin(&dir.join("loopback"), &env, stdin.as_bytes())
+                    .expect("loopback runs");
+            assert_eq!(out.code, Some(0), "{dir:?} {stdin}: {}", out.stdout_str());
+            assert!(is_up(&pod), "{dir:?}: lo is up");
+            let result: Value = serde_json::from_slice(&out.stdout).expect("a result");
+            outputs.push(result);
+        }
+        let ours = &outputs[0];
+        assert_eq!(
+            *ours,
+            json!({"cniVersion": version, "ip4": {"ip": "127.0.0.1/8"},
+                   "ip6": {"ip": "::1/128"}, "dns": {}}),
+            "{stdin}"
+        );
+        // The reference prints 0.2.0 results in the new shape, labelled 0.2.0 (a libcni
+        // quirk); for 0.1.0 it converts, and we agree with it byte for byte in JSON.
+        if version == "0.1.0" {
+            assert_eq!(*ours, outputs[1], "{stdin}: ours and the reference's");
+        }
+    }
+}

@@ -113,6 +113,11 @@ impl Plugin for Bandwidth {
         "bandwidth"
     }
 
+    /// A chained plugin needs a `prevResult`: 0.3.0 on, as the reference's.
+    fn supported_versions(&self) -> &'static [shared::spec::version::Version] {
+        &shared::spec::version::Version::CHAINING
+    }
+
     fn add(&self, req: &Req) -> Result<CniResult, BandwidthError> {
         let limits = requested_limits(req)?;
         let Some(limits) = limits.filter(config::shapes_anything) else {

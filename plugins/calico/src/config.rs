@@ -177,11 +177,7 @@ impl CalicoConf {
         match mtu {
             Some(m) if !MTU_RANGE.contains(&m) => Err(CalicoError::MtuFile {
                 path: file.to_string(),
-                reason: format!(
-                    "{m} is outside {}-{}",
-                    MTU_RANGE.start(),
-                    MTU_RANGE.end()
-                ),
+                reason: format!("{m} is outside {}-{}", MTU_RANGE.start(), MTU_RANGE.end()),
             }),
             other => Ok(other),
         }

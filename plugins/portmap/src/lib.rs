@@ -251,6 +251,11 @@ impl Plugin for Portmap {
         "portmap"
     }
 
+    /// A chained plugin needs a `prevResult`: 0.3.0 on, as the reference's.
+    fn supported_versions(&self) -> &'static [shared::spec::version::Version] {
+        &shared::spec::version::Version::CHAINING
+    }
+
     fn add(&self, req: &Req) -> Result<CniResult, PortmapError> {
         let prev = req.prev_result.as_ref().ok_or(PortmapError::NotChained)?;
         let w = wanted(req, prev)?;

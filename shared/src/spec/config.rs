@@ -156,10 +156,15 @@ impl NetConf {
         }
     }
 
-    /// The config's `cniVersion` must be one the plugin speaks, exactly.
+    /// The config's `cniVersion` must be one the plugin speaks, exactly; none (or an empty
+    /// one) means 0.1.0, as libcni reads it.
     pub fn negotiate_version(&self, supported: &'static [Version]) -> Result<Version> {
-        self.cni_version
-            .parse::<Version>()
+        let named = if self.cni_version.is_empty() {
+            Ok(Version::UNNAMED)
+        } else {
+            self.cni_version.parse::<Version>()
+        };
+        named
             .ok()
             .filter(|v| supported.contains(v))
             .ok_or_else(|| Error::IncompatibleVersion {
@@ -291,14 +296,27 @@ mod tests {
         let conf = |v: &str| {
             parse(format!(r#"{{"cniVersion":"{v}","name":"n"}}"#).as_bytes()).expect("parses")
         };
-        for bad in ["", "0.2.0", "9.9.9", "1.0"] {
+        for bad in ["9.9.9", "1.0", "0.2"] {
             match conf(bad).negotiate_version(SUPPORTED) {
                 Err(Error::IncompatibleVersion { config, .. }) => assert_eq!(config, bad),
                 other => panic!("{bad:?}: {other:?}"),
             }
         }
+        // No version, or an empty one, is 0.1.0, as libcni reads it: fine for a plugin that
+        // speaks it, refused naming the empty version by one that starts at 0.3.0.
         let no_version = parse(br#"{"name":"n"}"#).expect("parses");
-        assert!(no_version.negotiate_version(SUPPORTED).is_err());
+        assert_eq!(
+            no_version.negotiate_version(SUPPORTED).ok(),
+            Some(Version::V0_1_0)
+        );
+        assert_eq!(
+            conf("").negotiate_version(SUPPORTED).ok(),
+            Some(Version::V0_1_0)
+        );
+        match no_version.negotiate_version(&Version::CHAINING) {
+            Err(Error::IncompatibleVersion { config, .. }) => assert_eq!(config, ""),
+            other => panic!("{other:?}"),
+        }
         assert!(conf("0.3.0").negotiate_version(&[Version::V1_0_0]).is_err());
     }
 

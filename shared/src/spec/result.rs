@@ -2,7 +2,8 @@
 //! from every version spoken.
 //!
 //! Going down to 0.3.x/0.4.0 adds the `version` field ("4"/"6") to each IP and drops the
-//! 1.1.0-only fields; going up drops `version`. Everything else is the same shape.
+//! 1.1.0-only fields; going up drops `version`. Everything else is the same shape, except in
+//! 0.1.0/0.2.0 (see [`legacy`]): one `ip4` and one `ip6`, each with its routes.
 
 use std::net::IpAddr;
 
@@ -169,6 +170,9 @@ impl CniResult {
                 Error::DecodePrevResult(e.to_string())
             })?,
         };
+        if version.is_legacy() {
+            return legacy::from_gojson(value);
+        }
         if version.ips_carry_version() {
             check_ip_versions(&header)?;
         }
@@ -195,6 +199,9 @@ impl CniResult {
 
     /// The result as `version` spells it, `cniVersion` first.
     pub fn to_value(&self, version: Version) -> Value {
+        if version.is_legacy() {
+            return legacy::to_value(self, version);
+        }
         let mut copy = self.clone();
         if version < Version::V1_1_0 {
             copy.strip_1_1_fields();
@@ -246,6 +253,103 @@ impl CniResult {
             r.table = None;
             r.scope = None;
         }
+    }
+}
+
+/// The 0.1.0/0.2.0 result: `{"cniVersion", "ip4": {"ip", "gateway", "routes"}, "ip6": ...,
+/// "dns"}`, converted as libcni converts: the first address of each family, and each route
+/// under the family of its destination.
+mod legacy {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    struct Legacy {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ip4: Option<LegacyIp>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ip6: Option<LegacyIp>,
+        /// Go's `omitempty` never omits a struct: `"dns": {}` is always there.
+        #[serde(default)]
+        dns: Dns,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct LegacyIp {
+        #[serde(deserialize_with = "cidr")]
+        ip: IpNetwork,
+        #[serde(
+            default,
+            deserialize_with = "go_ip",
+            skip_serializing_if = "Option::is_none"
+        )]
+        gateway: Option<IpAddr>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        routes: Vec<LegacyRoute>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct LegacyRoute {
+        #[serde(deserialize_with = "cidr")]
+        dst: IpNetwork,
+        #[serde(
+            default,
+            deserialize_with = "go_ip",
+            skip_serializing_if = "Option::is_none"
+        )]
+        gw: Option<IpAddr>,
+    }
+
+    pub(super) fn to_value(result: &CniResult, version: Version) -> Value {
+        let first = |v4: bool| {
+            result
+                .ips
+                .iter()
+                .find(|ip| ip.address.is_ipv4() == v4)
+                .map(|ip| LegacyIp {
+                    ip: ip.address,
+                    gateway: ip.gateway,
+                    routes: result
+                        .routes
+                        .iter()
+                        .filter(|r| r.dst.is_ipv4() == v4)
+                        .map(|r| LegacyRoute {
+                            dst: r.dst,
+                            gw: r.gw,
+                        })
+                        .collect(),
+                })
+        };
+        let legacy = Legacy {
+            ip4: first(true),
+            ip6: first(false),
+            dns: result.dns.clone(),
+        };
+        let mut out = Map::new();
+        out.insert("cniVersion".into(), Value::String(version.as_str().into()));
+        if let Ok(Value::Object(body)) = serde_json::to_value(&legacy) {
+            out.extend(body);
+        }
+        Value::Object(out)
+    }
+
+    pub(super) fn from_gojson(value: &gojson::Value) -> Result<CniResult> {
+        let legacy: Legacy =
+            gojson::from_value(value).map_err(|e| Error::DecodePrevResult(e.to_string()))?;
+        let mut result = CniResult {
+            dns: legacy.dns,
+            ..CniResult::default()
+        };
+        for ip in [legacy.ip4, legacy.ip6].into_iter().flatten() {
+            result.ips.push(IpConfig {
+                address: ip.ip,
+                gateway: ip.gateway,
+                interface: None,
+            });
+            result
+                .routes
+                .extend(ip.routes.into_iter().map(|r| Route::new(r.dst, r.gw)));
+        }
+        Ok(result)
     }
 }
 
@@ -356,10 +460,10 @@ mod tests {
 
     #[test]
     fn every_version_pair_converts_as_the_spec_says() {
-        for from in Version::ALL {
+        for from in Version::CHAINING {
             let parsed = CniResult::from_value(&example_in(from), Version::V0_3_0)
                 .unwrap_or_else(|e| panic!("parse {from}: {e}"));
-            for to in Version::ALL {
+            for to in Version::CHAINING {
                 let got = parsed.to_value(to);
                 // 1.1.0-only fields survive only when both ends have them.
                 let expected = if from == Version::V1_1_0 || to < Version::V1_1_0 {
@@ -372,6 +476,41 @@ mod tests {
                 assert_eq!(got, expected, "{from} -> {to}");
             }
         }
+    }
+
+    #[test]
+    fn legacy_results_have_one_address_per_family_with_its_routes() {
+        let mut model = CniResult::from_value(&spec_example_1_0(), Version::V1_0_0).expect("parse");
+        // A second IPv4 address has no place in 0.2.0: the first of each family is kept.
+        model.ips.push(IpConfig {
+            address: "10.10.0.9/16".parse().expect("cidr"),
+            gateway: None,
+            interface: Some(2),
+        });
+        let expected = json!({
+            "cniVersion": "0.2.0",
+            "ip4": {"ip": "10.10.0.1/16", "gateway": "10.10.0.1",
+                    "routes": [{"dst": "0.0.0.0/0", "gw": "10.10.0.1"}]},
+            "ip6": {"ip": "2001:db8::3/64", "routes": [{"dst": "::/0"}]},
+            "dns": {"nameservers": ["10.1.0.1"], "domain": "example.com",
+                    "search": ["example.com"], "options": ["ndots:2"]}
+        });
+        assert_eq!(model.to_value(Version::V0_2_0), expected);
+        let mut v010 = expected.clone();
+        v010["cniVersion"] = json!("0.1.0");
+        assert_eq!(model.to_value(Version::V0_1_0), v010);
+        // Read back (as calico reads a 0.2.0 IPAM plugin's answer): the addresses and routes.
+        let back = CniResult::from_value(&expected, Version::V0_2_0).expect("parse 0.2.0");
+        assert_eq!(back.ips.len(), 2);
+        assert_eq!(back.ips[0].address, model.ips[0].address);
+        assert_eq!(back.ips[1].address, model.ips[1].address);
+        assert_eq!(back.routes, model.routes);
+        assert_eq!(back.dns, model.dns);
+        // No address at all: only the DNS, which Go always prints.
+        assert_eq!(
+            CniResult::default().to_value(Version::V0_2_0),
+            json!({"cniVersion": "0.2.0", "dns": {}})
+        );
     }
 
     #[test]
@@ -416,7 +555,7 @@ mod tests {
     #[test]
     fn refuses_unknown_versions_and_garbage() {
         let mut v = spec_example_1_0();
-        v["cniVersion"] = json!("0.2.0");
+        v["cniVersion"] = json!("0.0.9");
         assert!(CniResult::from_value(&v, Version::V1_0_0).is_err());
         assert!(CniResult::from_value(&json!([1, 2]), Version::V1_0_0).is_err());
         let mut v = spec_example_1_0();

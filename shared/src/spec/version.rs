@@ -5,11 +5,15 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A CNI specification version. Only versions with the rich result format (0.3.0 and later)
-/// are spoken: the 0.1/0.2 `ip4`/`ip6` results predate plugin chaining, which every plugin of
-/// this suite relies on.
+/// A CNI specification version. 0.1.0 and 0.2.0 (the `ip4`/`ip6` results, before chaining)
+/// are spoken by the plugins that Calico's and the reference's speak them in (calico,
+/// calico-ipam, host-local, loopback), because older guides' configs still carry them; the
+/// chained plugins (portmap, bandwidth) need a `prevResult` and start at 0.3.0, as the
+/// reference's do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Version {
+    V0_1_0,
+    V0_2_0,
     V0_3_0,
     V0_3_1,
     V0_4_0,
@@ -19,7 +23,9 @@ pub enum Version {
 
 impl Version {
     /// Every version, oldest first.
-    pub const ALL: [Version; 5] = [
+    pub const ALL: [Version; 7] = [
+        Version::V0_1_0,
+        Version::V0_2_0,
         Version::V0_3_0,
         Version::V0_3_1,
         Version::V0_4_0,
@@ -27,17 +33,37 @@ impl Version {
         Version::V1_1_0,
     ];
 
+    /// The versions with the chaining result format (`prevResult`), 0.3.0 on.
+    pub const CHAINING: [Version; 5] = [
+        Version::V0_3_0,
+        Version::V0_3_1,
+        Version::V0_4_0,
+        Version::V1_0_0,
+        Version::V1_1_0,
+    ];
+
+    /// What a config without `cniVersion` (or with an empty one) is taken to be, as libcni
+    /// takes it.
+    pub const UNNAMED: Version = Version::V0_1_0;
+
     /// The newest version: the one our results are built in and VERSION reports.
     pub const LATEST: Version = Version::V1_1_0;
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Version::V0_1_0 => "0.1.0",
+            Version::V0_2_0 => "0.2.0",
             Version::V0_3_0 => "0.3.0",
             Version::V0_3_1 => "0.3.1",
             Version::V0_4_0 => "0.4.0",
             Version::V1_0_0 => "1.0.0",
             Version::V1_1_0 => "1.1.0",
         }
+    }
+
+    /// 0.1.0 and 0.2.0: one `ip4` and one `ip6` in a result, no interfaces, no chaining.
+    pub fn is_legacy(self) -> bool {
+        self < Version::V0_3_0
     }
 
     /// CHECK arrived in 0.4.0.
@@ -119,13 +145,15 @@ mod tests {
         for v in Version::ALL {
             assert_eq!(v.as_str().parse::<Version>(), Ok(v));
         }
-        for bad in ["", "0.2.0", "0.1.0", "1.1", "9.9.9", " 1.0.0"] {
+        for bad in ["", "0.0.9", "0.2", "1.1", "9.9.9", " 1.0.0"] {
             assert!(bad.parse::<Version>().is_err(), "{bad:?} accepted");
         }
     }
 
     #[test]
     fn versions_order_by_release() {
+        assert!(Version::V0_1_0 < Version::V0_2_0);
+        assert!(Version::V0_2_0.is_legacy() && !Version::V0_3_0.is_legacy());
         assert!(Version::V0_3_0 < Version::V0_3_1);
         assert!(Version::V0_4_0 < Version::V1_0_0);
         assert!(!Version::V0_3_1.allows_check());
@@ -139,7 +167,7 @@ mod tests {
         let out = version_reply(&Version::ALL);
         assert_eq!(
             out,
-            "{\"cniVersion\":\"1.1.0\",\"supportedVersions\":[\"0.3.0\",\"0.3.1\",\"0.4.0\",\"1.0.0\",\"1.1.0\"]}\n"
+            "{\"cniVersion\":\"1.1.0\",\"supportedVersions\":[\"0.1.0\",\"0.2.0\",\"0.3.0\",\"0.3.1\",\"0.4.0\",\"1.0.0\",\"1.1.0\"]}\n"
         );
     }
 }

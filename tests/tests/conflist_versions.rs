@@ -96,12 +96,12 @@ fn gc_through_the_shipped_conflist_releases_a_leaked_allocation() {
     assert_eq!(list.cni_version, "1.1.0");
     let runner = node.runner();
     let kept_ns = TestNetns::new("ver-kept").expect("pod netns");
-    let kept = RuntimeConf::new("ver-kept-1", &kept_ns.path_str(), IFNAME);
+    let kept = RuntimeConf::new("ver-kept-1", kept_ns.path_str(), IFNAME);
     let result = runner.add(&list, &kept).expect("ADD of the kept pod");
     assert_eq!(result["cniVersion"], "1.1.0");
     let leaked = {
         let ns = TestNetns::new("ver-leak").expect("pod netns");
-        let rt = RuntimeConf::new("ver-leak-1", &ns.path_str(), IFNAME);
+        let rt = RuntimeConf::new("ver-leak-1", ns.path_str(), IFNAME);
         runner
             .add(&list, &rt)
             .expect("ADD of the pod that will leak");
@@ -137,7 +137,7 @@ fn a_runtime_without_cni_versions_runs_the_conflist_at_its_cni_version() {
     assert_eq!(list.cni_version, "0.3.1");
     let runner = node.runner();
     let ns = TestNetns::new("ver-old").expect("pod netns");
-    let rt = RuntimeConf::new("ver-old-1", &ns.path_str(), IFNAME);
+    let rt = RuntimeConf::new("ver-old-1", ns.path_str(), IFNAME);
     let result = runner.add(&list, &rt).expect("ADD at 0.3.1");
     assert_eq!(result["cniVersion"], "0.3.1");
     assert_eq!(result["ips"][0]["version"], "4", "0.3.1's shape: {result}");

@@ -16,7 +16,11 @@ state_name=.calico-rs-install
 # top of the conf dir, hidden or not.
 backup_name=.calico-rs-install.backup
 sa_default=/var/run/secrets/kubernetes.io/serviceaccount
+# The first line of a kubeconfig `calico-ipam kubeconfig refresh` rewrote: one this script
+# wrote, with a newer token, is still this script's to update and to uninstall.
+refreshed_header='# Kubeconfig of the Calico CNI plugins, kept fresh by calico-ipam kubeconfig refresh.'
 
+# The heredoc expands variables, so a backtick in it would run a command: each is escaped.
 usage() {
     cat <<EOF
 Usage: scripts/install.sh [OPTION]...
@@ -37,27 +41,34 @@ Conflist
   --conf-name NAME      file name of the rendered conflist (default: 10-calico.conflist)
   --node-name NAME      __KUBERNETES_NODE_NAME__ (default: \$KUBERNETES_NODE_NAME, else this
                         host's name, lower-cased)
-  --mtu N               __CNI_MTU__, 68 to 65535 (default: \$CNI_MTU, else 1500)
+  --mtu N               __CNI_MTU__: 0 (auto: the plugin takes the MTU calico-node
+                        writes to /var/lib/calico/mtu) or 68 to 65535 (default:
+                        \$CNI_MTU, else 0)
   --etcd-endpoints URLS __ETCD_ENDPOINTS__, comma-separated http(s) URLs (default:
                         \$ETCD_ENDPOINTS; required by a conflist that uses it)
   --kubeconfig PATH     __KUBECONFIG_FILEPATH__: where the kubeconfig is written
                         (default: <conf-dir>/calico-kubeconfig)
 
-Kubeconfig (mode 0600: the CA as certificate-authority-data, the token as token)
+Kubeconfig (mode 0600: the CA as certificate-authority-data, the token as token, or a
+client certificate and key as client-certificate-data and client-key-data)
   --token-file FILE     service-account token (default: <service-account-dir>/token)
+  --client-cert FILE    PEM client certificate, instead of a token (with --client-key),
+                        as an etcd or calicoctl-style install authenticates
+  --client-key FILE     PEM private key of --client-cert
   --ca-file FILE        PEM CA of the API server (default: <service-account-dir>/ca.crt)
   --server URL          https://host:port of the API server (default, in a pod:
                         https://\$KUBERNETES_SERVICE_HOST:\$KUBERNETES_SERVICE_PORT)
   --service-account-dir DIR
                         where a pod's service-account files are (default:
                         $sa_default)
-  Written when --token-file, --ca-file, --server or --service-account-dir is given (a
-  missing one taken from the in-cluster defaults), or, with none of them, when running in
-  a pod (\$KUBERNETES_SERVICE_HOST set and a token present). A conflist that names a
-  kubeconfig is refused when none is written and none exists at that path.
+  Written when any of these options is given (a missing one taken from the in-cluster
+  defaults), or, with none of them, when running in a pod (\$KUBERNETES_SERVICE_HOST set
+  and a token present). A conflist that names a kubeconfig is refused when none is
+  written and none exists at that path. A kubeconfig since rewritten by
+  \`calico-ipam kubeconfig refresh\` still counts as written by this script.
 
 Datastore
-  --check-datastore     before writing the conflist, run the installed `calico -t` on its
+  --check-datastore     before writing the conflist, run the installed \`calico -t\` on its
                         calico plugin: the datastore it names must answer and say it is
                         ready (ClusterInformation datastoreReady), else exit 2 with the
                         cause and no conflist written
@@ -71,7 +82,7 @@ Ownership
 
 A binary or file whose content is already what would be written is left alone (no mtime
 changes). Replaced binaries are kept in <bin-dir>/$backup_name and put back by --uninstall.
-The token is never printed.
+No token or key is ever printed.
 
 Exit status: 0 done (or nothing to do), 1 usage error or refusal (nothing written),
 2 failure while working.
@@ -110,8 +121,10 @@ trap remove_temps EXIT
 
 from="" build=0 bin_dir=/opt/cni/bin conf_dir=/etc/cni/net.d
 conflist=10-calico.conflist conf_name=10-calico.conflist
-node_name=${KUBERNETES_NODE_NAME:-} mtu=${CNI_MTU:-1500} etcd_endpoints=${ETCD_ENDPOINTS:-}
-kubeconfig="" token_file="" ca_file="" server="" sa_dir="" force=0 uninstall=0 check_datastore=0
+# MTU 0 means auto, as in Calico's install-cni: the plugin reads the MTU calico-node wrote.
+node_name=${KUBERNETES_NODE_NAME:-} mtu=${CNI_MTU:-0} etcd_endpoints=${ETCD_ENDPOINTS:-}
+kubeconfig="" token_file="" ca_file="" server="" sa_dir="" client_cert="" client_key=""
+force=0 uninstall=0 check_datastore=0
 
 while [ $# -gt 0 ]; do
     opt=$1 val="" inline=0
@@ -121,7 +134,7 @@ while [ $# -gt 0 ]; do
     case $opt in
         --from | --bin-dir | --conflist | --conf-dir | --conf-name | --node-name | --mtu | \
             --etcd-endpoints | --kubeconfig | --token-file | --ca-file | --server | \
-            --service-account-dir)
+            --service-account-dir | --client-cert | --client-key)
             if [ "$inline" = 0 ]; then
                 [ $# -ge 2 ] || usage_error "$opt needs a value"
                 val=$2
@@ -147,6 +160,8 @@ while [ $# -gt 0 ]; do
         --ca-file) ca_file=$val ;;
         --server) server=$val ;;
         --service-account-dir) sa_dir=$val ;;
+        --client-cert) client_cert=$val ;;
+        --client-key) client_key=$val ;;
         --build) build=1 ;;
         --check-datastore) check_datastore=1 ;;
         --force) force=1 ;;
@@ -236,6 +251,14 @@ save_state() {
     printf '%s' "$content" | atomic_write "$state_file" 0644
 }
 
+# Whether PATH is a kubeconfig this script wrote that the refresher has rewritten since.
+refreshed() {
+    local path=$1 first=""
+    if [ "${state_kind[$path]:-}" != kubeconfig ] || [ ! -f "$path" ]; then return 1; fi
+    IFS= read -r first <"$path" || true
+    [ "$first" = "$refreshed_header" ]
+}
+
 backup_of() { printf '%s/%s/%s' "$(dirname -- "$1")" "$backup_name" "$(basename -- "$1")"; }
 
 # What TARGET is, given the SHA-256 of what would be written there:
@@ -286,7 +309,8 @@ do_uninstall() {
     local -A dirs=()
     for path in "${!state_sha[@]}"; do
         sha=${state_sha[$path]} backup=$(backup_of "$path") dir=$(dirname -- "$path")
-        if { [ -e "$path" ] || [ -L "$path" ]; } && ! { [ -f "$path" ] && [ "$(sha_file "$path")" = "$sha" ]; }; then
+        if { [ -e "$path" ] || [ -L "$path" ]; } && ! { [ -f "$path" ] && [ "$(sha_file "$path")" = "$sha" ]; } &&
+            ! refreshed "$path"; then
             say "left $path: changed since it was installed"
             if [ -e "$backup" ]; then say "  (the file it had replaced is still in $backup)"; fi
             continue
@@ -356,8 +380,9 @@ if [ -z "$node_name" ]; then
     node_name=${node_name,,}
 fi
 [[ $node_name != *[[:cntrl:]]* ]] || usage_error "the node name contains a control character"
-if ! [[ $mtu =~ ^[0-9]{1,5}$ ]] || [ "$mtu" -lt 68 ] || [ "$mtu" -gt 65535 ]; then
-    usage_error "the MTU must be a number from 68 to 65535 (--mtu or \$CNI_MTU): $mtu"
+# No leading zeros: the value goes into the conflist as a JSON number.
+if ! [[ $mtu =~ ^(0|[1-9][0-9]{1,4})$ ]] || { [ "$mtu" != 0 ] && { [ "$mtu" -lt 68 ] || [ "$mtu" -gt 65535 ]; }; }; then
+    usage_error "the MTU must be 0 (auto: calico-node's /var/lib/calico/mtu) or a number from 68 to 65535 (--mtu or \$CNI_MTU): $mtu"
 fi
 # No blanks, quotes or backslashes: the values go into JSON and YAML strings as they are.
 url_re='^https?://[^[:space:][:cntrl:]"\]+$'
@@ -377,9 +402,16 @@ in_cluster_server() {
     printf 'https://%s:%s' "$host" "$port"
 }
 write_kubeconfig=0
-if [ -n "$token_file$ca_file$server$sa_dir" ]; then
+if [ -n "$client_cert$client_key" ]; then
+    if [ -z "$client_cert" ] || [ -z "$client_key" ]; then
+        usage_error "--client-cert and --client-key go together"
+    fi
+    [ -z "$token_file" ] || usage_error "--token-file or --client-cert, not both"
+fi
+if [ -n "$token_file$ca_file$server$sa_dir$client_cert" ]; then
     sa_dir=${sa_dir:-$sa_default}
-    token_file=${token_file:-$sa_dir/token} ca_file=${ca_file:-$sa_dir/ca.crt}
+    ca_file=${ca_file:-$sa_dir/ca.crt}
+    if [ -z "$client_cert" ]; then token_file=${token_file:-$sa_dir/token}; fi
     server=${server:-$(in_cluster_server)}
     [ -n "$server" ] ||
         refuse "a kubeconfig needs the API server: pass --server https://host:port (or set \$KUBERNETES_SERVICE_HOST)"
@@ -393,21 +425,39 @@ kubeconfig_text=""
 if [ "$write_kubeconfig" = 1 ]; then
     server_re='^https://[^/[:space:][:cntrl:]"\]+/?$'
     [[ $server =~ $server_re ]] ||
-        usage_error "--server must be https://host:port (the token is only sent over TLS): $server"
+        usage_error "--server must be https://host:port (credentials are only sent over TLS): $server"
     server=${server%/}
-    if [ ! -f "$token_file" ] || [ ! -r "$token_file" ]; then
-        refuse "no readable service-account token at $token_file (--token-file)"
-    fi
-    if [ ! -f "$ca_file" ] || [ ! -r "$ca_file" ]; then
-        refuse "no readable CA certificate at $ca_file (--ca-file)"
-    fi
-    # Read by the shell itself: the token never appears on a command line or in a message.
-    token=$(<"$token_file")
-    [[ $token =~ ^[A-Za-z0-9._~+/=-]+$ ]] ||
-        refuse "$token_file does not hold a bearer token (one line of base64url and dots)"
+    readable() { [ -f "$1" ] && [ -r "$1" ]; }
+    readable "$ca_file" || refuse "no readable CA certificate at $ca_file (--ca-file)"
     grep -q -- '-----BEGIN CERTIFICATE-----' "$ca_file" ||
         refuse "$ca_file is not a PEM certificate (no BEGIN CERTIFICATE line)"
     ca_data=$(base64 -w0 <"$ca_file")
+    if [ -n "$client_cert" ]; then
+        readable "$client_cert" || refuse "no readable client certificate at $client_cert (--client-cert)"
+        readable "$client_key" || refuse "no readable client key at $client_key (--client-key)"
+        grep -q -- '-----BEGIN CERTIFICATE-----' "$client_cert" ||
+            refuse "$client_cert is not a PEM certificate (no BEGIN CERTIFICATE line)"
+        grep -Eq -- '^-----BEGIN ([A-Z]+ )?PRIVATE KEY-----' "$client_key" ||
+            refuse "$client_key is not a PEM private key (no BEGIN ... PRIVATE KEY line)"
+        # Embedded, as the CA is: the kubeconfig is one self-contained 0600 file whose hash
+        # covers the credentials, so a renewed certificate is picked up by a rerun and
+        # --uninstall takes the key away with it.
+        cert_data=$(base64 -w0 <"$client_cert")
+        key_data=$(base64 -w0 <"$client_key")
+        user_lines="    client-certificate-data: \"$cert_data\"
+    client-key-data: \"$key_data\""
+        unset key_data
+        credentials="client certificate from $client_cert"
+    else
+        readable "$token_file" || refuse "no readable service-account token at $token_file (--token-file)"
+        # Read by the shell itself: the token never appears on a command line or in a message.
+        token=$(<"$token_file")
+        [[ $token =~ ^[A-Za-z0-9._~+/=-]+$ ]] ||
+            refuse "$token_file does not hold a bearer token (one line of base64url and dots)"
+        user_lines="    token: \"$token\""
+        unset token
+        credentials="token from $token_file"
+    fi
     kubeconfig_text="# Kubeconfig of the Calico CNI plugins, written by scripts/install.sh.
 apiVersion: v1
 kind: Config
@@ -419,7 +469,7 @@ clusters:
 users:
 - name: calico
   user:
-    token: \"$token\"
+$user_lines
 contexts:
 - name: calico-context
   context:
@@ -427,7 +477,7 @@ contexts:
     user: calico
 current-context: calico-context
 "
-    unset token
+    unset user_lines
 fi
 
 # Render the conflist: every placeholder it uses needs a value.
@@ -477,6 +527,7 @@ fi
 if [ "$write_kubeconfig" = 1 ]; then
     kubeconfig_sha=$(sha_text "$kubeconfig_text")
     kubeconfig_status=$(status_of "$kubeconfig" "$kubeconfig_sha") || exit $?
+    if [ "$kubeconfig_status" = foreign ] && refreshed "$kubeconfig"; then kubeconfig_status=ours; fi
     if [ "$kubeconfig_status" = foreign ] && [ "$force" = 0 ]; then
         refuse "$kubeconfig was not written by this script (or was changed since); pass --force to replace it (it is kept, and --uninstall puts it back)"
     fi
@@ -547,7 +598,7 @@ if [ "$write_kubeconfig" = 1 ]; then
         printf '%s' "$kubeconfig_text" | atomic_write "$kubeconfig" 0600
         record kubeconfig "$kubeconfig" "$kubeconfig_sha"
     fi
-    say "  (server $server, CA from $ca_file, token from $token_file)"
+    say "  (server $server, CA from $ca_file, $credentials)"
 fi
 if [ "$check_datastore" = 1 ]; then
     # `calico -t` reads one plugin's config: the conflist's calico entry, with the list's
@@ -571,4 +622,5 @@ if announce "$conf_target" 0644 "$conflist_status"; then
     printf '%s' "$conflist_text" | atomic_write "$conf_target" 0644
     record conflist "$conf_target" "$conflist_sha"
 fi
-say "  (from $template: node $node_name, MTU $mtu)"
+if [ "$mtu" = 0 ]; then mtu_text="0 (auto: calico-node's /var/lib/calico/mtu)"; else mtu_text=$mtu; fi
+say "  (from $template: node $node_name, MTU $mtu_text)"

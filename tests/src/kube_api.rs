@@ -46,6 +46,17 @@
 //!   rule), metadata (name as a DNS-1123 subdomain, label and annotation keys and values).
 //!   Failures answer `422 Invalid` naming each field path.
 //!
+//! - service-account tokens (TokenRequest): `POST
+//!   /api/v1/namespaces/<ns>/serviceaccounts/<name>/token` for a ServiceAccount that
+//!   exists answers 201 with a new token valid for `spec.expirationSeconds` (3600 when
+//!   absent; 422 below 600 s, as the real server), capped at the server's maximum lifetime
+//!   ([`FakeApiServer::set_max_token_lifetime`], 48 h by default, as
+//!   `--service-account-max-token-expiration` caps it). A token issued that way (or by
+//!   [`FakeApiServer::issue_token`]) is refused once expired: 401 `Unauthorized`, message
+//!   "the token has expired". The real server says only "Unauthorized" and logs why; the
+//!   fake says why so that a test can tell expiry from a wrong token. The default token
+//!   never expires.
+//!
 //! Not done (see the module's tests for what is): watches (400), server-side apply (415),
 //! strategic-merge directives (`$patch`...; 500, named as a fake limitation), list merge
 //! keys of strategic merge (lists are replaced, as by a JSON merge patch), CEL rules other
@@ -62,7 +73,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
@@ -166,6 +177,19 @@ impl FakeApiServer {
     /// With `true`, every request without `Authorization: Bearer <token>` gets 401.
     pub fn set_require_token(&self, required: bool) {
         self.shared.lock().require_token = required;
+    }
+
+    /// The longest lifetime a TokenRequest gets (a longer request is cut to it), as a real
+    /// server's `--service-account-max-token-expiration` does; tests set seconds to see
+    /// tokens expire.
+    pub fn set_max_token_lifetime(&self, max: Duration) {
+        self.shared.lock().max_token_lifetime = Some(max);
+    }
+
+    /// A token of `namespace/name`, as a TokenRequest would issue it, valid for `lifetime`
+    /// from now: accepted while valid (also when tokens are required), 401 after.
+    pub fn issue_token(&self, namespace: &str, name: &str, lifetime: Duration) -> String {
+        self.shared.lock().issue(namespace, name, lifetime).0
     }
 
     /// The next `times` requests with this method (`"*"` for any) and exact path (no
@@ -371,6 +395,17 @@ fn resource_types() -> &'static Result<Vec<ResourceType>, String> {
                 &["status.phase"],
             ),
             core_type("nodes", "node", "Node", false, &["spec.unschedulable"]),
+            // Seeded with `put`: a TokenRequest needs its ServiceAccount to exist.
+            ResourceType {
+                status_subresource: false,
+                ..core_type(
+                    "serviceaccounts",
+                    "serviceaccount",
+                    "ServiceAccount",
+                    true,
+                    &[],
+                )
+            },
         ];
         types.extend(load_crds(&crds_path())?);
         Ok(types)
@@ -468,6 +503,26 @@ struct State {
     log: Vec<RecordedRequest>,
     require_token: bool,
     injections: Vec<Injection>,
+    /// Tokens issued by TokenRequest or [`FakeApiServer::issue_token`].
+    issued: HashMap<String, IssuedToken>,
+    /// `None`: [`DEFAULT_MAX_TOKEN_LIFETIME`].
+    max_token_lifetime: Option<Duration>,
+}
+
+/// A real server's tokens last at most what `--service-account-max-token-expiration`
+/// says; 48 h here, above the 24 h the refresher asks for.
+const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(48 * 3600);
+
+struct IssuedToken {
+    /// Milliseconds since the epoch.
+    expires_ms: u128,
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
 }
 
 struct Injection {
@@ -478,6 +533,20 @@ struct Injection {
 }
 
 impl State {
+    /// A new token and its expiry in seconds since the epoch (rounded down, as the
+    /// `expirationTimestamp` a client sees is whole seconds).
+    fn issue(&mut self, namespace: &str, name: &str, lifetime: Duration) -> (String, u64) {
+        let token = format!(
+            "fake-sa-{namespace}-{name}-{:016x}{:016x}",
+            random_u64(),
+            random_u64()
+        );
+        let expires_ms = now_ms() + lifetime.as_millis();
+        self.issued
+            .insert(token.clone(), IssuedToken { expires_ms });
+        (token, (expires_ms / 1000) as u64)
+    }
+
     fn next_rv(&mut self) -> String {
         self.rv += 1;
         self.rv.to_string()
@@ -1004,11 +1073,20 @@ struct Target<'a> {
 }
 
 fn route(shared: &Shared, st: &mut State, req: &HttpRequest) -> ApiResult {
-    if st.require_token {
-        let want = format!("Bearer {}", shared.token);
-        if req.header("authorization") != Some(want.as_str()) {
-            return Err(ApiError::new(401, "Unauthorized", "Unauthorized".into()));
-        }
+    let bearer = req
+        .header("authorization")
+        .and_then(|h| h.strip_prefix("Bearer "));
+    // An issued token is refused once expired, whether or not tokens are required.
+    let issued = bearer.and_then(|t| st.issued.get(t));
+    if issued.is_some_and(|t| t.expires_ms <= now_ms()) {
+        return Err(ApiError::new(
+            401,
+            "Unauthorized",
+            "Unauthorized: the token has expired".into(),
+        ));
+    }
+    if st.require_token && bearer != Some(shared.token.as_str()) && issued.is_none() {
+        return Err(ApiError::new(401, "Unauthorized", "Unauthorized".into()));
     }
     if let Some(inj) = st.injections.iter_mut().find(|i| {
         i.remaining > 0 && (i.method == "*" || i.method == req.method) && i.path == req.path
@@ -1019,6 +1097,13 @@ fn route(shared: &Shared, st: &mut State, req: &HttpRequest) -> ApiResult {
         return Err(ApiError::injected(code, &req.path));
     }
     let segs: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
+    if let ["api", "v1", "namespaces", ns, "serviceaccounts", name, "token"] = segs.as_slice() {
+        return if req.method == "POST" {
+            token_request(shared, st, req, ns, name)
+        } else {
+            Err(ApiError::method_not_allowed())
+        };
+    }
     if let Some(doc) = discovery(shared, &segs) {
         return if req.method == "GET" {
             Ok((200, doc))
@@ -1028,6 +1113,70 @@ fn route(shared: &Shared, st: &mut State, req: &HttpRequest) -> ApiResult {
     }
     let target = parse_target(shared, &segs).ok_or_else(ApiError::no_route)?;
     dispatch(st, req, &target)
+}
+
+/// `POST .../serviceaccounts/<name>/token`: a TokenRequest, answered as the real server
+/// does (its `spec.boundObjectRef` is not supported: tokens here are bound to nothing).
+fn token_request(
+    shared: &Shared,
+    st: &mut State,
+    req: &HttpRequest,
+    ns: &str,
+    name: &str,
+) -> ApiResult {
+    let accounts = shared
+        .find_resource("serviceaccounts")
+        .ok_or_else(ApiError::no_route)?;
+    if !st.objects.contains_key(&key(accounts, ns, name)) {
+        return Err(ApiError::not_found(accounts, name));
+    }
+    let body = parse_body(req)?;
+    if body["kind"] != "TokenRequest" || body["apiVersion"] != "authentication.k8s.io/v1" {
+        return Err(ApiError::bad_request(&format!(
+            "the body is not an authentication.k8s.io/v1 TokenRequest: {}",
+            shown(&body["kind"])
+        )));
+    }
+    let requested = match &body["spec"]["expirationSeconds"] {
+        Value::Null => 3600,
+        v => v.as_u64().ok_or_else(|| {
+            ApiError::bad_request(&format!("spec.expirationSeconds is not an integer: {v}"))
+        })?,
+    };
+    let too = |why: &str| {
+        ApiError::new(
+            422,
+            "Invalid",
+            format!(
+                "TokenRequest.authentication.k8s.io \"{name}\" is invalid: \
+                 spec.expirationSeconds: Invalid value: {requested}: {why}"
+            ),
+        )
+    };
+    if requested < 600 {
+        return Err(too("may not specify a duration less than 10 minutes"));
+    }
+    if requested > 1 << 32 {
+        return Err(too("may not specify a duration larger than 2^32 seconds"));
+    }
+    let cap = st.max_token_lifetime.unwrap_or(DEFAULT_MAX_TOKEN_LIFETIME);
+    let lifetime = Duration::from_secs(requested).min(cap);
+    let (token, expires) = st.issue(ns, name, lifetime);
+    let audiences = match &body["spec"]["audiences"] {
+        Value::Array(a) if !a.is_empty() => Value::Array(a.clone()),
+        _ => json!(["https://kubernetes.default.svc.cluster.local"]),
+    };
+    Ok((
+        201,
+        json!({
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": name, "namespace": ns, "creationTimestamp": null},
+            "spec": {"audiences": audiences, "expirationSeconds": lifetime.as_secs(),
+                     "boundObjectRef": null},
+            "status": {"token": token, "expirationTimestamp": rfc3339(expires)},
+        }),
+    ))
 }
 
 fn parse_target<'a>(shared: &'a Shared, segs: &[&str]) -> Option<Target<'a>> {

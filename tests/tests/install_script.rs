@@ -471,7 +471,46 @@ fn values_come_from_options_then_the_environment_then_the_host() {
     let host = fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
     let calico = &bare.conflist()["plugins"][0];
     assert_eq!(calico["nodename"], host.trim().to_lowercase());
-    assert_eq!(calico["mtu"], 1500);
+    // Neither --mtu nor $CNI_MTU: 0, the plugin takes calico-node's /var/lib/calico/mtu.
+    assert_eq!(calico["mtu"], 0);
+}
+
+#[test]
+fn mtu_0_is_auto_and_only_0_or_68_to_65535_are_taken() {
+    let node = Node::new();
+    let single = "--conflist=10-calico-single-node".to_string();
+    let run = node.install(&[single.clone(), "--mtu=0".into()]).ok();
+    assert_eq!(node.conflist()["plugins"][0]["mtu"], 0);
+    assert!(run.stdout.contains("MTU 0 (auto"), "{run:?}");
+    for (mtu, rendered) in [("68", 68), ("65535", 65535), ("1450", 1450)] {
+        node.install(&[single.clone(), format!("--mtu={mtu}")]).ok();
+        assert_eq!(
+            node.conflist()["plugins"][0]["mtu"],
+            rendered,
+            "--mtu={mtu}"
+        );
+    }
+    let args = [
+        format!("--from={}", node.from.display()),
+        format!("--bin-dir={}", node.bin.display()),
+        format!("--conf-dir={}", node.conf.display()),
+        single.clone(),
+    ];
+    node.run(&args, &[("CNI_MTU", "0")]).ok();
+    assert_eq!(node.conflist()["plugins"][0]["mtu"], 0);
+    let before = snapshot(&node.conf);
+    for mtu in ["67", "65536", "-1", "00", "068", "1e3", " 1500"] {
+        let run = node
+            .install(&[single.clone(), format!("--mtu={mtu}")])
+            .refused();
+        assert!(
+            run.stderr.contains("MTU must be 0 (auto") && run.stderr.contains("--help"),
+            "--mtu={mtu}: {run:?}"
+        );
+        let run = node.run(&args, &[("CNI_MTU", mtu)]).refused();
+        assert!(run.stderr.contains("MTU"), "CNI_MTU={mtu}: {run:?}");
+    }
+    assert_eq!(snapshot(&node.conf), before, "a refused MTU writes nothing");
 }
 
 #[test]
@@ -780,6 +819,234 @@ fn help_documents_every_option_and_bad_usage_exits_1() {
         let run = node.run(&bad, &[]).refused();
         assert!(run.stderr.contains("--help"), "{bad:?}: {run:?}");
     }
+}
+
+#[test]
+fn help_runs_nothing_and_writes_nothing() {
+    // A `calico` first on PATH that records being run: the help text names `calico -t`,
+    // which an unescaped backtick in the script's heredoc would run.
+    let node = Node::new();
+    let fake_bin = node.dir.subdir("fake-bin").expect("fake bin");
+    let watched = node.dir.subdir("watched").expect("watched dir");
+    let marker = watched.join("calico-was-run");
+    let fake = fake_bin.join("calico");
+    fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho ran >{}\necho FAKE-CALICO\n",
+            marker.display()
+        ),
+    )
+    .expect("fake calico");
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = format!(
+        "{}:{}",
+        fake_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(script())
+        .arg("--help")
+        .current_dir(&watched)
+        .env("PATH", &path)
+        .env("TMPDIR", &watched)
+        .output()
+        .expect("run --help");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(!marker.exists(), "--help ran calico");
+    assert!(!stdout.contains("FAKE-CALICO"), "{stdout}");
+    assert!(
+        stdout.contains("run the installed `calico -t` on its"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("`calico-ipam kubeconfig refresh`"),
+        "{stdout}"
+    );
+    assert!(
+        snapshot(&watched).is_empty(),
+        "--help wrote into its cwd or TMPDIR"
+    );
+    for dir in [&node.bin, &node.conf] {
+        assert!(
+            snapshot(dir).is_empty(),
+            "--help wrote into {}",
+            dir.display()
+        );
+    }
+}
+
+/// A self-signed EC certificate and its key, made with openssl for this test.
+fn client_certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("client.crt"), dir.join("client.key"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args([
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=calico-cni-plugin",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (apt-get install -y openssl)");
+    assert!(out.status.success(), "openssl: {out:?}");
+    (cert, key)
+}
+
+#[test]
+fn client_cert_and_key_make_a_kubeconfig_calico_ipam_can_use() {
+    let node = Node::new();
+    let (cert, key) = client_certificate(node.dir.path());
+    // Nothing listens on the port: calico-ipam gets as far as connecting, which it does
+    // only once kube has loaded the certificate and key of the kubeconfig.
+    let port = cni_tests::fixtures::free_tcp_port().expect("a free port");
+    let server = format!("https://127.0.0.1:{port}");
+    let args = vec![
+        format!("--client-cert={}", cert.display()),
+        format!("--client-key={}", key.display()),
+        format!("--ca-file={}", cert.display()),
+        format!("--server={server}"),
+    ];
+    let run = node.install(&args).ok();
+    let key_text = fs::read_to_string(&key).expect("key");
+    let key_data = base64::engine::general_purpose::STANDARD.encode(&key_text);
+    for secret in key_text.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(
+            !run.stdout.contains(secret) && !run.stderr.contains(secret),
+            "{run:?}"
+        );
+    }
+    assert!(!run.stdout.contains(&key_data), "{run:?}");
+    assert!(run.stdout.contains("client certificate from"), "{run:?}");
+
+    let path = node.conf.join("calico-kubeconfig");
+    assert_eq!(mode(&path), 0o600);
+    let text = fs::read_to_string(&path).expect("kubeconfig");
+    let config: serde_norway::Value = serde_norway::from_str(&text).expect("YAML");
+    let user = &config["users"][0]["user"];
+    let decode = |field: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(user[field].as_str().unwrap_or_else(|| panic!("no {field}")))
+            .expect("base64")
+    };
+    assert_eq!(
+        decode("client-certificate-data"),
+        fs::read(&cert).expect("cert")
+    );
+    assert_eq!(decode("client-key-data"), key_text.as_bytes());
+    assert!(user.get("token").is_none(), "no token: {text}");
+    assert_eq!(
+        config["clusters"][0]["cluster"]["server"].as_str(),
+        Some(server.as_str())
+    );
+
+    let lock = node.path("ipam.lock");
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "net", "type": "calico-ipam",
+        "datastore_type": "kubernetes", "kubernetes": {"kubeconfig": path},
+        "nodename": "node-1", "nodename_file_optional": true, "ipam_lock_file": lock,
+        "ipam": {"type": "calico-ipam"},
+    });
+    let out = cni_tests::ipam::call("ADD", &conf, "c1", &[]);
+    let msg = out.refused(11, "ADD with nothing listening");
+    assert!(
+        msg.contains("unreachable"),
+        "the kubeconfig was used: {msg}"
+    );
+
+    // The same kubeconfig with a key that is not one: refused before any request.
+    let broken = node.path("broken-kubeconfig");
+    fs::write(&broken, text.replace(&key_data, "bm90IGEga2V5")).expect("write");
+    fs::set_permissions(&broken, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let mut conf = conf;
+    conf["kubernetes"]["kubeconfig"] = json!(broken);
+    let msg = cni_tests::ipam::call("ADD", &conf, "c1", &[]).refused(7, "a broken key");
+    assert!(msg.contains("cannot build a client"), "{msg}");
+
+    // Bad usage is refused with nothing written.
+    let other = Node::new();
+    for (bad, says) in [
+        (
+            vec![format!("--client-cert={}", cert.display())],
+            "go together",
+        ),
+        (
+            vec![
+                format!("--client-cert={}", cert.display()),
+                format!("--client-key={}", cert.display()),
+                format!("--ca-file={}", cert.display()),
+                format!("--server={server}"),
+            ],
+            "not a PEM private key",
+        ),
+        (
+            vec![
+                format!("--client-cert={}", cert.display()),
+                format!("--client-key={}", key.display()),
+                format!("--token-file={}", other.sa.join("token").display()),
+                format!("--server={server}"),
+            ],
+            "not both",
+        ),
+    ] {
+        let run = other.install(&bad).refused();
+        assert!(run.stderr.contains(says), "{bad:?}: {run:?}");
+        assert!(!run.stderr.contains(&key_data), "{run:?}");
+        assert!(snapshot(&other.conf).is_empty() && snapshot(&other.bin).is_empty());
+    }
+}
+
+#[test]
+fn a_kubeconfig_the_refresher_rewrote_is_still_ours_to_update_and_uninstall() {
+    const REFRESHED: &str =
+        "# Kubeconfig of the Calico CNI plugins, kept fresh by calico-ipam kubeconfig refresh.";
+    let node = Node::new();
+    node.install_k8s(&[]).ok();
+    let path = node.conf.join("calico-kubeconfig");
+    let written = fs::read_to_string(&path).expect("kubeconfig");
+    fs::write(
+        &path,
+        format!("{REFRESHED}\n{}", written.replace(TOKEN, "a-newer-token")),
+    )
+    .expect("rewrite");
+    let run = node.install_k8s(&[]).ok();
+    assert!(
+        run.stdout.contains(&format!("updating {}", path.display())),
+        "{run:?}"
+    );
+    assert_eq!(fs::read_to_string(&path).expect("kubeconfig"), written);
+
+    fs::write(
+        &path,
+        format!("{REFRESHED}\n{}", written.replace(TOKEN, "a-newer-token")),
+    )
+    .expect("rewrite");
+    node.uninstall().ok();
+    assert!(!path.exists(), "uninstalled");
+    assert!(
+        snapshot(&node.conf).is_empty(),
+        "{:?}",
+        snapshot(&node.conf)
+    );
+
+    // A foreign kubeconfig with the refresher's header is still foreign.
+    let other = Node::new();
+    let foreign = other.conf.join("calico-kubeconfig");
+    fs::write(&foreign, format!("{REFRESHED}\nkind: Config\n")).expect("foreign");
+    let run = other.install_k8s(&[]).refused();
+    assert!(run.stderr.contains("--force"), "{run:?}");
 }
 
 #[test]

@@ -977,6 +977,67 @@ fn bearer_token_when_required() {
 }
 
 #[test]
+fn token_requests_issue_tokens_that_expire() {
+    let server = FakeApiServer::start();
+    let path = "/api/v1/namespaces/kube-system/serviceaccounts/cni/token";
+    let request = |seconds: Value| {
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+               "spec": {"audiences": [], "expirationSeconds": seconds}})
+    };
+    let c = Client::new(&server);
+    // The ServiceAccount must exist.
+    assert_eq!(c.post(path, request(json!(86_400))).0, 404);
+    server.put(
+        "serviceaccounts",
+        json!({"metadata": {"name": "cni", "namespace": "kube-system"}}),
+    );
+    assert_eq!(c.post(path, request(json!(599))).0, 422, "under 10 minutes");
+    assert_eq!(c.call("GET", path, None, None).0, 405);
+
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let (code, answer) = c.post(path, request(json!(7 * 24 * 3600)));
+    assert_eq!(code, 201, "{answer}");
+    assert_eq!(answer["kind"], "TokenRequest");
+    // Cut to the server's maximum, 48 h.
+    assert_eq!(answer["spec"]["expirationSeconds"], 48 * 3600);
+    let expiry = answer["status"]["expirationTimestamp"]
+        .as_str()
+        .expect("expirationTimestamp");
+    let lo = cni_tests::kube_api::rfc3339(before + 48 * 3600);
+    let hi = cni_tests::kube_api::rfc3339(before + 48 * 3600 + 5);
+    assert!(lo.as_str() <= expiry && expiry <= hi.as_str(), "{expiry}");
+
+    // With a short maximum, the token works while valid (also when tokens are required),
+    // then gets 401 saying it expired, whether tokens are required or not.
+    server.set_max_token_lifetime(std::time::Duration::from_secs(1));
+    let (_, answer) = c.post(path, request(json!(3600)));
+    assert_eq!(answer["spec"]["expirationSeconds"], 1);
+    let mut issued = Client::new(&server);
+    issued.token = Some(answer["status"]["token"].as_str().expect("token").into());
+    server.set_require_token(true);
+    assert_eq!(issued.get("/api/v1/namespaces/kube-system").0, 404);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    for required in [true, false] {
+        server.set_require_token(required);
+        let (code, body) = issued.get("/api/v1/namespaces/kube-system");
+        assert_eq!(code, 401);
+        assert_eq!(body["reason"], "Unauthorized");
+        assert!(body["message"]
+            .as_str()
+            .expect("message")
+            .contains("expired"));
+    }
+    // The default token never expires.
+    assert_eq!(
+        Client::new(&server).get("/api/v1/namespaces/kube-system").0,
+        404
+    );
+}
+
+#[test]
 fn injected_failures_then_recovery() {
     let server = FakeApiServer::start();
     let c = Client::new(&server);

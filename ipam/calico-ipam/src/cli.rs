@@ -1,5 +1,6 @@
 //! `calico-ipam` run by an operator, with arguments instead of CNI variables: look at the
-//! node's IPAM state, find leaks, release an address by hand.
+//! node's IPAM state, find leaks, release an address by hand, keep the CNI kubeconfig's
+//! token fresh.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
@@ -51,6 +52,58 @@ pub enum Action {
         #[arg(long, default_value_t = 90)]
         threshold: u8,
     },
+    /// The CNI kubeconfig.
+    Kubeconfig {
+        #[command(subcommand)]
+        command: KubeconfigAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KubeconfigAction {
+    /// Keep the kubeconfig's token valid: ask the TokenRequest API for a token of the
+    /// service account and rewrite the kubeconfig (atomically, 0600) once less than a third
+    /// of the token's lifetime is left; runs until stopped (or once, with --once). Exits 1
+    /// when the API server refuses.
+    Refresh {
+        /// The kubeconfig to keep fresh (its server and CA are kept).
+        #[arg(long, default_value = "/etc/cni/net.d/calico-kubeconfig")]
+        kubeconfig: PathBuf,
+        /// Whose tokens to ask for, as <namespace>/<name> (Calico's manifests:
+        /// kube-system/calico-cni-plugin; the operator's: calico-system/calico-cni-plugin).
+        #[arg(long, value_parser = parse_account)]
+        service_account: (String, String),
+        /// The lifetime to ask for, in seconds (the API server may cut it).
+        #[arg(long, default_value_t = crate::refresh::DEFAULT_LIFETIME.as_secs(),
+              value_parser = clap::value_parser!(u64).range(600..=4_294_967_296))]
+        expiration_seconds: u64,
+        /// An audience of the token (repeatable; none: the API server's own).
+        #[arg(long = "audience")]
+        audiences: Vec<String>,
+        /// A pod's service-account files: its token, when there, authenticates the
+        /// request; its ca.crt and $KUBERNETES_SERVICE_HOST make the first kubeconfig.
+        #[arg(long, default_value = "/var/run/secrets/kubernetes.io/serviceaccount")]
+        service_account_dir: PathBuf,
+        /// Refresh if due, then exit.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+/// `<namespace>/<name>`, both DNS labels or subdomains as Kubernetes names them.
+fn parse_account(text: &str) -> Result<(String, String), String> {
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 253
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    };
+    match text.split_once('/') {
+        Some((ns, name)) if valid(ns) && valid(name) => Ok((ns.to_string(), name.to_string())),
+        _ => Err(format!(
+            "{text:?} is not <namespace>/<name> (lower-case letters, digits, '-' and '.')"
+        )),
+    }
 }
 
 /// Runs a command; returns the process exit code.
@@ -65,6 +118,29 @@ pub fn run(cli: Cli) -> i32 {
 }
 
 fn execute(cli: Cli) -> Result<i32, String> {
+    // It has no network configuration to read: it is what makes one usable.
+    if let Action::Kubeconfig {
+        command:
+            KubeconfigAction::Refresh {
+                kubeconfig,
+                service_account: (namespace, name),
+                expiration_seconds,
+                audiences,
+                service_account_dir,
+                once,
+            },
+    } = cli.command
+    {
+        return Ok(crate::refresh::run(&crate::refresh::Options {
+            kubeconfig,
+            namespace,
+            name,
+            lifetime: std::time::Duration::from_secs(expiration_seconds),
+            audiences,
+            service_account_dir,
+            once,
+        }));
+    }
     let conf = load_config(&cli.config)?;
     // An operator may run this on a node where calico/node has not written the file.
     let mut node_conf = conf.node.clone();
@@ -106,6 +182,8 @@ fn execute(cli: Cli) -> Result<i32, String> {
             cache_dir,
             threshold,
         } => check(store.as_ref(), &conf, &node, &cache_dir, threshold).map_err(|e| e.to_string()),
+        // Run above, before any network configuration is read.
+        Action::Kubeconfig { .. } => Ok(0),
     }
 }
 

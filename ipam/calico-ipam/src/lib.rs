@@ -14,5 +14,6 @@ pub mod model;
 pub mod names;
 pub mod netconf;
 pub mod nodename;
+pub mod refresh;
 pub mod store;
 pub mod timestamp;

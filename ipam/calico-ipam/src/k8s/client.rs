@@ -312,6 +312,7 @@ impl KubeClient {
             409 => KubeError::Conflict(path_only.to_string()),
             401 => KubeError::Unauthorized {
                 server: self.server.clone(),
+                expired: message.to_ascii_lowercase().contains("expired"),
             },
             403 => {
                 let (verb, resource) = rbac_of(method, path_only);

@@ -14,12 +14,17 @@ pub enum KubeError {
     /// A resourceVersion or UID precondition failed: someone else changed the object.
     #[error("{0} was modified by someone else")]
     Conflict(String),
-    /// 401: the credentials were refused (typically an expired service-account token).
+    /// 401: the credentials were refused, typically because a service-account token
+    /// expired or its pod is gone. `expired` when the server's message says so; a real
+    /// kube-apiserver answers only "Unauthorized" and logs why, so the message points at the
+    /// refresher either way.
     #[error(
         "connection is unauthorized: the API server at {server} refused the credentials of \
-         the CNI kubeconfig (401 Unauthorized)"
+         the CNI kubeconfig (401 Unauthorized{}); keep its token fresh with `calico-ipam \
+         kubeconfig refresh` (README, \"Installing on a node\")",
+        if *expired { ": the token has expired" } else { "" }
     )]
-    Unauthorized { server: String },
+    Unauthorized { server: String, expired: bool },
     /// 403: authenticated, but RBAC does not grant the verb.
     #[error(
         "forbidden: the CNI plugin's user may not {verb:?} {resource}: grant the verb in its \

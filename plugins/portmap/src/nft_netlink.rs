@@ -460,6 +460,57 @@ fn socket() -> io::Result<Socket> {
     Ok(socket)
 }
 
+/// Room for what a change's error answer costs in the receive buffer (a small skb each).
+const ERROR_ROOM: usize = 1024;
+/// The buffers' sizes when the batch is small: what the kernel gives by default.
+const MIN_BUFFER: usize = 1 << 20;
+
+/// Makes `socket`'s send buffer hold a batch of `bytes` and its receive buffer the errors
+/// of `changes` changes. `SO_*BUFFORCE` passes the `wmem_max`/`rmem_max` limits (as nft
+/// does, with the same CAP_NET_ADMIN that nf_tables needs); without the capability the
+/// plain options give what those limits allow, and a batch that still does not fit fails
+/// with EMSGSIZE before anything changed.
+fn size_buffers(socket: &Socket, bytes: usize, changes: usize) {
+    let send = bytes.saturating_add(HEADER).max(MIN_BUFFER);
+    let receive = changes.saturating_mul(ERROR_ROOM).max(MIN_BUFFER);
+    for (force, plain, size) in [
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, send),
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, receive),
+    ] {
+        if let Err(e) = set_buffer(socket, force, size) {
+            log::debug!("nf_tables socket: forcing a {size} byte buffer: {e}");
+            if let Err(e) = set_buffer(socket, plain, size) {
+                log::debug!("nf_tables socket: a {size} byte buffer: {e}");
+            }
+        }
+    }
+}
+
+/// `setsockopt(SOL_SOCKET, option, size)` for a buffer size (the kernel doubles it, for its
+/// bookkeeping).
+#[allow(unsafe_code)]
+fn set_buffer(socket: &Socket, option: libc::c_int, size: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX / 2);
+    // SAFETY: the fd is the socket's, open for the call's duration (borrowed); the option
+    // value is a c_int on the stack whose size is passed with it, which is what these
+    // SOL_SOCKET options read.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// The netlink messages in a datagram: (type, seq, payload after the header).
 fn messages(mut data: &[u8]) -> Vec<(u16, u32, &[u8])> {
     let mut out = Vec::new();
@@ -626,11 +677,22 @@ impl Session {
             .socket
             .as_ref()
             .ok_or("nf_tables netlink: not supported by this kernel")?;
-        // Errors of a large batch must not be dropped for want of room.
-        let _ = socket.set_rx_buf_sz(1 << 20);
-        socket
-            .send(&bytes, 0)
-            .map_err(|e| format!("nf_tables batch: {e}"))?;
+        // The kernel applies a batch only when it arrives whole, in one datagram (one
+        // skb: `nfnetlink_rcv_batch` aborts a batch whose END is not in the same skb as its
+        // BEGIN), so a large transaction cannot be split over several sends: the send
+        // buffer must hold all of it (netlink refuses a datagram larger than the buffer
+        // with EMSGSIZE). The receive buffer must hold an error for every change that
+        // fails, or they are dropped. nft sizes both the same way.
+        size_buffers(socket, bytes.len(), what.len());
+        socket.send(&bytes, 0).map_err(|e| match e.raw_os_error() {
+            Some(libc::EMSGSIZE) => format!(
+                "nf_tables batch of {} bytes ({} changes) is larger than the socket's send \
+                 buffer could be made: {e}",
+                bytes.len(),
+                what.len()
+            ),
+            _ => format!("nf_tables batch: {e}"),
+        })?;
         let last = what.keys().next_back().copied().unwrap_or(begin);
         let mut answered = false;
         let mut first_error: Option<String> = None;

@@ -480,7 +480,9 @@ fn wep_with_k8s_policy_carries_the_pods_labels_service_account_and_ports() {
 fn a_path_as_pod_namespace_is_refused_and_its_del_succeeds(backend: Backend) {
     let s = Setup::new(backend);
     s.cluster_information(true);
-    let pod = s.node.k8s_pod("wep000000000000000000000000dots1", "../..", "web-0");
+    let pod = s
+        .node
+        .k8s_pod("wep000000000000000000000000dots1", "../..", "web-0");
     let before = s.store.snapshot();
     let out = s.call("ADD", &pod);
     assert_eq!(out.exit, Some(1), "ADD: {}", out.describe());

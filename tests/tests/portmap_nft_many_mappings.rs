@@ -5,6 +5,7 @@
 
 use cni_tests::portmap::{assert_ok, bare_node, call, conf, nft_ruleset, ours};
 use cni_tests::portmap::{two_mappings, POD_V4, POD_V6};
+use cni_tests::TestDir;
 use serde_json::{json, Value};
 
 const BIG: &str = "pmnftbig01";
@@ -58,4 +59,35 @@ fn add_and_del_of_5000_mappings_on_nftables() {
 
     assert_ok(&call(&node, &ours(), "DEL", SMALL, &small), "DEL small");
     assert!(!nft_ruleset(&node).contains(SMALL));
+}
+
+/// Rules written before each pod had a chain of its own (its DNAT rules among everyone's in
+/// `hostports`) are still found and removed by DEL, and replaced by ADD.
+#[test]
+fn rules_of_the_shared_layout_are_removed_too() {
+    const OLD: &str = "pmnftold01";
+    let node = bare_node();
+    let nftables = json!({"backend": "nftables"});
+    let small = conf("1.0.0", &nftables, &two_mappings(), &[POD_V4]);
+    assert_ok(&call(&node, &ours(), "ADD", SMALL, &small), "ADD small");
+    let before = nft_ruleset(&node);
+    let legacy = format!(
+        "add rule ip cni_hostport hostports tcp dport 7000 dnat to 10.9.0.6:70 comment \"{OLD}\"\n\
+         add rule ip cni_hostport masquerading ip saddr 10.9.0.6 ip daddr 10.9.0.6 masquerade comment \"{OLD}\"\n"
+    );
+    let dir = TestDir::new().expect("dir");
+    let script = dir.path().join("legacy.nft");
+    std::fs::write(&script, legacy).expect("write script");
+    node.exec_checked(&["nft", "-f", &script.display().to_string()])
+        .expect("legacy rules");
+    assert!(nft_ruleset(&node).contains(OLD));
+    let old = conf("1.0.0", &nftables, &two_mappings(), &["10.9.0.6/24"]);
+    assert_ok(
+        &call(&node, &ours(), "ADD", OLD, &old),
+        "ADD over the old rules",
+    );
+    let rules = nft_ruleset(&node);
+    assert!(!rules.contains("dport 7000"), "{rules}");
+    assert_ok(&call(&node, &ours(), "DEL", OLD, &old), "DEL");
+    assert_eq!(nft_ruleset(&node), before);
 }

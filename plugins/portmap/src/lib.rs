@@ -112,13 +112,14 @@ fn iptables_change(
 /// Lists our nftables rules, builds a script and applies it, retrying on a race.
 fn nftables_change(
     what: &str,
-    build: impl Fn(&[nftables::Listed]) -> Vec<nftables::Op>,
+    build: impl Fn(&nftables::Listing) -> Vec<nftables::Op>,
 ) -> Result<Option<nftables::Session>, PortmapError> {
     let fail = |e: String| PortmapError::Firewall(format!("{what}: {e}"));
     let mut session = nftables::Session::open().map_err(fail)?;
     let mut last = String::new();
     for _ in 0..ATTEMPTS {
-        let listed = session.list().map_err(fail)?;
+        // The containers' own chains are not read: a change empties or deletes them whole.
+        let listed = session.list(&[]).map_err(fail)?;
         let ops = build(&listed);
         if ops.is_empty() {
             return Ok(Some(session));
@@ -329,8 +330,9 @@ impl Plugin for Portmap {
                 }
             }
             Backend::Nftables => {
+                let chain = nftables::pod_chain(&req.env.container_id);
                 let listed = nftables::Session::open()
-                    .and_then(|mut s| s.list())
+                    .and_then(|mut s| s.list(&[chain]))
                     .map_err(PortmapError::Firewall)?;
                 for c in &w.containers {
                     nftables::check(&listed, &w.settings, c, &w.mappings).map_err(|e| {

@@ -19,15 +19,13 @@
 //! `nft -j list ruleset`) is used instead for hook conditions, which are nft syntax only
 //! nft can compile, and for everything when `PORTMAP_NFTABLES_VIA=nft` is set.
 
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::{Command, Stdio};
 
 use serde_json::Value;
-use shared::delegate::die_with_parent;
 
 use crate::config::Settings;
 use crate::model::{Container, Family, Mapping, Protocol};
+use crate::tool::{self, ToolError};
 
 pub const TABLE: &str = "cni_hostport";
 
@@ -583,29 +581,29 @@ fn via_nft() -> bool {
 pub struct Session(Option<crate::nft_netlink::Session>);
 
 impl Session {
-    pub fn open() -> Result<Session, String> {
+    pub fn open() -> Result<Session, ToolError> {
         if via_nft() {
             Ok(Session(None))
         } else {
-            crate::nft_netlink::Session::open().map(|s| Session(Some(s)))
+            Ok(Session(Some(crate::nft_netlink::Session::open()?)))
         }
     }
 
     /// Our chains, and the rules of the shared ones and of `chains` (by netlink; nft
     /// lists every rule).
-    pub fn list(&mut self, chains: &[String]) -> Result<Listing, String> {
+    pub fn list(&mut self, chains: &[String]) -> Result<Listing, ToolError> {
         match &mut self.0 {
-            Some(netlink) => netlink.list(chains),
+            Some(netlink) => Ok(netlink.list(chains)?),
             None => list_nft().map(Option::unwrap_or_default),
         }
     }
 
     /// Applies `ops` as one transaction.
-    pub fn apply(&mut self, ops: &[Op]) -> Result<(), String> {
+    pub fn apply(&mut self, ops: &[Op]) -> Result<(), ToolError> {
         match &mut self.0 {
             Some(netlink) if crate::nft_netlink::expressible(ops) => {
                 log::debug!("nf_tables batch:\n{}", render(ops));
-                netlink.apply(ops)
+                Ok(netlink.apply(ops)?)
             }
             _ => {
                 let script = render(ops);
@@ -617,48 +615,26 @@ impl Session {
 }
 
 /// `nft -j list ruleset`. `Ok(None)` when nft is not installed (nothing can be ours).
-pub fn list_nft() -> Result<Option<Listing>, String> {
-    let out = match die_with_parent(&mut Command::new("nft"))
-        .args(["-j", "list", "ruleset"])
-        .stdin(Stdio::null())
-        .output()
-    {
+pub fn list_nft() -> Result<Option<Listing>, ToolError> {
+    let out = match tool::run("nft", &["-j", "list", "ruleset"], b"") {
         Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("nft: {e}")),
+        Err(e) if e.not_installed() => return Ok(None),
+        Err(e) => return Err(e),
     };
     if !out.status.success() {
-        return Err(format!(
+        return Err(ToolError::Failed(format!(
             "nft -j list ruleset: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+            out.stderr
+        )));
     }
-    parse_listing(&String::from_utf8_lossy(&out.stdout)).map(Some)
+    Ok(Some(parse_listing(&out.stdout)?))
 }
 
 /// `nft -f -` fed `script`: one transaction.
-pub fn apply_nft(script: &str) -> Result<(), String> {
-    // Killed with us: a transaction that outlived a killed ADD could commit after the DEL.
-    let mut child = die_with_parent(&mut Command::new("nft"))
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("nft: {e}"))?;
-    let written = child
-        .stdin
-        .take()
-        .map(|mut stdin| stdin.write_all(script.as_bytes()));
-    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
+pub fn apply_nft(script: &str) -> Result<(), ToolError> {
+    let out = tool::run("nft", &["-f", "-"], script.as_bytes())?;
     if !out.status.success() {
-        return Err(format!(
-            "nft -f: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    if let Some(Err(e)) = written {
-        return Err(format!("nft: writing rules: {e}"));
+        return Err(ToolError::Failed(format!("nft -f: {}", out.stderr)));
     }
     Ok(())
 }

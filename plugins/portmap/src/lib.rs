@@ -14,6 +14,7 @@ pub mod localnet;
 pub mod model;
 pub mod nft_netlink;
 pub mod nftables;
+pub mod tool;
 
 use std::collections::BTreeSet;
 
@@ -24,6 +25,7 @@ use shared::spec::result::CniResult;
 
 use config::{Backend, PortmapConf, Settings};
 use model::{Container, Family, Mapping, Protocol};
+use tool::ToolError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PortmapError {
@@ -37,6 +39,9 @@ pub enum PortmapError {
     NoPrevResult,
     #[error("{0}")]
     Firewall(String),
+    /// A firewall tool outlived the invocation's deadline.
+    #[error("{0}")]
+    TimedOut(String),
     #[error("{0}")]
     Check(String),
     #[error("unable to enable route_localnet: {0}")]
@@ -59,6 +64,11 @@ impl From<PortmapError> for CniError {
                 "each change is one transaction, so a failed one left the rules as they were; \
                  check that iptables-restore (or nft) works on this node",
             ),
+            PortmapError::TimedOut(_) => CniError::new(ErrorCode::TryAgainLater, msg)
+                .with_details(
+                    "the tool was killed before it answered; retry later, and if it keeps \
+                     timing out, see what holds the xtables lock or the nftables ruleset up",
+                ),
             PortmapError::Check(_) => CniError::new(ErrorCode::CheckFailed, msg)
                 .with_details("something removed the container's port forwarding rules; recreate the pod"),
             PortmapError::Localnet(_) => CniError::new(ErrorCode::Sysctl, msg),
@@ -69,8 +79,34 @@ impl From<PortmapError> for CniError {
 pub struct Portmap;
 
 /// A failure of a change to the firewall, naming the family.
-fn firewall(family: Family, what: &str, e: String) -> PortmapError {
-    PortmapError::Firewall(format!("{what} ({}): {e}", family.name()))
+fn firewall(family: Family, what: &str, e: ToolError) -> PortmapError {
+    tool_error(&format!("{what} ({})", family.name()), e)
+}
+
+/// A tool's failure: a timeout stays one (code 11: retry later), anything else is the
+/// firewall's.
+fn tool_error(what: &str, e: ToolError) -> PortmapError {
+    match e {
+        e @ ToolError::TimedOut { .. } => PortmapError::TimedOut(format!("{what}: {e}")),
+        e => PortmapError::Firewall(format!("{what}: {e}")),
+    }
+}
+
+/// Several failures as one: a timeout among them makes it one, so the runtime retries.
+fn combined(errors: Vec<PortmapError>) -> PortmapError {
+    let timed_out = errors
+        .iter()
+        .any(|e| matches!(e, PortmapError::TimedOut(_)));
+    let msg = errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    if timed_out {
+        PortmapError::TimedOut(msg)
+    } else {
+        PortmapError::Firewall(msg)
+    }
 }
 
 /// How often a change is rebuilt from fresh state when another writer raced us (a rule we
@@ -85,10 +121,12 @@ fn iptables_change(
     optional: bool,
     build: impl Fn(&iptables::NatTable) -> iptables::Script,
 ) -> Result<bool, PortmapError> {
-    let mut last = String::new();
+    let mut last = ToolError::Failed(String::new());
     for _ in 0..ATTEMPTS {
         let saved = match iptables::save(family) {
             Ok(text) => text,
+            // A tool that hangs is not an unusable family: the deadline has passed.
+            Err(e @ ToolError::TimedOut { .. }) => return Err(firewall(family, what, e)),
             Err(e) if optional => {
                 log::info!("{} unusable, skipped: {e}", iptables::tool(family));
                 return Ok(false);
@@ -103,6 +141,7 @@ fn iptables_change(
         log::debug!("{} restore:\n{text}", iptables::tool(family));
         match iptables::restore(family, &text) {
             Ok(()) => return Ok(true),
+            Err(e @ ToolError::TimedOut { .. }) => return Err(firewall(family, what, e)),
             Err(e) => last = e,
         }
     }
@@ -112,23 +151,25 @@ fn iptables_change(
 /// Lists our nftables rules, builds a script and applies it, retrying on a race.
 fn nftables_change(
     what: &str,
-    build: impl Fn(&[nftables::Listed]) -> Vec<nftables::Op>,
+    build: impl Fn(&nftables::Listing) -> Vec<nftables::Op>,
 ) -> Result<Option<nftables::Session>, PortmapError> {
-    let fail = |e: String| PortmapError::Firewall(format!("{what}: {e}"));
+    let fail = |e: ToolError| tool_error(what, e);
     let mut session = nftables::Session::open().map_err(fail)?;
-    let mut last = String::new();
+    let mut last = ToolError::Failed(String::new());
     for _ in 0..ATTEMPTS {
-        let listed = session.list().map_err(fail)?;
+        // The containers' own chains are not read: a change empties or deletes them whole.
+        let listed = session.list(&[]).map_err(fail)?;
         let ops = build(&listed);
         if ops.is_empty() {
             return Ok(Some(session));
         }
         match session.apply(&ops) {
             Ok(()) => return Ok(Some(session)),
+            Err(e @ ToolError::TimedOut { .. }) => return Err(fail(e)),
             Err(e) => last = e,
         }
     }
-    Err(PortmapError::Firewall(format!("{what}: {last}")))
+    Err(fail(last))
 }
 
 /// What ADD and CHECK work from.
@@ -162,11 +203,11 @@ fn del_iptables(network: &str, id: &str) -> Result<(), PortmapError> {
     for family in [Family::V4, Family::V6] {
         match del_iptables_family(family, network, id) {
             Ok(done) => usable |= done,
-            Err(e) => errors.push(e.to_string()),
+            Err(e) => errors.push(e),
         }
     }
     if !errors.is_empty() {
-        return Err(PortmapError::Firewall(errors.join("; ")));
+        return Err(combined(errors));
     }
     if !usable {
         return Err(PortmapError::Firewall(
@@ -188,6 +229,9 @@ fn del_iptables_family(family: Family, network: &str, id: &str) -> Result<bool, 
         };
         match flushed.and_then(|()| iptables::restore(family, &plan.script.render())) {
             Ok(()) => return Ok(true),
+            Err(e @ ToolError::TimedOut { .. }) => {
+                return Err(firewall(family, "could not teardown dnat", e))
+            }
             Err(e) => log::info!("teardown from the entry rules failed ({e}); reading the table"),
         }
     }
@@ -231,7 +275,7 @@ fn del_everywhere(network: &str, id: &str) -> Result<(), PortmapError> {
     for backend in [Backend::Iptables, Backend::Nftables] {
         match del_rules(backend, network, id) {
             Ok(()) => any = true,
-            Err(e) => errors.push(e.to_string()),
+            Err(e) => errors.push(e),
         }
     }
     if any {
@@ -240,7 +284,7 @@ fn del_everywhere(network: &str, id: &str) -> Result<(), PortmapError> {
         }
         return Ok(());
     }
-    Err(PortmapError::Firewall(errors.join("; ")))
+    Err(combined(errors))
 }
 
 impl Plugin for Portmap {
@@ -334,9 +378,10 @@ impl Plugin for Portmap {
                 }
             }
             Backend::Nftables => {
+                let chain = nftables::pod_chain(&req.env.container_id);
                 let listed = nftables::Session::open()
-                    .and_then(|mut s| s.list())
-                    .map_err(PortmapError::Firewall)?;
+                    .and_then(|mut s| s.list(&[chain]))
+                    .map_err(|e| tool_error("could not read rules", e))?;
                 for c in &w.containers {
                     nftables::check(&listed, &w.settings, c, &w.mappings).map_err(|e| {
                         PortmapError::Check(format!(
@@ -360,11 +405,11 @@ impl Plugin for Portmap {
                     if let Err(e) = iptables_change(family, "could not collect rules", true, |t| {
                         iptables::gc_script(t, &req.conf.name, &keep)
                     }) {
-                        errors.push(e.to_string());
+                        errors.push(e);
                     }
                 }
                 if !errors.is_empty() {
-                    return Err(PortmapError::Firewall(errors.join("; ")));
+                    return Err(combined(errors));
                 }
                 Ok(())
             }

@@ -1,5 +1,7 @@
-//! The nftables backend spoken as nf_tables netlink, in process: one dump of the rules of
-//! our tables (`NFT_MSG_GETRULE`, filtered by the kernel to table `cni_hostport`) and one
+//! The nftables backend spoken as nf_tables netlink, in process: dumps of our chains
+//! (`NFT_MSG_GETCHAIN`) and of the rules of the shared ones (`NFT_MSG_GETRULE`, filtered by
+//! the kernel to table `cni_hostport` and one chain, so that a container's own chain of
+//! thousands of rules is never read when it is to be replaced or deleted) and one
 //! batch (`NFNL_MSG_BATCH_BEGIN` … `NFNL_MSG_BATCH_END`) per change, sent with one
 //! `sendmsg` and applied by the kernel as one transaction, as `nft -f` does.
 //!
@@ -21,7 +23,7 @@ use std::net::IpAddr;
 use netlink_sys::{Socket, SocketAddr};
 
 use crate::model::{Family, Protocol};
-use crate::nftables::{Listed, Op, Rule, TABLE};
+use crate::nftables::{Listed, Listing, Op, Rule, CONTAINER_CHAINS, TABLE};
 
 const NETLINK_NETFILTER: isize = 12;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -30,6 +32,8 @@ const NFNL_MSG_BATCH_END: u16 = 0x11;
 
 const NFT_MSG_NEWTABLE: u16 = 0;
 const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_GETCHAIN: u16 = 4;
+const NFT_MSG_DELCHAIN: u16 = 5;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_DELRULE: u16 = 8;
@@ -256,6 +260,10 @@ fn rule_attrs(family: Family, rule: &Rule, attrs: &mut Attrs) -> Result<(), Stri
         Rule::Jump(chain) => {
             exprs.jump(chain);
         }
+        Rule::Pod { chain, comment: c } => {
+            exprs.jump(chain);
+            comment = Some(c);
+        }
         Rule::Hook { conditions } => {
             if !conditions.is_empty() {
                 return Err(format!("conditions {conditions:?} need nft to compile"));
@@ -403,6 +411,10 @@ impl Batch {
                 a.str(NFTA_RULE_TABLE, TABLE).str(NFTA_RULE_CHAIN, chain);
                 self.change(NFT_MSG_DELRULE, 0, *family, &a, op.text());
             }
+            Op::DelChain { family, name } => {
+                a.str(NFTA_CHAIN_TABLE, TABLE).str(NFTA_CHAIN_NAME, name);
+                self.change(NFT_MSG_DELCHAIN, 0, *family, &a, op.text());
+            }
             Op::AddRule {
                 family,
                 chain,
@@ -458,6 +470,57 @@ fn socket() -> io::Result<Socket> {
     // Short ACKs: errors do not echo the whole request back.
     socket.set_cap_ack(true)?;
     Ok(socket)
+}
+
+/// Room for what a change's error answer costs in the receive buffer (a small skb each).
+const ERROR_ROOM: usize = 1024;
+/// The buffers' sizes when the batch is small: what the kernel gives by default.
+const MIN_BUFFER: usize = 1 << 20;
+
+/// Makes `socket`'s send buffer hold a batch of `bytes` and its receive buffer the errors
+/// of `changes` changes. `SO_*BUFFORCE` passes the `wmem_max`/`rmem_max` limits (as nft
+/// does, with the same CAP_NET_ADMIN that nf_tables needs); without the capability the
+/// plain options give what those limits allow, and a batch that still does not fit fails
+/// with EMSGSIZE before anything changed.
+fn size_buffers(socket: &Socket, bytes: usize, changes: usize) {
+    let send = bytes.saturating_add(HEADER).max(MIN_BUFFER);
+    let receive = changes.saturating_mul(ERROR_ROOM).max(MIN_BUFFER);
+    for (force, plain, size) in [
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, send),
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, receive),
+    ] {
+        if let Err(e) = set_buffer(socket, force, size) {
+            log::debug!("nf_tables socket: forcing a {size} byte buffer: {e}");
+            if let Err(e) = set_buffer(socket, plain, size) {
+                log::debug!("nf_tables socket: a {size} byte buffer: {e}");
+            }
+        }
+    }
+}
+
+/// `setsockopt(SOL_SOCKET, option, size)` for a buffer size (the kernel doubles it, for its
+/// bookkeeping).
+#[allow(unsafe_code)]
+fn set_buffer(socket: &Socket, option: libc::c_int, size: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX / 2);
+    // SAFETY: the fd is the socket's, open for the call's duration (borrowed); the option
+    // value is a c_int on the stack whose size is passed with it, which is what these
+    // SOL_SOCKET options read.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// The netlink messages in a datagram: (type, seq, payload after the header).
@@ -548,14 +611,45 @@ fn parse_rule(payload: &[u8]) -> Option<Listed> {
     })
 }
 
-/// The dump request for the rules of table `cni_hostport` of `family`.
-fn dump_request(family: u8, seq: u32) -> Vec<u8> {
+/// The name of a chain of a dump, if it is of table `cni_hostport`.
+fn parse_chain(payload: &[u8]) -> Option<String> {
+    let mut table = None;
+    let mut name = None;
+    for (kind, value) in attributes(payload.get(NFGENMSG..)?) {
+        match kind {
+            NFTA_CHAIN_TABLE => table = Some(c_string(value)),
+            NFTA_CHAIN_NAME => name = Some(c_string(value)),
+            _ => {}
+        }
+    }
+    (table.as_deref() == Some(TABLE)).then_some(name).flatten()
+}
+
+/// What a dump asks for: the chains of table `cni_hostport`, or the rules of one of its
+/// chains.
+#[derive(Debug, Clone, Copy)]
+enum Dump<'a> {
+    Chains,
+    Rules(&'a str),
+}
+
+/// The dump request of `what` in `family`.
+fn dump_request(family: u8, seq: u32, what: Dump) -> Vec<u8> {
     let mut a = Attrs::default();
-    a.str(NFTA_RULE_TABLE, TABLE);
+    let kind = match what {
+        Dump::Chains => {
+            a.str(NFTA_CHAIN_TABLE, TABLE);
+            NFT_MSG_GETCHAIN
+        }
+        Dump::Rules(chain) => {
+            a.str(NFTA_RULE_TABLE, TABLE).str(NFTA_RULE_CHAIN, chain);
+            NFT_MSG_GETRULE
+        }
+    };
     let len = HEADER + NFGENMSG + a.0.len();
     let mut out = Vec::with_capacity(len);
     out.extend_from_slice(&(len as u32).to_ne_bytes());
-    out.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE).to_ne_bytes());
+    out.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | kind).to_ne_bytes());
     out.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     out.extend_from_slice(&seq.to_ne_bytes());
     out.extend_from_slice(&0u32.to_ne_bytes());
@@ -595,18 +689,38 @@ impl Session {
         seq
     }
 
-    /// The rules of our tables, both families. No table is no rule.
-    pub fn list(&mut self) -> Result<Vec<Listed>, String> {
-        let mut out = Vec::new();
-        // One dump per family: a dump filtered by table name stops after the first table
-        // of that name, whatever its family.
+    /// Our chains, both families, and the rules of those of them that are shared or in
+    /// `chains`. No table is no chain.
+    pub fn list(&mut self, chains: &[String]) -> Result<Listing, String> {
+        let mut out = Listing::default();
+        // Dumps per family: a dump filtered by table name stops after the first table of
+        // that name, whatever its family.
         for family in [Family::V4, Family::V6] {
+            let fail = |e: io::Error| format!("nf_tables dump ({}): {e}", family.name());
             let seq = self.next_seq(1);
             let Some(socket) = &self.socket else {
                 return Ok(out);
             };
-            dump_family(socket, nfproto(family), seq, &mut out)
-                .map_err(|e| format!("nf_tables rule dump ({}): {e}", family.name()))?;
+            let mut names = Vec::new();
+            dump_family(socket, nfproto(family), seq, Dump::Chains, &mut |payload| {
+                names.extend(parse_chain(payload));
+            })
+            .map_err(fail)?;
+            let wanted = names
+                .iter()
+                .filter(|name| CONTAINER_CHAINS.contains(&name.as_str()) || chains.contains(name));
+            for chain in wanted {
+                let seq = self.next_seq(1);
+                let Some(socket) = &self.socket else {
+                    return Ok(out);
+                };
+                dump_family(socket, nfproto(family), seq, Dump::Rules(chain), &mut |p| {
+                    out.rules.extend(parse_rule(p));
+                })
+                .map_err(fail)?;
+            }
+            out.chains
+                .extend(names.into_iter().map(|name| (family, name)));
         }
         Ok(out)
     }
@@ -626,11 +740,22 @@ impl Session {
             .socket
             .as_ref()
             .ok_or("nf_tables netlink: not supported by this kernel")?;
-        // Errors of a large batch must not be dropped for want of room.
-        let _ = socket.set_rx_buf_sz(1 << 20);
-        socket
-            .send(&bytes, 0)
-            .map_err(|e| format!("nf_tables batch: {e}"))?;
+        // The kernel applies a batch only when it arrives whole, in one datagram (one
+        // skb: `nfnetlink_rcv_batch` aborts a batch whose END is not in the same skb as its
+        // BEGIN), so a large transaction cannot be split over several sends: the send
+        // buffer must hold all of it (netlink refuses a datagram larger than the buffer
+        // with EMSGSIZE). The receive buffer must hold an error for every change that
+        // fails, or they are dropped. nft sizes both the same way.
+        size_buffers(socket, bytes.len(), what.len());
+        socket.send(&bytes, 0).map_err(|e| match e.raw_os_error() {
+            Some(libc::EMSGSIZE) => format!(
+                "nf_tables batch of {} bytes ({} changes) is larger than the socket's send \
+                 buffer could be made: {e}",
+                bytes.len(),
+                what.len()
+            ),
+            _ => format!("nf_tables batch: {e}"),
+        })?;
         let last = what.keys().next_back().copied().unwrap_or(begin);
         let mut answered = false;
         let mut first_error: Option<String> = None;
@@ -670,8 +795,19 @@ impl Session {
     }
 }
 
-fn dump_family(socket: &Socket, family: u8, seq: u32, out: &mut Vec<Listed>) -> io::Result<()> {
-    socket.send(&dump_request(family, seq), 0)?;
+/// Runs one dump, handing each object's payload to `each`.
+fn dump_family(
+    socket: &Socket,
+    family: u8,
+    seq: u32,
+    what: Dump,
+    each: &mut dyn FnMut(&[u8]),
+) -> io::Result<()> {
+    let want = match what {
+        Dump::Chains => NFT_MSG_NEWCHAIN,
+        Dump::Rules(_) => NFT_MSG_NEWRULE,
+    };
+    socket.send(&dump_request(family, seq, what), 0)?;
     loop {
         let (datagram, _) = socket.recv_from_full()?;
         for (kind, reply_seq, payload) in messages(&datagram) {
@@ -687,9 +823,7 @@ fn dump_family(socket: &Socket, family: u8, seq: u32, out: &mut Vec<Listed>) -> 
                         errno => Err(io::Error::from_raw_os_error(errno)),
                     };
                 }
-                k if k == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE => {
-                    out.extend(parse_rule(payload));
-                }
+                k if k == (NFNL_SUBSYS_NFTABLES << 8) | want => each(payload),
                 _ => {}
             }
         }
@@ -783,9 +917,9 @@ mod tests {
     fn captured_ops() -> Vec<Op> {
         let v4 = Family::V4;
         let v6 = Family::V6;
-        let chain = |family, name| Op::AddChain {
+        let chain = |family, name: &str| Op::AddChain {
             family,
-            name,
+            name: name.into(),
             hook: None,
         };
         vec![
@@ -794,37 +928,37 @@ mod tests {
             chain(v4, "hostports_all"),
             Op::Flush {
                 family: v4,
-                chain: "hostports_all",
+                chain: "hostports_all".into(),
             },
             Op::AddRule {
                 family: v4,
-                chain: "hostports_all",
+                chain: "hostports_all".into(),
                 rule: Rule::Jump("hostports"),
             },
             Op::AddChain {
                 family: v4,
-                name: "prerouting",
+                name: "prerouting".into(),
                 hook: Some(Hook::Prerouting),
             },
             Op::Flush {
                 family: v4,
-                chain: "prerouting",
+                chain: "prerouting".into(),
             },
             Op::AddRule {
                 family: v4,
-                chain: "prerouting",
+                chain: "prerouting".into(),
                 rule: Rule::Hook {
                     conditions: String::new(),
                 },
             },
             Op::AddChain {
                 family: v4,
-                name: "masquerading",
+                name: "masquerading".into(),
                 hook: Some(Hook::Postrouting),
             },
             Op::AddRule {
                 family: v4,
-                chain: "hostports",
+                chain: "hostports".into(),
                 rule: Rule::Dnat {
                     daddr: Some("192.168.0.2".parse().unwrap()),
                     protocol: Protocol::Udp,
@@ -836,7 +970,7 @@ mod tests {
             },
             Op::AddRule {
                 family: v4,
-                chain: "masquerading",
+                chain: "masquerading".into(),
                 rule: Rule::Masquerade {
                     saddr: "127.0.0.1".parse().unwrap(),
                     daddr: "10.0.0.2".parse().unwrap(),
@@ -847,7 +981,7 @@ mod tests {
             chain(v6, "hostports"),
             Op::AddRule {
                 family: v6,
-                chain: "hostports",
+                chain: "hostports".into(),
                 rule: Rule::Dnat {
                     daddr: None,
                     protocol: Protocol::Sctp,
@@ -909,7 +1043,7 @@ mod tests {
         assert_eq!(flags_at(20 + 76 + 76), NLM_F_REQUEST);
         let hook = Op::AddRule {
             family: Family::V4,
-            chain: "prerouting",
+            chain: "prerouting".into(),
             rule: Rule::Hook {
                 conditions: "ip saddr 10.0.0.0/8".into(),
             },
@@ -954,6 +1088,13 @@ mod tests {
             udata_find_comment(&[1, 1, 0, 0, 2, b'x', 0]),
             Some("x".into())
         );
-        assert_eq!(dump_request(NFPROTO_IPV6, 1).len(), 40);
+        assert_eq!(dump_request(NFPROTO_IPV6, 1, Dump::Chains).len(), 40);
+        let mut chain = Attrs::default();
+        chain
+            .str(NFTA_CHAIN_TABLE, TABLE)
+            .str(NFTA_CHAIN_NAME, "pod_c1");
+        let mut payload = vec![NFPROTO_IPV4, 0, 0, 0];
+        payload.extend_from_slice(&chain.0);
+        assert_eq!(parse_chain(&payload), Some("pod_c1".into()));
     }
 }

@@ -1,24 +1,31 @@
-//! The nftables backend, laid out as the reference's (v1.9) one: tables `ip cni_hostport`
-//! and `ip6 cni_hostport`; the DNAT rules of every container in chain `hostports` and its
-//! masquerade rules in `masquerading`, each rule commented with the container id; hooks
-//! `prerouting` and `output` jump to `hostports_all` for local destinations only
-//! (`fib daddr type local`), so transit traffic is never touched.
+//! The nftables backend, laid out as the reference's (v1.9) one but for one chain per
+//! container: tables `ip cni_hostport` and `ip6 cni_hostport`; chain `hostports` jumps to
+//! each container's chain `pod_<id>`, which holds its DNAT rules, and its masquerade rules
+//! are in `masquerading`, each rule commented with the container id; hooks `prerouting`
+//! and `output` jump to `hostports_all` for local destinations only (`fib daddr type
+//! local`), so transit traffic is never touched.
+//!
+//! Why a chain per container: the kernel finds a rule to delete by walking its chain from
+//! the start, so deleting a container's rules one handle at a time from a chain shared
+//! with all of them costs time quadratic in their number (6 s for 20,000 mappings).
+//! Flushing and deleting the container's own chain costs time in proportion to its rules,
+//! and DEL never reads them. DNAT rules of the shared layout (written before) are still
+//! found by their comment and removed.
 //!
 //! A change is a list of [`Op`]s applied as one transaction (all or nothing), preceded by
-//! a listing of our rules to find the handles of the container's existing ones. Both go
+//! a listing of our chains and of the rules of the shared ones, to find the handles of
+//! the container's existing rules. Both go
 //! over nf_tables netlink in process ([`crate::nft_netlink`]); `nft -f -` (and
 //! `nft -j list ruleset`) is used instead for hook conditions, which are nft syntax only
 //! nft can compile, and for everything when `PORTMAP_NFTABLES_VIA=nft` is set.
 
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::{Command, Stdio};
 
 use serde_json::Value;
-use shared::delegate::die_with_parent;
 
 use crate::config::Settings;
 use crate::model::{Container, Family, Mapping, Protocol};
+use crate::tool::{self, ToolError};
 
 pub const TABLE: &str = "cni_hostport";
 
@@ -31,8 +38,41 @@ pub struct Listed {
     pub comment: Option<String>,
 }
 
-/// The chains whose rules belong to containers (by comment).
-const CONTAINER_CHAINS: [&str; 3] = ["hostports", "hostip_hostports", "masquerading"];
+/// The shared chains whose rules belong to containers (by comment).
+pub const CONTAINER_CHAINS: [&str; 3] = ["hostports", "hostip_hostports", "masquerading"];
+
+/// What the chain of a container's DNAT rules is named after.
+pub const POD_PREFIX: &str = "pod_";
+
+/// The longest chain name nftables takes (`NFT_NAME_MAXLEN` less its NUL).
+const CHAIN_NAME_MAX: usize = 255;
+
+/// The chain of container `id`'s DNAT rules: `pod_<id>`, readable in `nft list`. An id
+/// too long for a chain name gives `pod_/` and a digest instead: `/` is in no container
+/// id, so the two forms never meet, and nft reads both unquoted (it takes no quoted chain
+/// name).
+pub fn pod_chain(id: &str) -> String {
+    if POD_PREFIX.len() + id.len() <= CHAIN_NAME_MAX {
+        return format!("{POD_PREFIX}{id}");
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{POD_PREFIX}/{hex}")
+}
+
+/// Our chains and the rules of the chains that were listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub chains: Vec<(Family, String)>,
+    pub rules: Vec<Listed>,
+}
+
+impl Listing {
+    pub fn has_chain(&self, family: Family, name: &str) -> bool {
+        self.chains.iter().any(|(f, n)| *f == family && n == name)
+    }
+}
 
 fn keyword(family: Family) -> &'static str {
     match family {
@@ -41,26 +81,37 @@ fn keyword(family: Family) -> &'static str {
     }
 }
 
-/// The rules of our two tables in `nft -j list ruleset` output.
-pub fn parse_listing(json: &str) -> Result<Vec<Listed>, String> {
+fn family_of(item: &Value) -> Option<Family> {
+    match item.get("family").and_then(Value::as_str)? {
+        "ip" => Some(Family::V4),
+        "ip6" => Some(Family::V6),
+        _ => None,
+    }
+}
+
+/// The chains and rules of our two tables in `nft -j list ruleset` output.
+pub fn parse_listing(json: &str) -> Result<Listing, String> {
     if json.trim().is_empty() {
-        return Ok(Vec::new());
+        return Ok(Listing::default());
     }
     let doc: Value = serde_json::from_str(json).map_err(|e| format!("nft -j list ruleset: {e}"))?;
     let items = doc
         .get("nftables")
         .and_then(Value::as_array)
         .ok_or("nft -j list ruleset: no \"nftables\" list")?;
-    Ok(items
+    let ours = |item: &&Value| item.get("table").and_then(Value::as_str) == Some(TABLE);
+    let chains = items
+        .iter()
+        .filter_map(|item| item.get("chain"))
+        .filter(ours)
+        .filter_map(|chain| Some((family_of(chain)?, chain.get("name")?.as_str()?.to_string())))
+        .collect();
+    let rules = items
         .iter()
         .filter_map(|item| item.get("rule"))
-        .filter(|rule| rule.get("table").and_then(Value::as_str) == Some(TABLE))
+        .filter(ours)
         .filter_map(|rule| {
-            let family = match rule.get("family").and_then(Value::as_str)? {
-                "ip" => Family::V4,
-                "ip6" => Family::V6,
-                _ => return None,
-            };
+            let family = family_of(rule)?;
             Some(Listed {
                 family,
                 chain: rule.get("chain")?.as_str()?.to_string(),
@@ -71,7 +122,8 @@ pub fn parse_listing(json: &str) -> Result<Vec<Listed>, String> {
                     .map(str::to_string),
             })
         })
-        .collect())
+        .collect();
+    Ok(Listing { chains, rules })
 }
 
 fn quote(text: &str) -> String {
@@ -120,6 +172,8 @@ impl Hook {
 pub enum Rule {
     /// `jump <chain>`.
     Jump(&'static str),
+    /// `jump <chain> comment <id>`: from `hostports` to a container's own chain.
+    Pod { chain: String, comment: String },
     /// `<conditions> fib daddr type local jump hostports_all`: the entry from a hook.
     Hook { conditions: String },
     /// `[ip daddr <daddr>] <proto> dport <port> dnat to <to>:<to_port> comment <id>`.
@@ -144,6 +198,7 @@ impl Rule {
         let f = keyword(family);
         match self {
             Rule::Jump(chain) => format!("jump {chain}"),
+            Rule::Pod { chain, comment } => format!("jump {chain} comment {}", quote(comment)),
             Rule::Hook { conditions } => {
                 let sep = if conditions.is_empty() { "" } else { " " };
                 format!("{conditions}{sep}fib daddr type local jump hostports_all")
@@ -186,16 +241,21 @@ pub enum Op {
     AddTable(Family),
     AddChain {
         family: Family,
-        name: &'static str,
+        name: String,
         hook: Option<Hook>,
     },
     Flush {
         family: Family,
-        chain: &'static str,
+        chain: String,
+    },
+    /// Of a chain that is empty by then and that nothing jumps to.
+    DelChain {
+        family: Family,
+        name: String,
     },
     AddRule {
         family: Family,
-        chain: &'static str,
+        chain: String,
         rule: Rule,
     },
     DelRule(Listed),
@@ -225,6 +285,9 @@ impl Op {
             Op::Flush { family, chain } => {
                 format!("flush chain {} {TABLE} {chain}", keyword(*family))
             }
+            Op::DelChain { family, name } => {
+                format!("delete chain {} {TABLE} {name}", keyword(*family))
+            }
             Op::AddRule {
                 family,
                 chain,
@@ -249,22 +312,48 @@ pub fn render(ops: &[Op]) -> String {
     ops.iter().map(|op| op.text() + "\n").collect()
 }
 
-/// Deletes every container rule whose comment `stale` selects.
-fn delete_into(out: &mut Vec<Op>, existing: &[Listed], stale: impl Fn(&str) -> bool) {
-    for rule in existing {
+/// Deletes every container rule of the shared chains whose comment `stale` selects (the
+/// jumps to the containers' chains among them), then every container chain that
+/// `stale_chain` selects, emptied first.
+fn delete_into(
+    out: &mut Vec<Op>,
+    existing: &Listing,
+    families: &[Family],
+    stale: impl Fn(&str) -> bool,
+    stale_chain: impl Fn(&str) -> bool,
+) {
+    for rule in &existing.rules {
         let Some(comment) = &rule.comment else {
             continue;
         };
-        if CONTAINER_CHAINS.contains(&rule.chain.as_str()) && stale(comment) {
+        if families.contains(&rule.family)
+            && CONTAINER_CHAINS.contains(&rule.chain.as_str())
+            && stale(comment)
+        {
             out.push(Op::DelRule(rule.clone()));
+        }
+    }
+    // After the jumps: a chain something still jumps to cannot be deleted.
+    for (family, name) in &existing.chains {
+        if families.contains(family) && name.starts_with(POD_PREFIX) && stale_chain(name) {
+            out.push(Op::Flush {
+                family: *family,
+                chain: name.clone(),
+            });
+            out.push(Op::DelChain {
+                family: *family,
+                name: name.clone(),
+            });
         }
     }
 }
 
+const BOTH: [Family; 2] = [Family::V4, Family::V6];
+
 /// ADD: the skeleton of each table the container needs (hooks rewritten with the current
 /// conditions), the container's previous rules deleted, its new ones added.
 pub fn add_script(
-    existing: &[Listed],
+    existing: &Listing,
     settings: &Settings,
     containers: &[Container],
     mappings: &[Mapping],
@@ -276,18 +365,18 @@ pub fn add_script(
         for name in ["hostports", "hostip_hostports", "hostports_all"] {
             out.push(Op::AddChain {
                 family,
-                name,
+                name: name.into(),
                 hook: None,
             });
         }
         out.push(Op::Flush {
             family,
-            chain: "hostports_all",
+            chain: "hostports_all".into(),
         });
         for target in ["hostip_hostports", "hostports"] {
             out.push(Op::AddRule {
                 family,
-                chain: "hostports_all",
+                chain: "hostports_all".into(),
                 rule: Rule::Jump(target),
             });
         }
@@ -296,13 +385,16 @@ pub fn add_script(
             let chain = hook.name();
             out.push(Op::AddChain {
                 family,
-                name: chain,
+                name: chain.into(),
                 hook: Some(hook),
             });
-            out.push(Op::Flush { family, chain });
+            out.push(Op::Flush {
+                family,
+                chain: chain.into(),
+            });
             out.push(Op::AddRule {
                 family,
-                chain,
+                chain: chain.into(),
                 rule: Rule::Hook {
                     conditions: conditions.clone(),
                 },
@@ -311,37 +403,45 @@ pub fn add_script(
         if settings.snat {
             out.push(Op::AddChain {
                 family,
-                name: "masquerading",
+                name: "masquerading".into(),
                 hook: Some(Hook::Postrouting),
             });
         }
     }
     let families: Vec<Family> = containers.iter().map(Container::family).collect();
-    let mine: Vec<Listed> = existing
-        .iter()
-        .filter(|r| families.contains(&r.family))
-        .cloned()
-        .collect();
     let id = containers
         .first()
         .map(|c| c.id.as_str())
         .unwrap_or_default();
-    delete_into(&mut out, &mine, |comment| comment == id);
+    // The container's own chain is kept and emptied below: the jump to it goes, and comes
+    // back after its new rules.
+    delete_into(&mut out, existing, &families, |c| c == id, |_| false);
     for c in containers {
         out.extend(container_ops(settings, c, mappings));
     }
     out
 }
 
-/// The container's rules in one family.
+/// The container's chain and rules in one family.
 pub fn container_ops(settings: &Settings, c: &Container, mappings: &[Mapping]) -> Vec<Op> {
     let family = c.family();
     let ip = c.ip.ip();
-    let mut out = Vec::new();
+    let chain = pod_chain(&c.id);
+    let mut out = vec![
+        Op::AddChain {
+            family,
+            name: chain.clone(),
+            hook: None,
+        },
+        Op::Flush {
+            family,
+            chain: chain.clone(),
+        },
+    ];
     for m in mappings.iter().filter(|m| m.applies_to(family)) {
         out.push(Op::AddRule {
             family,
-            chain: "hostports",
+            chain: chain.clone(),
             rule: Rule::Dnat {
                 daddr: m.host_ip_match(),
                 protocol: m.protocol,
@@ -352,6 +452,14 @@ pub fn container_ops(settings: &Settings, c: &Container, mappings: &[Mapping]) -
             },
         });
     }
+    out.push(Op::AddRule {
+        family,
+        chain: "hostports".into(),
+        rule: Rule::Pod {
+            chain,
+            comment: c.id.clone(),
+        },
+    });
     if settings.snat {
         let mut sources = vec![ip];
         if family == Family::V4 {
@@ -360,7 +468,7 @@ pub fn container_ops(settings: &Settings, c: &Container, mappings: &[Mapping]) -
         for saddr in sources {
             out.push(Op::AddRule {
                 family,
-                chain: "masquerading",
+                chain: "masquerading".into(),
                 rule: Rule::Masquerade {
                     saddr,
                     daddr: ip,
@@ -380,24 +488,38 @@ pub fn container_rules(settings: &Settings, c: &Container, mappings: &[Mapping])
         .collect()
 }
 
-/// DEL: every rule of the container, in both families.
-pub fn del_script(existing: &[Listed], container_id: &str) -> Vec<Op> {
+/// DEL: every rule and chain of the container, in both families.
+pub fn del_script(existing: &Listing, container_id: &str) -> Vec<Op> {
     let mut out = Vec::new();
-    delete_into(&mut out, existing, |comment| comment == container_id);
+    let chain = pod_chain(container_id);
+    delete_into(
+        &mut out,
+        existing,
+        &BOTH,
+        |comment| comment == container_id,
+        |name| name == chain,
+    );
     out
 }
 
-/// GC: every container rule whose container is not kept.
-pub fn gc_script(existing: &[Listed], keep: &[&str]) -> Vec<Op> {
+/// GC: every container rule and chain whose container is not kept.
+pub fn gc_script(existing: &Listing, keep: &[&str]) -> Vec<Op> {
     let mut out = Vec::new();
-    delete_into(&mut out, existing, |comment| !keep.contains(&comment));
+    let kept: Vec<String> = keep.iter().map(|id| pod_chain(id)).collect();
+    delete_into(
+        &mut out,
+        existing,
+        &BOTH,
+        |comment| !keep.contains(&comment),
+        |name| !kept.iter().any(|k| k == name),
+    );
     out
 }
 
 /// CHECK for one family: as many DNAT rules as mappings of the family, and the masquerade
 /// rules when snat.
 pub fn check(
-    existing: &[Listed],
+    existing: &Listing,
     settings: &Settings,
     c: &Container,
     mappings: &[Mapping],
@@ -405,13 +527,27 @@ pub fn check(
     let family = c.family();
     let count = |chain: &str| {
         existing
+            .rules
             .iter()
             .filter(|r| r.family == family && r.chain == chain)
             .filter(|r| r.comment.as_deref() == Some(c.id.as_str()))
             .count()
     };
     let want = mappings.iter().filter(|m| m.applies_to(family)).count();
-    let have = count("hostports");
+    let chain = pod_chain(&c.id);
+    let have = if existing.has_chain(family, &chain) {
+        if count("hostports") == 0 {
+            return Err(format!(
+                "{} {TABLE}: nothing jumps to {chain}, the chain of container {}",
+                keyword(family),
+                c.id
+            ));
+        }
+        count(&chain)
+    } else {
+        // Written in the shared layout, before chains per container.
+        count("hostports")
+    };
     if have < want {
         return Err(format!(
             "{} {TABLE}: {have} of {want} DNAT rules of container {} found",
@@ -445,28 +581,29 @@ fn via_nft() -> bool {
 pub struct Session(Option<crate::nft_netlink::Session>);
 
 impl Session {
-    pub fn open() -> Result<Session, String> {
+    pub fn open() -> Result<Session, ToolError> {
         if via_nft() {
             Ok(Session(None))
         } else {
-            crate::nft_netlink::Session::open().map(|s| Session(Some(s)))
+            Ok(Session(Some(crate::nft_netlink::Session::open()?)))
         }
     }
 
-    /// The rules of our tables.
-    pub fn list(&mut self) -> Result<Vec<Listed>, String> {
+    /// Our chains, and the rules of the shared ones and of `chains` (by netlink; nft
+    /// lists every rule).
+    pub fn list(&mut self, chains: &[String]) -> Result<Listing, ToolError> {
         match &mut self.0 {
-            Some(netlink) => netlink.list(),
+            Some(netlink) => Ok(netlink.list(chains)?),
             None => list_nft().map(Option::unwrap_or_default),
         }
     }
 
     /// Applies `ops` as one transaction.
-    pub fn apply(&mut self, ops: &[Op]) -> Result<(), String> {
+    pub fn apply(&mut self, ops: &[Op]) -> Result<(), ToolError> {
         match &mut self.0 {
             Some(netlink) if crate::nft_netlink::expressible(ops) => {
                 log::debug!("nf_tables batch:\n{}", render(ops));
-                netlink.apply(ops)
+                Ok(netlink.apply(ops)?)
             }
             _ => {
                 let script = render(ops);
@@ -478,48 +615,26 @@ impl Session {
 }
 
 /// `nft -j list ruleset`. `Ok(None)` when nft is not installed (nothing can be ours).
-pub fn list_nft() -> Result<Option<Vec<Listed>>, String> {
-    let out = match die_with_parent(&mut Command::new("nft"))
-        .args(["-j", "list", "ruleset"])
-        .stdin(Stdio::null())
-        .output()
-    {
+pub fn list_nft() -> Result<Option<Listing>, ToolError> {
+    let out = match tool::run("nft", &["-j", "list", "ruleset"], b"") {
         Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("nft: {e}")),
+        Err(e) if e.not_installed() => return Ok(None),
+        Err(e) => return Err(e),
     };
     if !out.status.success() {
-        return Err(format!(
+        return Err(ToolError::Failed(format!(
             "nft -j list ruleset: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+            out.stderr
+        )));
     }
-    parse_listing(&String::from_utf8_lossy(&out.stdout)).map(Some)
+    Ok(Some(parse_listing(&out.stdout)?))
 }
 
 /// `nft -f -` fed `script`: one transaction.
-pub fn apply_nft(script: &str) -> Result<(), String> {
-    // Killed with us: a transaction that outlived a killed ADD could commit after the DEL.
-    let mut child = die_with_parent(&mut Command::new("nft"))
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("nft: {e}"))?;
-    let written = child
-        .stdin
-        .take()
-        .map(|mut stdin| stdin.write_all(script.as_bytes()));
-    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
+pub fn apply_nft(script: &str) -> Result<(), ToolError> {
+    let out = tool::run("nft", &["-f", "-"], script.as_bytes())?;
     if !out.status.success() {
-        return Err(format!(
-            "nft -f: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    if let Some(Err(e)) = written {
-        return Err(format!("nft: writing rules: {e}"));
+        return Err(ToolError::Failed(format!("nft -f: {}", out.stderr)));
     }
     Ok(())
 }
@@ -573,8 +688,11 @@ mod tests {
         assert_eq!(
             got,
             [
-                "add rule ip cni_hostport hostports tcp dport 8080 dnat to 10.0.0.2:80 comment \"c1\"",
-                "add rule ip cni_hostport hostports ip daddr 192.168.0.2 udp dport 8081 dnat to 10.0.0.2:81 comment \"c1\"",
+                "add chain ip cni_hostport pod_c1",
+                "flush chain ip cni_hostport pod_c1",
+                "add rule ip cni_hostport pod_c1 tcp dport 8080 dnat to 10.0.0.2:80 comment \"c1\"",
+                "add rule ip cni_hostport pod_c1 ip daddr 192.168.0.2 udp dport 8081 dnat to 10.0.0.2:81 comment \"c1\"",
+                "add rule ip cni_hostport hostports jump pod_c1 comment \"c1\"",
                 "add rule ip cni_hostport masquerading ip saddr 10.0.0.2 ip daddr 10.0.0.2 masquerade comment \"c1\"",
                 "add rule ip cni_hostport masquerading ip saddr 127.0.0.1 ip daddr 10.0.0.2 masquerade comment \"c1\"",
             ]
@@ -586,10 +704,18 @@ mod tests {
         let c = container("fd00::2/128");
         let got = container_rules(&settings(false), &c, &mappings());
         assert_eq!(
-            got,
-            ["add rule ip6 cni_hostport hostports tcp dport 8080 dnat to [fd00::2]:80 comment \"c1\""]
+            got[2..],
+            [
+                "add rule ip6 cni_hostport pod_c1 tcp dport 8080 dnat to [fd00::2]:80 comment \"c1\"",
+                "add rule ip6 cni_hostport hostports jump pod_c1 comment \"c1\"",
+            ]
         );
-        let script = render(&add_script(&[], &settings(false), &[c], &mappings()));
+        let script = render(&add_script(
+            &Listing::default(),
+            &settings(false),
+            &[c],
+            &mappings(),
+        ));
         assert!(script.contains(
             "add rule ip6 cni_hostport prerouting ip6 saddr fd00::/8 fib daddr type local jump hostports_all\n"
         ));
@@ -601,12 +727,15 @@ mod tests {
     #[test]
     fn add_script_renders_the_whole_transaction() {
         let c = container("10.0.0.2/24");
-        let existing = [Listed {
-            family: Family::V4,
-            chain: "hostports".into(),
-            handle: 9,
-            comment: Some("c1".into()),
-        }];
+        let existing = Listing {
+            chains: vec![(Family::V4, "pod_c1".into())],
+            rules: vec![Listed {
+                family: Family::V4,
+                chain: "hostports".into(),
+                handle: 9,
+                comment: Some("c1".into()),
+            }],
+        };
         let script = render(&add_script(
             &existing,
             &settings(true),
@@ -630,7 +759,10 @@ mod tests {
              add rule ip cni_hostport output fib daddr type local jump hostports_all\n\
              add chain ip cni_hostport masquerading { type nat hook postrouting priority 100 ; }\n\
              delete rule ip cni_hostport hostports handle 9\n\
-             add rule ip cni_hostport hostports tcp dport 8080 dnat to 10.0.0.2:80 comment \"c1\"\n\
+             add chain ip cni_hostport pod_c1\n\
+             flush chain ip cni_hostport pod_c1\n\
+             add rule ip cni_hostport pod_c1 tcp dport 8080 dnat to 10.0.0.2:80 comment \"c1\"\n\
+             add rule ip cni_hostport hostports jump pod_c1 comment \"c1\"\n\
              add rule ip cni_hostport masquerading ip saddr 10.0.0.2 ip daddr 10.0.0.2 masquerade comment \"c1\"\n\
              add rule ip cni_hostport masquerading ip saddr 127.0.0.1 ip daddr 10.0.0.2 masquerade comment \"c1\"\n"
         );
@@ -638,6 +770,11 @@ mod tests {
 
     const LISTING: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
       {"table": {"family": "ip", "name": "cni_hostport", "handle": 1, "comment": "CNI portmap plugin"}},
+      {"chain": {"family": "ip", "table": "cni_hostport", "name": "hostports", "handle": 2}},
+      {"chain": {"family": "ip", "table": "cni_hostport", "name": "pod_c1", "handle": 3}},
+      {"chain": {"family": "ip6", "table": "cni_hostport", "name": "pod_c2", "handle": 3}},
+      {"chain": {"family": "ip", "table": "nat", "name": "pod_c3", "handle": 3}},
+      {"rule": {"family": "ip", "table": "cni_hostport", "chain": "pod_c1", "handle": 12, "comment": "c1", "expr": []}},
       {"rule": {"family": "ip", "table": "cni_hostport", "chain": "hostports_all", "handle": 6, "expr": []}},
       {"rule": {"family": "ip", "table": "cni_hostport", "chain": "hostports", "handle": 9, "comment": "c1", "expr": []}},
       {"rule": {"family": "ip", "table": "cni_hostport", "chain": "masquerading", "handle": 10, "comment": "c1", "expr": []}},
@@ -648,16 +785,22 @@ mod tests {
     #[test]
     fn deletes_by_comment_in_our_tables_only() {
         let listed = parse_listing(LISTING).unwrap();
-        assert_eq!(listed.len(), 5);
+        assert_eq!(listed.rules.len(), 6);
+        assert_eq!(listed.chains.len(), 3);
+        // The jump goes before the chain it jumps to; the chain's rules are not named.
         assert_eq!(
             render(&del_script(&listed, "c1")),
             "delete rule ip cni_hostport hostports handle 9\n\
              delete rule ip cni_hostport masquerading handle 10\n\
-             delete rule ip cni_hostport masquerading handle 11\n"
+             delete rule ip cni_hostport masquerading handle 11\n\
+             flush chain ip cni_hostport pod_c1\n\
+             delete chain ip cni_hostport pod_c1\n"
         );
         assert_eq!(
             render(&gc_script(&listed, &["c1"])),
-            "delete rule ip6 cni_hostport hostports handle 4\n"
+            "delete rule ip6 cni_hostport hostports handle 4\n\
+             flush chain ip6 cni_hostport pod_c2\n\
+             delete chain ip6 cni_hostport pod_c2\n"
         );
         let c = container("10.0.0.2/32");
         assert_eq!(
@@ -665,8 +808,34 @@ mod tests {
             Ok(())
         );
         assert!(check(&listed, &settings(true), &c, &mappings()).is_err());
+        // A chain nothing jumps to is not forwarding anything.
+        let mut unjumped = listed.clone();
+        unjumped.rules.retain(|r| r.handle != 9);
+        assert!(check(&unjumped, &settings(true), &c, &mappings()[..1]).is_err());
+        // The shared layout of before: the DNAT rules in `hostports`.
+        let mut shared = listed.clone();
+        shared.chains.retain(|(_, n)| n != "pod_c1");
+        assert_eq!(
+            check(&shared, &settings(true), &c, &mappings()[..1]),
+            Ok(())
+        );
         let again = render(&add_script(&listed, &settings(true), &[c], &mappings()));
         assert!(again.contains("delete rule ip cni_hostport hostports handle 9\n"));
         assert!(!again.contains("handle 4"));
+        assert!(!again.contains("delete chain"));
+    }
+
+    #[test]
+    fn a_container_chain_name_is_one_nft_reads_unquoted() {
+        assert_eq!(pod_chain("a.b-c_9"), "pod_a.b-c_9");
+        let long = "x".repeat(300);
+        let name = pod_chain(&long);
+        assert!(
+            name.starts_with("pod_/") && name.len() <= CHAIN_NAME_MAX,
+            "{name}"
+        );
+        assert_eq!(name, pod_chain(&long));
+        assert_ne!(name, pod_chain(&"x".repeat(301)));
+        assert_eq!(pod_chain(&"y".repeat(251)).len(), CHAIN_NAME_MAX);
     }
 }

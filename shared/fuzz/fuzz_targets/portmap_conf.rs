@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = iptables::add_script(&table, &settings, c, &mappings).render();
     }
     let _ = nftables::render(&nftables::add_script(
-        &[],
+        &nftables::Listing::default(),
         &settings,
         &containers,
         &mappings,

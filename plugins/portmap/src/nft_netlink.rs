@@ -483,43 +483,18 @@ const MIN_BUFFER: usize = 1 << 20;
 /// plain options give what those limits allow, and a batch that still does not fit fails
 /// with EMSGSIZE before anything changed.
 fn size_buffers(socket: &Socket, bytes: usize, changes: usize) {
+    use nix::sys::socket::{setsockopt, sockopt};
     let send = bytes.saturating_add(HEADER).max(MIN_BUFFER);
     let receive = changes.saturating_mul(ERROR_ROOM).max(MIN_BUFFER);
-    for (force, plain, size) in [
-        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, send),
-        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, receive),
-    ] {
-        if let Err(e) = set_buffer(socket, force, size) {
-            log::debug!("nf_tables socket: forcing a {size} byte buffer: {e}");
-            if let Err(e) = set_buffer(socket, plain, size) {
-                log::debug!("nf_tables socket: a {size} byte buffer: {e}");
-            }
-        }
+    let forced = setsockopt(socket, sockopt::SndBufForce, &send)
+        .or_else(|_| setsockopt(socket, sockopt::SndBuf, &send));
+    if let Err(e) = forced {
+        log::debug!("nf_tables socket: a {send} byte send buffer: {e}");
     }
-}
-
-/// `setsockopt(SOL_SOCKET, option, size)` for a buffer size (the kernel doubles it, for its
-/// bookkeeping).
-#[allow(unsafe_code)]
-fn set_buffer(socket: &Socket, option: libc::c_int, size: usize) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let value = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX / 2);
-    // SAFETY: the fd is the socket's, open for the call's duration (borrowed); the option
-    // value is a c_int on the stack whose size is passed with it, which is what these
-    // SOL_SOCKET options read.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            std::ptr::from_ref(&value).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+    let forced = setsockopt(socket, sockopt::RcvBufForce, &receive)
+        .or_else(|_| setsockopt(socket, sockopt::RcvBuf, &receive));
+    if let Err(e) = forced {
+        log::debug!("nf_tables socket: a {receive} byte receive buffer: {e}");
     }
 }
 

@@ -64,29 +64,12 @@ impl std::fmt::Debug for KubeClient {
 impl KubeClient {
     /// A client for `settings`. Nothing is sent yet.
     pub fn connect(settings: &KubeSettings) -> Result<KubeClient, KubeError> {
-        let (kubeconfig, context) = kubeconfig_of(settings)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| KubeError::Config(format!("cannot start the I/O runtime: {e}")))?;
-        let options = KubeConfigOptions {
-            context: Some(context),
-            ..KubeConfigOptions::default()
-        };
-        let what = settings
-            .kubeconfig
-            .clone()
-            .unwrap_or_else(|| "the network configuration's policy settings".into());
         let (client, server) = runtime.block_on(async {
-            let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-                .await
-                .map_err(|e| config_error(&what, e))?;
-            config.connect_timeout = Some(CONNECT_TIMEOUT);
-            config.read_timeout = Some(READ_TIMEOUT);
-            config.reset_reader_on_write = true;
-            // The IPAM engine retries what is worth retrying; a transparent retry here would
-            // hide round trips and could replay a write whose outcome is unknown.
-            config.default_retry = false;
+            let config = config_of(settings).await?;
             let server = config
                 .cluster_url
                 .to_string()
@@ -372,6 +355,39 @@ fn chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// The client configuration for `settings`: the kubeconfig read, the overrides applied,
+/// the files it names checked and loaded, as [`KubeClient::connect`] does it, without
+/// building the client (which runs a kubeconfig's `exec` credential plugin) or sending
+/// anything.
+pub fn load_kubeconfig(settings: &KubeSettings) -> Result<kube::Config, KubeError> {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| KubeError::Config(format!("cannot start the I/O runtime: {e}")))?
+        .block_on(config_of(settings))
+}
+
+async fn config_of(settings: &KubeSettings) -> Result<kube::Config, KubeError> {
+    let (kubeconfig, context) = kubeconfig_of(settings)?;
+    let options = KubeConfigOptions {
+        context: Some(context),
+        ..KubeConfigOptions::default()
+    };
+    let what = settings
+        .kubeconfig
+        .clone()
+        .unwrap_or_else(|| "the network configuration's policy settings".into());
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .map_err(|e| config_error(&what, e))?;
+    config.connect_timeout = Some(CONNECT_TIMEOUT);
+    config.read_timeout = Some(READ_TIMEOUT);
+    config.reset_reader_on_write = true;
+    // The IPAM engine retries what is worth retrying; a transparent retry here would
+    // hide round trips and could replay a write whose outcome is unknown.
+    config.default_retry = false;
+    Ok(config)
 }
 
 /// A kubeconfig error without the file's contents: YAML errors can quote the line they

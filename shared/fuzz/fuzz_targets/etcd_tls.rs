@@ -11,15 +11,12 @@
 #![no_main]
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use calico_ipam::store::etcd::{EtcdConfig, EtcdConfigError, EtcdKv};
 use libfuzzer_sys::fuzz_target;
 
-fn dir() -> &'static tempfile::TempDir {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().expect("a scratch directory"))
-}
+#[path = "scratch.rs"]
+mod scratch;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, rest)) = data.split_first() else {
@@ -27,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut parts = rest.splitn(3, |&b| b == 0);
     let mut file = |name: &str| -> PathBuf {
-        let path = dir().path().join(name);
+        let path = scratch::dir("etcd_tls").join(name);
         std::fs::write(&path, parts.next().unwrap_or_default()).expect("write a scratch file");
         path
     };

@@ -10,21 +10,25 @@
 
 #![no_main]
 
+use std::path::Path;
 use std::sync::OnceLock;
 
 use calico_ipam::k8s::client::load_kubeconfig;
 use calico_ipam::k8s::{KubeError, KubeSettings};
 use libfuzzer_sys::fuzz_target;
 
-fn dir() -> &'static tempfile::TempDir {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("a scratch directory");
+#[path = "scratch.rs"]
+mod scratch;
+
+fn dir() -> &'static Path {
+    static READY: OnceLock<()> = OnceLock::new();
+    let dir = scratch::dir("kubeconfig");
+    READY.get_or_init(|| {
         // Files a kubeconfig may name, relative to itself.
-        std::fs::write(dir.path().join("token"), "s3cr3t-from-a-file\n").expect("token file");
-        std::fs::write(dir.path().join("empty"), "").expect("empty file");
-        dir
-    })
+        std::fs::write(dir.join("token"), "s3cr3t-from-a-file\n").expect("token file");
+        std::fs::write(dir.join("empty"), "").expect("empty file");
+    });
+    dir
 }
 
 /// The values of `token:` and `password:` keys, as written on their line (unquoted).
@@ -55,7 +59,7 @@ fn secrets(text: &str) -> Vec<&str> {
 }
 
 fn load(text: &[u8]) -> Result<(), KubeError> {
-    let path = dir().path().join("kubeconfig");
+    let path = dir().join("kubeconfig");
     std::fs::write(&path, text).expect("write the kubeconfig");
     load_kubeconfig(&KubeSettings {
         kubeconfig: Some(path.display().to_string()),

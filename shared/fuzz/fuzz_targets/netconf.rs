@@ -26,7 +26,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let printed = serde_json::to_vec(&doc.to_json()).expect("a document serialises");
     let reparsed = Document::parse(&printed).expect("printed document re-parses");
-    assert_eq!(reparsed.to_json(), doc.to_json(), "document changed across print");
+    assert_eq!(
+        reparsed.to_json(),
+        doc.to_json(),
+        "document changed across print"
+    );
 
     let Ok((conf, _)) = lenient else {
         return;

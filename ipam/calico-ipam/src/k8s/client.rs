@@ -64,29 +64,12 @@ impl std::fmt::Debug for KubeClient {
 impl KubeClient {
     /// A client for `settings`. Nothing is sent yet.
     pub fn connect(settings: &KubeSettings) -> Result<KubeClient, KubeError> {
-        let (kubeconfig, context) = kubeconfig_of(settings)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| KubeError::Config(format!("cannot start the I/O runtime: {e}")))?;
-        let options = KubeConfigOptions {
-            context: Some(context),
-            ..KubeConfigOptions::default()
-        };
-        let what = settings
-            .kubeconfig
-            .clone()
-            .unwrap_or_else(|| "the network configuration's policy settings".into());
         let (client, server) = runtime.block_on(async {
-            let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-                .await
-                .map_err(|e| config_error(&what, e))?;
-            config.connect_timeout = Some(CONNECT_TIMEOUT);
-            config.read_timeout = Some(READ_TIMEOUT);
-            config.reset_reader_on_write = true;
-            // The IPAM engine retries what is worth retrying; a transparent retry here would
-            // hide round trips and could replay a write whose outcome is unknown.
-            config.default_retry = false;
+            let config = config_of(settings).await?;
             let server = config
                 .cluster_url
                 .to_string()
@@ -375,6 +358,39 @@ fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// The client configuration for `settings`: the kubeconfig read, the overrides applied,
+/// the files it names checked and loaded, as [`KubeClient::connect`] does it, without
+/// building the client (which runs a kubeconfig's `exec` credential plugin) or sending
+/// anything.
+pub fn load_kubeconfig(settings: &KubeSettings) -> Result<kube::Config, KubeError> {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| KubeError::Config(format!("cannot start the I/O runtime: {e}")))?
+        .block_on(config_of(settings))
+}
+
+async fn config_of(settings: &KubeSettings) -> Result<kube::Config, KubeError> {
+    let (kubeconfig, context) = kubeconfig_of(settings)?;
+    let options = KubeConfigOptions {
+        context: Some(context),
+        ..KubeConfigOptions::default()
+    };
+    let what = settings
+        .kubeconfig
+        .clone()
+        .unwrap_or_else(|| "the network configuration's policy settings".into());
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .map_err(|e| config_error(&what, e))?;
+    config.connect_timeout = Some(CONNECT_TIMEOUT);
+    config.read_timeout = Some(READ_TIMEOUT);
+    config.reset_reader_on_write = true;
+    // The IPAM engine retries what is worth retrying; a transparent retry here would
+    // hide round trips and could replay a write whose outcome is unknown.
+    config.default_retry = false;
+    Ok(config)
+}
+
 /// A kubeconfig error without the file's contents: YAML errors can quote the line they
 /// stopped at, and that line may hold a token or a key.
 fn config_error(what: &str, error: KubeconfigError) -> KubeError {
@@ -391,8 +407,9 @@ fn kubeconfig_of(settings: &KubeSettings) -> Result<(Kubeconfig, String), KubeEr
     let mut kubeconfig =
         match &settings.kubeconfig {
             Some(path) => {
-                shared::file::open_regular(Path::new(path), MAX_CREDENTIAL_FILE)
+                let bytes = shared::file::read_regular(Path::new(path), MAX_CREDENTIAL_FILE)
                     .map_err(|e| KubeError::Config(format!("cannot use kubeconfig {path}: {e}")))?;
+                check_encoding(path, &bytes)?;
                 Kubeconfig::read_from(path).map_err(|e| config_error(path, e))?
             }
             None if settings.server.is_some() => Kubeconfig::default(),
@@ -433,6 +450,20 @@ fn kubeconfig_of(settings: &KubeSettings) -> Result<(Kubeconfig, String), KubeEr
     apply_overrides(&mut kubeconfig, &context_name, settings)?;
     settle_files(&mut kubeconfig, &context_name)?;
     Ok((kubeconfig, context_name))
+}
+
+/// kube reads a kubeconfig that starts with a UTF-16 byte order mark two bytes at a time,
+/// and panics on a last byte without its pair (kube-client 5.0.0, `read_path`): such a file
+/// is refused here, as kube refuses any other invalid UTF-16.
+fn check_encoding(path: &str, bytes: &[u8]) -> Result<(), KubeError> {
+    let utf16 = bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]);
+    if utf16 && bytes.len() % 2 == 1 {
+        return Err(KubeError::Config(format!(
+            "cannot use kubeconfig {path}: it is not valid UTF-16 (it starts with a byte \
+             order mark and has an odd number of bytes)"
+        )));
+    }
+    Ok(())
 }
 
 /// The largest kubeconfig, token or certificate file read.
@@ -619,6 +650,31 @@ mod tests {
         let text = err.to_string();
         assert!(!text.contains("s3cr3t"), "{text}");
         assert!(text.contains(&path.display().to_string()), "{text}");
+    }
+
+    #[test]
+    fn a_utf16_kubeconfig_with_an_odd_byte_is_refused_not_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("kubeconfig");
+        let text = "clusters:\n- name: k\n  cluster: {server: \"http://127.0.0.1:1\"}\n\
+                    contexts:\n- name: k\n  context: {cluster: k, user: k}\n";
+        let utf16: Vec<u8> = [0xff, 0xfe]
+            .into_iter()
+            .chain(text.encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let settings = KubeSettings {
+            kubeconfig: Some(path.display().to_string()),
+            ..KubeSettings::default()
+        };
+        std::fs::write(&path, &utf16).expect("write");
+        let config = load_kubeconfig(&settings).expect("UTF-16 LE is read");
+        assert_eq!(config.cluster_url.to_string(), "http://127.0.0.1:1/");
+        for odd in [&utf16[..], &b"\xfe\xff\0c"[..]].map(|b| [b, b"x"].concat()) {
+            std::fs::write(&path, odd).expect("write");
+            let err = load_kubeconfig(&settings).expect_err("a byte without its pair");
+            assert!(matches!(err, KubeError::Config(_)), "{err:?}");
+            assert!(err.to_string().contains("UTF-16"), "{err}");
+        }
     }
 
     #[test]

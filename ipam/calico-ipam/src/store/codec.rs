@@ -334,7 +334,10 @@ pub fn decode_ipam_config(key: &str, bytes: &[u8]) -> Result<IpamConfig, StoreEr
     Ok(IpamConfig {
         strict_affinity: take_bool(&mut m, "strict_affinity"),
         auto_allocate_blocks: take_bool(&mut m, "auto_allocate_blocks"),
-        max_blocks_per_host: take(&mut m, "maxBlocksPerHost").as_u64().unwrap_or(0) as u32,
+        // Beyond u32 is a limit no host reaches, not 0 (no limit) or a small number.
+        max_blocks_per_host: take(&mut m, "maxBlocksPerHost")
+            .as_u64()
+            .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
         extra: m,
     })
 }
@@ -414,7 +417,9 @@ fn pool_from_resource(
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| corrupt(key, "missing or invalid cidr"))?;
     let block_size = match take(&mut spec, "blockSize").as_u64() {
-        Some(n) if n > 0 => n as u8,
+        // A size beyond every family's stays out of range, so the pool is left unused, rather
+        // than wrapping to another size (256 would be 0, 282 would be 26).
+        Some(n) if n > 0 => u8::try_from(n).unwrap_or(u8::MAX),
         _ if cidr.is_ipv4() => IpPool::DEFAULT_BLOCK_SIZE_V4,
         _ => IpPool::DEFAULT_BLOCK_SIZE_V6,
     };
@@ -567,6 +572,30 @@ mod tests {
             encode_ipam_config(&IpamConfig::default()),
             br#"{"auto_allocate_blocks":true}"#
         );
+    }
+
+    #[test]
+    fn numbers_beyond_their_field_saturate_instead_of_wrapping() {
+        let pool = |size: &str| {
+            let raw = format!(r#"{{"spec":{{"cidr":"10.0.0.0/16","blockSize":{size}}}}}"#);
+            decode_pool(&pool_key("p"), raw.as_bytes()).expect("decodes")
+        };
+        assert_eq!(pool("256").block_size, u8::MAX);
+        assert_eq!(pool("282").block_size, u8::MAX);
+        assert_eq!(pool("24").block_size, 24);
+        // What is decoded is what is written back.
+        let p = pool("256");
+        assert_eq!(
+            decode_pool(&pool_key("p"), &encode_pool(&p)).expect("decodes"),
+            p
+        );
+        let config = |max: &str| {
+            let raw = format!(r#"{{"maxBlocksPerHost":{max}}}"#);
+            decode_ipam_config(&ipam_config_key(), raw.as_bytes()).expect("decodes")
+        };
+        assert_eq!(config("4294967296").max_blocks_per_host, u32::MAX);
+        assert_eq!(config("4294967301").max_blocks_per_host, u32::MAX);
+        assert_eq!(config("5").max_blocks_per_host, 5);
     }
 
     #[test]

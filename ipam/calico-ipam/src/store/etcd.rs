@@ -222,6 +222,16 @@ struct TxnResponse {
     responses: Vec<ResponseOp>,
 }
 
+impl TxnResponse {
+    /// The count of the first range response: the failure branch's `count_only` read.
+    fn first_count(&self) -> i64 {
+        self.responses
+            .first()
+            .and_then(|r| r.response_range.as_ref())
+            .map_or(0, |r| r.count)
+    }
+}
+
 /// The gateway's error body (a gRPC status).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -534,12 +544,7 @@ impl EtcdKv {
         if response.succeeded {
             return Ok(response.header.revision);
         }
-        let count = response
-            .responses
-            .first()
-            .and_then(|r| r.response_range.as_ref())
-            .map_or(0, |r| r.count);
-        Err(if count == 0 {
+        Err(if response.first_count() == 0 {
             StoreError::NotFound(key.to_string())
         } else {
             StoreError::Conflict(key.to_string())
@@ -562,6 +567,27 @@ fn decode_kv(kv: KeyValue) -> Result<(String, Vec<u8>, Revision)> {
     Ok((key, value, kv.mod_revision.to_string()))
 }
 
+/// The pairs of a `/v3/kv/range` answer, decoded as `get` and `list` decode them; `key` is
+/// the key or prefix read, for messages.
+pub fn decode_range_answer(key: &str, bytes: &[u8]) -> Result<Vec<(String, Vec<u8>, Revision)>> {
+    pairs(EtcdKv::decode("read", key, bytes)?)
+}
+
+/// What a `/v3/kv/txn` answer says, as the writes read it: whether the compare held, the
+/// revision of the transaction, and the count of its first range response.
+pub fn decode_txn_answer(key: &str, bytes: &[u8]) -> Result<(bool, i64, i64)> {
+    let response: TxnResponse = EtcdKv::decode("update", key, bytes)?;
+    Ok((
+        response.succeeded,
+        response.header.revision,
+        response.first_count(),
+    ))
+}
+
+fn pairs(response: RangeResponse) -> Result<Vec<(String, Vec<u8>, Revision)>> {
+    response.kvs.into_iter().map(decode_kv).collect()
+}
+
 impl Kv for EtcdKv {
     fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Revision)>> {
         let response = self.range(key, None)?;
@@ -573,11 +599,7 @@ impl Kv for EtcdKv {
 
     fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>, Revision)>> {
         let end = prefix_end(prefix.as_bytes());
-        self.range(prefix, Some(&end))?
-            .kvs
-            .into_iter()
-            .map(decode_kv)
-            .collect()
+        pairs(self.range(prefix, Some(&end))?)
     }
 
     fn create(&self, key: &str, value: &[u8]) -> Result<Revision> {

@@ -73,6 +73,14 @@ Datastore
                         ready (ClusterInformation datastoreReady), else exit 2 with the
                         cause and no conflist written
 
+Beside calico-node (drop-in)
+  --binaries-only       install the binaries alone: the conflist and kubeconfig calico-node's
+                        install-cni wrote (and calico-node keeps fresh) stay as they are;
+                        Calico's binaries it replaces are kept and put back by --uninstall.
+                        Only --from, --build, --bin-dir and --conf-dir apply (the state
+                        file lives in the conf dir). Keep install-cni from copying over
+                        them: see README.md, "Installing on a node"
+
 Ownership
   --force               replace a conflist or kubeconfig this script did not write (the
                         replaced file is kept and put back by --uninstall)
@@ -124,7 +132,9 @@ conflist=10-calico.conflist conf_name=10-calico.conflist
 # MTU 0 means auto, as in Calico's install-cni: the plugin reads the MTU calico-node wrote.
 node_name=${KUBERNETES_NODE_NAME:-} mtu=${CNI_MTU:-0} etcd_endpoints=${ETCD_ENDPOINTS:-}
 kubeconfig="" token_file="" ca_file="" server="" sa_dir="" client_cert="" client_key=""
-force=0 uninstall=0 check_datastore=0
+force=0 uninstall=0 check_datastore=0 binaries_only=0
+# The options given that are about the conflist or kubeconfig (refused with --binaries-only).
+conflist_options=()
 
 while [ $# -gt 0 ]; do
     opt=$1 val="" inline=0
@@ -141,10 +151,14 @@ while [ $# -gt 0 ]; do
                 shift
             fi
             ;;
-        --build | --force | --uninstall | --check-datastore | -h | --help)
+        --build | --force | --uninstall | --check-datastore | --binaries-only | -h | --help)
             [ "$inline" = 0 ] || usage_error "$opt takes no value"
             ;;
         *) usage_error "unknown argument: $opt" ;;
+    esac
+    case $opt in
+        --from | --bin-dir | --conf-dir | --build | --uninstall | --binaries-only | -h | --help) ;;
+        *) conflist_options+=("$opt") ;;
     esac
     case $opt in
         --from) from=$val ;;
@@ -164,6 +178,7 @@ while [ $# -gt 0 ]; do
         --client-key) client_key=$val ;;
         --build) build=1 ;;
         --check-datastore) check_datastore=1 ;;
+        --binaries-only) binaries_only=1 ;;
         --force) force=1 ;;
         --uninstall) uninstall=1 ;;
         -h | --help)
@@ -280,18 +295,93 @@ status_of() {
     fi
 }
 
-# Keeps the file a first install replaces (a hard link: same inode, mtime and mode), unless
-# a file replaced earlier is already kept: that one is what the node had before us.
+# Keeps the file an install replaces (a hard link: same inode, mtime and mode), so that
+# --uninstall can put it back. A file kept earlier gives way: the one replaced now was
+# written over ours since (calico-node's install-cni copying Calico's binaries again, say),
+# so it is newer, and what its writer wants there once we are gone.
 keep_replaced() {
-    local target=$1 backup
+    local target=$1 backup tmp
     backup=$(backup_of "$target")
+    mkdir -p -- "$(dirname -- "$backup")"
     if [ -e "$backup" ] || [ -L "$backup" ]; then
-        say "  (not kept: $backup, the file from before the first install, is)"
+        tmp=$(mktemp -u -- "$backup.XXXXXX")
+        temps+=("$tmp")
+        ln -P -- "$target" "$tmp"
+        mv -fT -- "$tmp" "$backup"
+        say "  (the file it replaces is kept as $backup, in place of the one kept before)"
         return 0
     fi
-    mkdir -p -- "$(dirname -- "$backup")"
     ln -P -- "$target" "$backup"
     say "  (the file it replaces is kept as $backup)"
+}
+
+# announce TARGET MODE STATUS: says what happens to TARGET; true when it is to be written.
+announce() {
+    local target=$1 mode=$2 status=$3
+    case $status in
+        same)
+            # Identical content: leave the file (and its mtime) alone; fix only its mode.
+            if [ "$(stat -c %a -- "$target")" != "${mode#0}" ]; then chmod "$mode" -- "$target"; fi
+            say "unchanged $target"
+            return 1
+            ;;
+        foreign)
+            say "replacing $target"
+            keep_replaced "$target"
+            ;;
+        ours) say "updating $target" ;;
+        absent) say "installing $target" ;;
+    esac
+}
+
+# Recorded after the rename: the state never claims a file that is not there.
+record() {
+    state_kind[$2]=$1
+    state_sha[$2]=$3
+    save_state
+}
+
+# Two installers at once would interleave their state files: one at a time per conf dir.
+locked=0
+lock_conf_dir() {
+    exec {lock_fd}<"$conf_dir"
+    flock "$lock_fd"
+    locked=1
+}
+
+# Builds if asked, then checks every binary is there to copy and nothing but a file is in
+# the way of one: before anything is written, so that a refusal writes nothing.
+prepare_binaries() {
+    local plugin
+    if [ "$build" = 1 ]; then
+        say "building: scripts/build.sh"
+        "$root/scripts/build.sh" >&2
+    fi
+    for plugin in "${plugins[@]}"; do
+        if [ ! -f "$from/$plugin" ] || [ ! -x "$from/$plugin" ]; then
+            refuse "no executable $from/$plugin: build with scripts/build.sh (or pass --build), or point --from at the binaries"
+        fi
+    done
+    for plugin in "${plugins[@]}"; do
+        if [ -e "$bin_dir/$plugin" ] && [ ! -f "$bin_dir/$plugin" ]; then
+            refuse "$bin_dir/$plugin exists and is not a file; move it out of the way"
+        fi
+    done
+}
+
+# Copies the binaries in; a binary that is not ours (Calico's, the reference plugins') is
+# kept for --uninstall. Needs the conf dir locked (the state file is written).
+write_binaries() {
+    local plugin target sha status
+    for plugin in "${plugins[@]}"; do
+        target=$bin_dir/$plugin
+        sha=$(sha_file "$from/$plugin")
+        status=$(status_of "$target" "$sha") || exit $?
+        if announce "$target" 0755 "$status"; then
+            atomic_write "$target" 0755 <"$from/$plugin"
+            record bin "$target" "$sha"
+        fi
+    done
 }
 
 # ---------------------------------------------------------------------------------------
@@ -359,6 +449,22 @@ if [ "$build" = 1 ] && [ -n "$from" ]; then
     usage_error "--build builds into target/release; it cannot be combined with --from"
 fi
 from=$(abs_path --from "${from:-${CARGO_TARGET_DIR:-$root/target}/release}") || exit $?
+
+# Beside calico-node: its install-cni wrote the conflist and the kubeconfig, calico-node
+# keeps the kubeconfig's token fresh, and both stay exactly as they are.
+if [ "$binaries_only" = 1 ]; then
+    if [ ${#conflist_options[@]} -gt 0 ]; then
+        usage_error "--binaries-only writes the binaries alone: ${conflist_options[0]} does not go with it (only --from, --build, --bin-dir and --conf-dir do)"
+    fi
+    if [ -d "$conf_dir" ]; then lock_conf_dir; fi
+    read_state
+    prepare_binaries
+    mkdir -p -- "$bin_dir" "$conf_dir"
+    if [ "$locked" = 0 ]; then lock_conf_dir; fi
+    write_binaries
+    say "  (conflist and kubeconfig in $conf_dir left as they are)"
+    exit 0
+fi
 
 if [[ $conflist == */* ]]; then
     template=$conflist
@@ -509,13 +615,6 @@ sys.exit(0 if isinstance(d, dict) and isinstance(d.get("plugins"), list) else 1)
 python3 -c "$is_conflist" <<<"$conflist_text" 2>/dev/null ||
     refuse "the conflist rendered from $template is not a JSON object with a plugins list; check the template"
 
-# Two installers at once would interleave their state files: one at a time per conf dir.
-locked=0
-lock_conf_dir() {
-    exec {lock_fd}<"$conf_dir"
-    flock "$lock_fd"
-    locked=1
-}
 if [ -d "$conf_dir" ]; then lock_conf_dir; fi
 read_state
 
@@ -533,21 +632,7 @@ if [ "$write_kubeconfig" = 1 ]; then
     fi
 fi
 
-if [ "$build" = 1 ]; then
-    say "building: scripts/build.sh"
-    "$root/scripts/build.sh" >&2
-fi
-for plugin in "${plugins[@]}"; do
-    if [ ! -f "$from/$plugin" ] || [ ! -x "$from/$plugin" ]; then
-        refuse "no executable $from/$plugin: build with scripts/build.sh (or pass --build), or point --from at the binaries"
-    fi
-done
-for plugin in "${plugins[@]}"; do
-    # Checked before anything is written, so that a directory in the way refuses cleanly.
-    if [ -e "$bin_dir/$plugin" ] && [ ! -f "$bin_dir/$plugin" ]; then
-        refuse "$bin_dir/$plugin exists and is not a file; move it out of the way"
-    fi
-done
+prepare_binaries
 
 # ---------------------------------------------------------------------------------------
 # Install: write. Binaries first and the conflist last, as install-cni does: a runtime
@@ -556,41 +641,7 @@ done
 mkdir -p -- "$bin_dir" "$conf_dir" "$(dirname -- "$kubeconfig")"
 if [ "$locked" = 0 ]; then lock_conf_dir; fi
 
-# announce TARGET MODE STATUS: says what happens to TARGET; true when it is to be written.
-announce() {
-    local target=$1 mode=$2 status=$3
-    case $status in
-        same)
-            # Identical content: leave the file (and its mtime) alone; fix only its mode.
-            if [ "$(stat -c %a -- "$target")" != "${mode#0}" ]; then chmod "$mode" -- "$target"; fi
-            say "unchanged $target"
-            return 1
-            ;;
-        foreign)
-            say "replacing $target"
-            keep_replaced "$target"
-            ;;
-        ours) say "updating $target" ;;
-        absent) say "installing $target" ;;
-    esac
-}
-
-# Recorded after the rename: the state never claims a file that is not there.
-record() {
-    state_kind[$2]=$1
-    state_sha[$2]=$3
-    save_state
-}
-
-for plugin in "${plugins[@]}"; do
-    target=$bin_dir/$plugin
-    sha=$(sha_file "$from/$plugin")
-    status=$(status_of "$target" "$sha") || exit $?
-    if announce "$target" 0755 "$status"; then
-        atomic_write "$target" 0755 <"$from/$plugin"
-        record bin "$target" "$sha"
-    fi
-done
+write_binaries
 if [ "$write_kubeconfig" = 1 ]; then
     if announce "$kubeconfig" 0600 "$kubeconfig_status"; then
         # Through a pipe, not a here-string: bash may put a long here-string in a file in

@@ -212,7 +212,7 @@ fn assert_no_temp_files(dir: &Path) {
 }
 
 /// What a reader of a directory tree can see of each entry, the top dir excluded.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Seen {
     ino: u64,
     mode: u32,
@@ -794,6 +794,7 @@ fn help_documents_every_option_and_bad_usage_exits_1() {
         "--server",
         "--force",
         "--uninstall",
+        "--binaries-only",
         "--help",
     ] {
         assert!(
@@ -1106,4 +1107,155 @@ fn check_datastore_writes_the_conflist_only_once_calico_is_ready() {
         json!(kubeconfig)
     );
     node.uninstall().ok();
+}
+
+/// A node as calico-node's install-cni left it: Calico's six binaries, its conflist and the
+/// kubeconfig calico-node keeps fresh.
+fn calico_node_files(node: &Node) {
+    for name in PLUGINS {
+        let path = node.bin.join(name);
+        fs::write(&path, format!("calico v3.30 {name}\n")).expect("Calico's binary");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    fs::write(
+        node.conf.join("10-calico.conflist"),
+        r#"{"name": "k8s-pod-network", "cniVersion": "0.3.1", "plugins": [{"type": "calico"}]}"#,
+    )
+    .expect("Calico's conflist");
+    let kubeconfig = node.conf.join("calico-kubeconfig");
+    fs::write(
+        &kubeconfig,
+        "# Kubeconfig file for Calico CNI plugin.\nkind: Config\n",
+    )
+    .expect("Calico's kubeconfig");
+    fs::set_permissions(&kubeconfig, fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+fn install_binaries_only(node: &Node, extra: &[&str]) -> Run {
+    let mut args = s(&["--binaries-only"]);
+    args.extend(s(extra));
+    node.install(&args)
+}
+
+#[test]
+fn binaries_only_replaces_calicos_binaries_and_nothing_else_and_uninstall_puts_them_back() {
+    let node = Node::new();
+    calico_node_files(&node);
+    let (bin, conf) = (snapshot(&node.bin), snapshot(&node.conf));
+
+    let run = install_binaries_only(&node, &[]).ok();
+    for name in PLUGINS {
+        let target = node.bin.join(name);
+        assert_eq!(
+            fs::read(&target).expect("installed"),
+            fs::read(node.from.join(name)).expect("source"),
+            "{name}"
+        );
+        assert_eq!(mode(&target), 0o755, "{name}");
+        assert!(run
+            .stdout
+            .contains(&format!("replacing {}", target.display())));
+        assert_eq!(
+            fs::read_to_string(node.bin.join(BACKUP).join(name)).expect("kept"),
+            format!("calico v3.30 {name}\n")
+        );
+    }
+    // Calico's conflist and kubeconfig byte for byte, same inode and mtime; only the state
+    // file is new in the conf dir, and it lists the binaries alone.
+    let mut after = snapshot(&node.conf);
+    let state = fs::read_to_string(node.conf.join(STATE)).expect("state file");
+    after.remove(&node.conf.join(STATE));
+    assert_eq!(after, conf, "the conf dir is as install-cni left it");
+    assert_eq!(state.lines().filter(|l| l.contains(" bin ")).count(), 6);
+    assert!(!state.contains(" conflist ") && !state.contains(" kubeconfig "));
+
+    // A rerun changes nothing, not even mtimes.
+    let (bin_now, conf_now) = (snapshot(&node.bin), snapshot(&node.conf));
+    let run = install_binaries_only(&node, &[]).ok();
+    assert_eq!(run.stdout.matches("unchanged ").count(), PLUGINS.len());
+    assert_eq!(
+        (snapshot(&node.bin), snapshot(&node.conf)),
+        (bin_now, conf_now)
+    );
+
+    let run = node.uninstall().ok();
+    assert!(run
+        .stdout
+        .contains(&format!("restored {}", node.bin.join("calico").display())));
+    assert_eq!(
+        snapshot(&node.bin),
+        bin,
+        "Calico's binaries are back as they were"
+    );
+    assert_eq!(snapshot(&node.conf), conf);
+}
+
+#[test]
+fn binaries_only_after_install_cni_copied_again_keeps_the_newer_calico_binary() {
+    // calico-node restarted with UPDATE_CNI_BINARIES left true: install-cni copied a newer
+    // Calico over ours. A rerun takes the node back, and --uninstall gives the newer one.
+    let node = Node::new();
+    calico_node_files(&node);
+    install_binaries_only(&node, &[]).ok();
+    let calico = node.bin.join("calico");
+    fs::write(&calico, "calico v3.31 calico\n").expect("install-cni copies again");
+    let run = install_binaries_only(&node, &[]).ok();
+    assert!(
+        run.stdout
+            .contains(&format!("replacing {}", calico.display())),
+        "{run:?}"
+    );
+    assert_eq!(
+        fs::read(&calico).expect("ours"),
+        fs::read(node.from.join("calico")).expect("source")
+    );
+    node.uninstall().ok();
+    assert_eq!(
+        fs::read_to_string(&calico).expect("Calico's"),
+        "calico v3.31 calico\n"
+    );
+    assert_eq!(
+        fs::read_to_string(node.bin.join("portmap")).expect("Calico's"),
+        "calico v3.30 portmap\n"
+    );
+    assert!(!node.bin.join(BACKUP).exists());
+}
+
+#[test]
+fn binaries_only_refuses_conflist_and_kubeconfig_options_with_nothing_written() {
+    let node = Node::new();
+    calico_node_files(&node);
+    let (bin, conf) = (snapshot(&node.bin), snapshot(&node.conf));
+    let token = format!("--token-file={}", node.sa.join("token").display());
+    for extra in [
+        vec!["--mtu=1400"],
+        vec!["--conflist=10-calico-etcd"],
+        vec![token.as_str()],
+        vec!["--force"],
+        vec!["--check-datastore"],
+    ] {
+        let run = install_binaries_only(&node, &extra).refused();
+        assert!(run.stderr.contains("--binaries-only"), "{extra:?}: {run:?}");
+        assert_eq!(
+            (snapshot(&node.bin), snapshot(&node.conf)),
+            (bin.clone(), conf.clone())
+        );
+    }
+    // In a pod, the service account is not used either: no kubeconfig is written.
+    let run = node.run(
+        &[
+            "--binaries-only".into(),
+            format!("--from={}", node.from.display()),
+            format!("--bin-dir={}", node.bin.display()),
+            format!("--conf-dir={}", node.conf.display()),
+        ],
+        &[
+            ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+            ("CNI_MTU", "bogus"),
+        ],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let mut after = snapshot(&node.conf);
+    after.remove(&node.conf.join(STATE));
+    assert_eq!(after, conf);
 }

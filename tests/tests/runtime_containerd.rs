@@ -228,3 +228,46 @@ fn runtime_containerd_ctr_cni_wires_containers_and_removal_leaves_nothing() {
         assert_eq!(list.trim(), "", "{what} left");
     }
 }
+
+/// An older guide's install: one `10-calico.conf` (the calico plugin alone, cniVersion
+/// 0.2.0) instead of a conflist. containerd's go-cni wraps it in a list as libcni does; the
+/// container gets its address from our IPAM, and its removal releases it.
+#[test]
+fn runtime_containerd_ctr_cni_reads_a_single_plugin_conf_at_0_2_0() {
+    let ChainSetup {
+        node,
+        store,
+        dir,
+        bin,
+        net_d,
+        log,
+        conflist,
+    } = ChainSetup::new(NET, NODENAME, POOL_V4, POOL_V6);
+    let list: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&conflist).expect("conflist")).expect("JSON");
+    let mut single = list["plugins"][0].clone();
+    single["name"] = list["name"].clone();
+    single["cniVersion"] = serde_json::json!("0.2.0");
+    std::fs::remove_file(&conflist).expect("remove the conflist");
+    std::fs::write(net_d.join("10-calico.conf"), single.to_string()).expect("10-calico.conf");
+    let mut ctd = Containerd::start(node.netns.path(), dir.path(), &bin, &net_d)
+        .unwrap_or_else(|e| panic!("containerd cannot run here: {e}"));
+    let root = busybox_rootfs(dir.path(), "old-root", "old\n").expect("rootfs");
+    let out = ctd
+        .run("old", &root, &["/bin/sh", "-c", "ip -o addr show dev eth0"])
+        .expect("ctr run old");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "old: {}\n{stdout}\n{}\nplugin log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let got = global_addrs(&stdout);
+    assert!(
+        got.iter().any(|ip| ipam::contains(POOL_V4, *ip)),
+        "an address from the pool: {stdout}"
+    );
+    check_gone(&node, &store, "old", &got, "after the container exited");
+}

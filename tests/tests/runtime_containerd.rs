@@ -250,7 +250,7 @@ fn runtime_containerd_ctr_cni_reads_a_single_plugin_conf_at_0_2_0() {
     single["cniVersion"] = serde_json::json!("0.2.0");
     std::fs::remove_file(&conflist).expect("remove the conflist");
     std::fs::write(net_d.join("10-calico.conf"), single.to_string()).expect("10-calico.conf");
-    let mut ctd = Containerd::start(node.netns.path(), dir.path(), &bin, &net_d)
+    let ctd = Containerd::start(node.netns.path(), dir.path(), &bin, &net_d)
         .unwrap_or_else(|e| panic!("containerd cannot run here: {e}"));
     let root = busybox_rootfs(dir.path(), "old-root", "old\n").expect("rootfs");
     let out = ctd

@@ -41,7 +41,11 @@ fn call(command: &str, data_dir: &Path, id: &str) -> (bool, String) {
     {
         use std::io::Write;
         let mut pipe = child.stdin.take().expect("stdin");
-        pipe.write_all(stdin.as_bytes()).expect("write stdin");
+        // A plugin that refuses its environment may exit before reading stdin.
+        match pipe.write_all(stdin.as_bytes()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("write stdin: {e}"),
+            _ => {}
+        }
     }
     let out = child.wait_with_output().expect("host-local finishes");
     (

@@ -46,6 +46,12 @@ Conflist
                         \$CNI_MTU, else 0)
   --etcd-endpoints URLS __ETCD_ENDPOINTS__, comma-separated http(s) URLs (default:
                         \$ETCD_ENDPOINTS; required by a conflist that uses it)
+  --etcd-cert-file FILE __ETCD_CERT_FILE__: PEM client certificate for etcd (with
+                        --etcd-key-file; default: \$ETCD_CERT_FILE, else none: "")
+  --etcd-key-file FILE  __ETCD_KEY_FILE__: its PEM key (default: \$ETCD_KEY_FILE)
+  --etcd-ca-cert-file FILE
+                        __ETCD_CA_CERT_FILE__: PEM CA of etcd's certificates (default:
+                        \$ETCD_CA_CERT_FILE, else none: "")
   --kubeconfig PATH     __KUBECONFIG_FILEPATH__: where the kubeconfig is written
                         (default: <conf-dir>/calico-kubeconfig)
 
@@ -132,6 +138,9 @@ conflist=10-calico.conflist conf_name=10-calico.conflist
 # MTU 0 means auto, as in Calico's install-cni: the plugin reads the MTU calico-node wrote.
 node_name=${KUBERNETES_NODE_NAME:-} mtu=${CNI_MTU:-0} etcd_endpoints=${ETCD_ENDPOINTS:-}
 kubeconfig="" token_file="" ca_file="" server="" sa_dir="" client_cert="" client_key=""
+# etcd's TLS files, as install-cni renders them: the path, or "" for none.
+etcd_cert_file=${ETCD_CERT_FILE:-} etcd_key_file=${ETCD_KEY_FILE:-}
+etcd_ca_cert_file=${ETCD_CA_CERT_FILE:-}
 force=0 uninstall=0 check_datastore=0 binaries_only=0
 # The options given that are about the conflist or kubeconfig (refused with --binaries-only).
 conflist_options=()
@@ -144,7 +153,8 @@ while [ $# -gt 0 ]; do
     case $opt in
         --from | --bin-dir | --conflist | --conf-dir | --conf-name | --node-name | --mtu | \
             --etcd-endpoints | --kubeconfig | --token-file | --ca-file | --server | \
-            --service-account-dir | --client-cert | --client-key)
+            --service-account-dir | --client-cert | --client-key | --etcd-cert-file | \
+            --etcd-key-file | --etcd-ca-cert-file)
             if [ "$inline" = 0 ]; then
                 [ $# -ge 2 ] || usage_error "$opt needs a value"
                 val=$2
@@ -176,6 +186,9 @@ while [ $# -gt 0 ]; do
         --service-account-dir) sa_dir=$val ;;
         --client-cert) client_cert=$val ;;
         --client-key) client_key=$val ;;
+        --etcd-cert-file) etcd_cert_file=$val ;;
+        --etcd-key-file) etcd_key_file=$val ;;
+        --etcd-ca-cert-file) etcd_ca_cert_file=$val ;;
         --build) build=1 ;;
         --check-datastore) check_datastore=1 ;;
         --binaries-only) binaries_only=1 ;;
@@ -586,6 +599,26 @@ current-context: calico-context
     unset user_lines
 fi
 
+# The path an etcd TLS placeholder renders to ("" for none), absolute, of a readable file;
+# a certificate needs its key and a key its certificate.
+etcd_tls_file() {
+    local path
+    case $1 in
+        __ETCD_CERT_FILE__) path=$etcd_cert_file ;;
+        __ETCD_KEY_FILE__) path=$etcd_key_file ;;
+        *) path=$etcd_ca_cert_file ;;
+    esac
+    if { [ -n "$etcd_cert_file" ] && [ -z "$etcd_key_file" ]; } ||
+        { [ -z "$etcd_cert_file" ] && [ -n "$etcd_key_file" ]; }; then
+        usage_error "--etcd-cert-file and --etcd-key-file go together (etcd's client certificate and its key)"
+    fi
+    [ -n "$path" ] || return 0
+    if [ ! -f "$path" ] || [ ! -r "$path" ]; then
+        refuse "$template uses $1 and $path is not a readable file"
+    fi
+    abs_path "$1" "$path"
+}
+
 # Render the conflist: every placeholder it uses needs a value.
 template_text=$(cat -- "$template")
 conflist_text=$template_text$'\n'
@@ -598,6 +631,10 @@ for placeholder in "${placeholders[@]}"; do
             [ -n "$etcd_endpoints" ] ||
                 refuse "$template uses __ETCD_ENDPOINTS__ and no etcd endpoints were given: pass --etcd-endpoints https://host:2379[,...] or set \$ETCD_ENDPOINTS"
             value=$(json_escape "$etcd_endpoints")
+            ;;
+        __ETCD_CERT_FILE__ | __ETCD_KEY_FILE__ | __ETCD_CA_CERT_FILE__)
+            value=$(etcd_tls_file "$placeholder") || exit $?
+            value=$(json_escape "$value")
             ;;
         __KUBECONFIG_FILEPATH__)
             if [ "$write_kubeconfig" = 0 ] && [ ! -f "$kubeconfig" ]; then

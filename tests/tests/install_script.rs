@@ -33,10 +33,13 @@ const SERVER: &str = "https://10.96.0.1:443";
 const STATE: &str = ".calico-rs-install";
 const BACKUP: &str = ".calico-rs-install.backup";
 // Variables the script reads; cleared so that the machine's own never leak into a test.
-const SCRIPT_ENV: [&str; 6] = [
+const SCRIPT_ENV: [&str; 9] = [
     "KUBERNETES_NODE_NAME",
     "CNI_MTU",
     "ETCD_ENDPOINTS",
+    "ETCD_CERT_FILE",
+    "ETCD_KEY_FILE",
+    "ETCD_CA_CERT_FILE",
     "KUBERNETES_SERVICE_HOST",
     "KUBERNETES_SERVICE_PORT",
     "CARGO_TARGET_DIR",
@@ -419,6 +422,10 @@ fn every_shipped_conflist_renders_as_itself_with_the_values_filled_in() {
                 .replace("__KUBERNETES_NODE_NAME__", "node-a.example")
                 .replace("__CNI_MTU__", "1410")
                 .replace("__ETCD_ENDPOINTS__", etcd)
+                // No etcd TLS files given: install-cni renders each as "".
+                .replace("__ETCD_KEY_FILE__", "")
+                .replace("__ETCD_CERT_FILE__", "")
+                .replace("__ETCD_CA_CERT_FILE__", "")
                 .replace("__KUBECONFIG_FILEPATH__", &kubeconfig.display().to_string()),
         )
         .expect("the filled-in template is JSON");
@@ -436,6 +443,73 @@ fn every_shipped_conflist_renders_as_itself_with_the_values_filled_in() {
         assert_eq!(mode(&rendered_path), 0o644, "{name}");
         assert_eq!(mode(&kubeconfig), 0o600, "{name}");
     }
+}
+
+/// etcd's TLS files go into the etcd conflist as absolute paths (a relative one is resolved
+/// against the current directory); a certificate without its key, or a file that is not
+/// there, is refused with nothing written.
+#[test]
+fn etcd_tls_files_are_rendered_as_absolute_paths_or_refused() {
+    let node = Node::new();
+    let tls = node.path("etc/calico/etcd");
+    fs::create_dir_all(&tls).expect("tls dir");
+    for name in ["cert.pem", "key.pem", "ca.pem"] {
+        fs::write(tls.join(name), "-----BEGIN X-----\n").expect("tls file");
+    }
+    let base = {
+        let mut args = node.credentials();
+        args.extend(s(&[
+            "--conflist=10-calico-etcd",
+            "--etcd-endpoints=https://10.0.0.5:2379",
+        ]));
+        args
+    };
+    let mut half = base.clone();
+    half.push(format!(
+        "--etcd-cert-file={}",
+        tls.join("cert.pem").display()
+    ));
+    let run = node.install(&half);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("--etcd-key-file"), "{run:?}");
+    assert!(
+        !node.conf.join("10-calico.conflist").exists(),
+        "nothing written"
+    );
+
+    let mut missing = base.clone();
+    missing.push(format!(
+        "--etcd-ca-cert-file={}",
+        tls.join("none.pem").display()
+    ));
+    let run = node.install(&missing);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("none.pem"), "{run:?}");
+    assert!(
+        !node.conf.join("10-calico.conflist").exists(),
+        "nothing written"
+    );
+
+    let mut full = base;
+    full.extend([
+        format!("--etcd-cert-file={}", tls.join("cert.pem").display()),
+        format!("--etcd-key-file={}", tls.join("key.pem").display()),
+        format!("--etcd-ca-cert-file={}", tls.join("ca.pem").display()),
+    ]);
+    node.install(&full).ok();
+    let calico = &node.conflist()["plugins"][0];
+    assert_eq!(
+        calico["etcd_cert_file"],
+        tls.join("cert.pem").display().to_string()
+    );
+    assert_eq!(
+        calico["etcd_key_file"],
+        tls.join("key.pem").display().to_string()
+    );
+    assert_eq!(
+        calico["etcd_ca_cert_file"],
+        tls.join("ca.pem").display().to_string()
+    );
 }
 
 #[test]

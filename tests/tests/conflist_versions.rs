@@ -45,6 +45,9 @@ fn render(text: &str) -> String {
     text.replace("__KUBERNETES_NODE_NAME__", "versions-node")
         .replace("__CNI_MTU__", "1450")
         .replace("__ETCD_ENDPOINTS__", "http://127.0.0.1:2379")
+        .replace("__ETCD_KEY_FILE__", "")
+        .replace("__ETCD_CERT_FILE__", "")
+        .replace("__ETCD_CA_CERT_FILE__", "")
 }
 
 /// The conflist as a runtime that predates `cniVersions` sees it.

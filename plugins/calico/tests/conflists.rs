@@ -8,7 +8,7 @@ use calico::config::CalicoConf;
 use serde_json::{json, Value};
 
 /// The installer's placeholders, with the values a node would get.
-const PLACEHOLDERS: [(&str, &str); 4] = [
+const PLACEHOLDERS: [(&str, &str); 7] = [
     ("__KUBERNETES_NODE_NAME__", "node-a"),
     ("__CNI_MTU__", "1440"),
     (
@@ -16,6 +16,10 @@ const PLACEHOLDERS: [(&str, &str); 4] = [
         "/etc/cni/net.d/calico-kubeconfig",
     ),
     ("__ETCD_ENDPOINTS__", "http://127.0.0.1:2379"),
+    // No etcd TLS: the installer renders each as "".
+    ("__ETCD_KEY_FILE__", ""),
+    ("__ETCD_CERT_FILE__", ""),
+    ("__ETCD_CA_CERT_FILE__", ""),
 ];
 
 fn conflist(name: &str) -> Value {

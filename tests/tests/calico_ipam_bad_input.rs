@@ -102,6 +102,25 @@ fn missing_nodename_file(backend: Backend) {
         msg.contains(&file.display().to_string()) && msg.contains("calico/node"),
         "the file, and who writes it: {msg}"
     );
+    // With `nodename` set, the file is only the sign that calico/node runs: the hint names
+    // the key that drops that requirement.
+    conf["nodename"] = json!(NODE);
+    let before = fx.snapshot();
+    let out = fx.call("ADD", &conf, "bad-input", &[]);
+    out.refused(11, "ADD with nodename set");
+    let details = out
+        .json
+        .as_ref()
+        .map(|j| j["details"].clone())
+        .unwrap_or_default();
+    assert!(
+        details
+            .as_str()
+            .is_some_and(|d| d.contains("nodename_file_optional")),
+        "points at nodename_file_optional: {}",
+        out.describe()
+    );
+    assert_eq!(fx.snapshot(), before, "nothing written");
 }
 
 #[test]

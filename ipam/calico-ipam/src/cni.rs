@@ -117,10 +117,9 @@ impl From<IpamPluginError> for CniError {
         let (code, details) = match &e {
             IpamPluginError::Shared(_) => (C::Internal, ""),
             IpamPluginError::Config(_) => (C::InvalidNetworkConfig, ""),
-            IpamPluginError::Nodename(NodenameError::FileMissing(_)) => (
+            IpamPluginError::Nodename(NodenameError::FileMissing { nodename_set, .. }) => (
                 C::TryAgainLater,
-                "calico/node writes this file when it starts; or set nodename in the network \
-                 configuration",
+                crate::nodename::missing_file_hint(*nodename_set),
             ),
             IpamPluginError::Nodename(NodenameError::Invalid { .. }) => {
                 (C::InvalidNetworkConfig, "")

@@ -10,10 +10,14 @@ pub const DEFAULT_NODENAME_FILE: &str = "/var/lib/calico/nodename";
 pub enum NodenameError {
     /// calico/node writes the file when it starts: until then no pod can be wired.
     #[error(
-        "stat {0}: no such file or directory: check that the calico/node container is running \
-         and has mounted /var/lib/calico/"
+        "stat {path}: no such file or directory: check that the calico/node container is \
+         running and has mounted /var/lib/calico/"
     )]
-    FileMissing(String),
+    FileMissing {
+        path: String,
+        /// `nodename` was set too: the file is wanted only as a sign that calico/node runs.
+        nodename_set: bool,
+    },
     #[error("cannot read nodename file {path}: {source}")]
     Unreadable {
         path: String,
@@ -26,6 +30,19 @@ pub enum NodenameError {
          '.' and '_' only (at most 253), as Kubernetes and calico/node name nodes"
     )]
     Invalid { shown: String, origin: String },
+}
+
+/// What to do about a missing nodename file: with `nodename` set, the file is only required
+/// as the sign that calico/node runs, and `nodename_file_optional` drops that requirement.
+pub fn missing_file_hint(nodename_set: bool) -> &'static str {
+    if nodename_set {
+        "nodename is set in the network configuration, but the nodename file is still \
+         required as the sign that calico/node runs: start calico/node, or set \
+         \"nodename_file_optional\": true to use the configured nodename without it"
+    } else {
+        "calico/node writes this file when it starts; or set nodename in the network \
+         configuration"
+    }
 }
 
 /// The longest node name: a DNS subdomain, as Kubernetes allows.
@@ -79,7 +96,10 @@ impl NodenameConf {
             Ok(text) => Some(text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if !self.nodename_file_optional {
-                    return Err(NodenameError::FileMissing(file.to_string()));
+                    return Err(NodenameError::FileMissing {
+                        path: file.to_string(),
+                        nodename_set: self.nodename.as_deref().is_some_and(|n| !n.is_empty()),
+                    });
                 }
                 None
             }

@@ -147,7 +147,9 @@ impl CalicoConf {
     /// The node name, decided as Calico decides it (see [`calico_ipam::nodename`]).
     pub fn node_name(&self) -> Result<String, CalicoError> {
         self.node.resolve().map_err(|e| match e {
-            NodenameError::FileMissing(path) => CalicoError::NodenameFileMissing(path),
+            NodenameError::FileMissing { path, nodename_set } => {
+                CalicoError::NodenameFileMissing { path, nodename_set }
+            }
             e @ NodenameError::Invalid { .. } => CalicoError::Config(e.to_string()),
             other => CalicoError::NodeState(other.to_string()),
         })
@@ -318,7 +320,10 @@ mod tests {
         .expect("valid");
         assert!(matches!(
             c.node_name(),
-            Err(CalicoError::NodenameFileMissing(_))
+            Err(CalicoError::NodenameFileMissing {
+                nodename_set: true,
+                ..
+            })
         ));
         std::fs::write(&file, "node-from-file").expect("write");
         assert_eq!(c.node_name().expect("name"), "node-a");

@@ -42,10 +42,10 @@ pub enum CalicoError {
     #[error("{0}")]
     Unsupported(String),
     #[error(
-        "stat {0}: no such file or directory: check that the calico/node container is running \
-         and has mounted /var/lib/calico/"
+        "stat {path}: no such file or directory: check that the calico/node container is \
+         running and has mounted /var/lib/calico/"
     )]
-    NodenameFileMissing(String),
+    NodenameFileMissing { path: String, nodename_set: bool },
     #[error("{0}")]
     NodeState(String),
     #[error("failed to read MTU file {0}: it does not exist and require_mtu_file is set")]
@@ -115,10 +115,14 @@ impl From<CalicoError> for CniError {
             CalicoError::Shared(_) => (C::Internal, ""),
             CalicoError::Config(_) => (C::InvalidNetworkConfig, ""),
             CalicoError::Unsupported(_) => (C::UnsupportedField, ""),
-            CalicoError::NodenameFileMissing(_) | CalicoError::MtuFileMissing(_) => (
+            CalicoError::NodenameFileMissing { nodename_set, .. } => (
                 C::TryAgainLater,
-                "calico/node writes this file when it starts; or set nodename / mtu in the \
-                 network configuration",
+                calico_ipam::nodename::missing_file_hint(*nodename_set),
+            ),
+            CalicoError::MtuFileMissing(_) => (
+                C::TryAgainLater,
+                "calico/node writes this file when it starts; or set mtu in the network \
+                 configuration",
             ),
             CalicoError::NodeState(_) | CalicoError::MtuFile { .. } => (
                 C::State,

@@ -12,6 +12,7 @@ pub mod gojson;
 pub mod log;
 pub mod netlink;
 pub mod netns;
+pub mod panic;
 pub mod redact;
 pub mod skel;
 pub mod spec;

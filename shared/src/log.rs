@@ -12,6 +12,17 @@ use std::sync::Mutex;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
+thread_local! {
+    /// Set while this thread writes a log line: a panic there must not log again (the file's
+    /// lock is held by the very write that panicked).
+    static WRITING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is in the middle of writing a log line.
+pub fn in_progress() -> bool {
+    WRITING.with(std::cell::Cell::get)
+}
+
 /// Where log lines go.
 enum Sink {
     Stderr,
@@ -44,6 +55,7 @@ impl Log for PluginLogger {
             record.args()
         );
         let line = crate::redact::url_credentials(&line);
+        WRITING.with(|w| w.set(true));
         // A failed log write must never fail the plugin.
         match &self.sink {
             Sink::Stderr => {
@@ -55,6 +67,7 @@ impl Log for PluginLogger {
                 }
             }
         }
+        WRITING.with(|w| w.set(false));
     }
 
     fn flush(&self) {}

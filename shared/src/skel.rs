@@ -73,6 +73,7 @@ pub trait Plugin {
 
 /// The process entry point: real environment, stdin and stdout. Returns the exit code.
 pub fn run<P: Plugin>(plugin: &P) -> i32 {
+    crate::panic::install(plugin.name());
     crate::deadline::arm(
         crate::deadline::DEFAULT_BUDGET,
         std::env::var(crate::deadline::ENV).ok().as_deref(),

@@ -11,13 +11,13 @@
 //! Why 0600 and a root-only directory: anyone who can open the file can `flock` it and hold
 //! every ADD of the node hostage, and anyone who can write the directory can replace it.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs::File;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::fcntl::{Flock, FlockArg};
 
 /// The lock file's mode: root's alone.
 const LOCK_MODE: u32 = 0o600;
@@ -49,7 +49,7 @@ fn try_acquire(path: &Path, budget: Duration) -> std::io::Result<Flock<File>> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         prepare_dir(dir)?;
     }
-    let file = open_lock_file(path)?;
+    let file = shared::file::open_own(path, LOCK_MODE, false)?;
     let until = Instant::now() + budget;
     let mut pause = Duration::from_micros(200);
     let mut file = file;
@@ -96,42 +96,6 @@ fn prepare_dir(dir: &Path) -> std::io::Result<()> {
             Ok(())
         }
     }
-}
-
-/// Opens the lock without following a link; a file someone else owns, or that is not a
-/// regular file, is replaced by one of our own.
-fn open_lock_file(path: &Path) -> std::io::Result<File> {
-    let open = || {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(LOCK_MODE)
-            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits())
-            .open(path)
-    };
-    let file = match open() {
-        // A planted symlink (ELOOP) or a FIFO that would not open: ours replaces it.
-        Err(e)
-            if e.raw_os_error() == Some(Errno::ELOOP as i32)
-                || e.raw_os_error() == Some(Errno::ENXIO as i32) =>
-        {
-            std::fs::remove_file(path)?;
-            open()?
-        }
-        other => other?,
-    };
-    let meta = file.metadata()?;
-    if !meta.is_file() || meta.uid() != euid() {
-        drop(file);
-        std::fs::remove_file(path)?;
-        return open();
-    }
-    if meta.mode() & 0o777 != LOCK_MODE {
-        file.set_permissions(std::fs::Permissions::from_mode(LOCK_MODE))?;
-    }
-    Ok(file)
 }
 
 fn euid() -> u32 {

@@ -339,41 +339,10 @@ fn libc_nofollow() -> i32 {
 /// The largest state file read: an owner is a container id and an interface name.
 const MAX_STATE_FILE: u64 = 64 << 10;
 
-/// Opens a state file of ours (mode 0600), never through a symbolic link: a link found in
-/// its place is no state of ours, so it is removed and the file created anew.
+/// Opens a state file of ours (mode 0600); see [`shared::file::open_own`] for what it
+/// refuses to open through.
 fn open_no_follow(path: &Path, truncate: bool) -> io::Result<File> {
-    let open = || {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(truncate)
-            .mode(0o600)
-            .custom_flags(libc_nofollow())
-            .open(path)
-    };
-    let file = match open() {
-        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) => {
-            log::warn!(
-                "{}: a symbolic link in place of a state file; replacing it",
-                path.display()
-            );
-            fs::remove_file(path)?;
-            open()?
-        }
-        other => other?,
-    };
-    if file.metadata()?.is_file() {
-        return Ok(file);
-    }
-    // A FIFO or a device in a state file's place is no state of ours either.
-    log::warn!(
-        "{}: not a regular file in place of a state file; replacing it",
-        path.display()
-    );
-    drop(file);
-    fs::remove_file(path)?;
-    open()
+    shared::file::open_own(path, 0o600, truncate)
 }
 
 /// A state file's content; a symbolic link in its place reads as an error.

@@ -81,23 +81,8 @@ impl LocalKv {
     /// other threads.
     fn lock(&self) -> Result<Flock<File>> {
         let path = self.dir.join(LOCK_FILE);
-        let open = || {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .custom_flags(OFlag::O_NOFOLLOW.bits())
-                .open(&path)
-        };
-        // A link in the lock's place is no lock of ours: it goes, and the lock is made anew.
-        let opened = match open() {
-            Err(e) if e.raw_os_error() == Some(Errno::ELOOP as i32) => {
-                fs::remove_file(&path).and_then(|()| open())
-            }
-            other => other,
-        };
+        // A link, a FIFO or someone else's file in the lock's place is no lock of ours.
+        let opened = shared::file::open_own(&path, 0o600, false);
         let mut file = opened.map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
                 dir_error(&self.dir, "is missing", &e)
@@ -381,23 +366,8 @@ fn walk(
 /// Puts `value` into the directory's spare file, overwriting it in place and cutting it to
 /// length (not truncating it first, which would free its block).
 fn write_temp(temp: &Path, value: &[u8]) -> io::Result<()> {
-    let open = || {
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(OFlag::O_NOFOLLOW.bits())
-            .open(temp)
-    };
     // Never through a link: one in the spare's place is removed and the spare made anew.
-    let mut file = match open() {
-        Err(e) if e.raw_os_error() == Some(Errno::ELOOP as i32) => {
-            fs::remove_file(temp)?;
-            open()?
-        }
-        other => other?,
-    };
+    let mut file = shared::file::open_own(temp, 0o600, false)?;
     file.write_all(value)?;
     file.set_len(value.len() as u64)?;
     // The data must be on disk before the swap makes it the object.

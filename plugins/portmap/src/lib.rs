@@ -222,7 +222,10 @@ fn del_iptables(network: &str, id: &str) -> Result<(), PortmapError> {
 /// an unusable family, a reference from elsewhere), from the whole table as before.
 fn del_iptables_family(family: Family, network: &str, id: &str) -> Result<bool, PortmapError> {
     if let Ok(listing) = iptables::list_chain(family, iptables::rules::TOP_CHAIN) {
-        let plan = iptables::del_plan(&iptables::NatTable::parse_listing(&listing), network, id);
+        let top = iptables::NatTable::parse_listing(&listing);
+        let Some(plan) = iptables::del_plan(&top, network, id) else {
+            return Ok(true);
+        };
         let flushed = match &plan.flush_first {
             Some(script) => iptables::restore(family, &script.render()),
             None => Ok(()),

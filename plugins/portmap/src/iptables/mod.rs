@@ -149,7 +149,11 @@ pub fn del_script(table: &NatTable, network: &str, container_id: &str) -> Script
 /// does it all.
 pub const FLUSH_FIRST_ENTRIES: usize = 64;
 
-/// DEL for one family from `CNI-HOSTPORT-DNAT` alone ([`exec::list_chain`]).
+/// DEL for one family from `CNI-HOSTPORT-DNAT` alone ([`exec::list_chain`]). `None` when
+/// no entry rule jumps to the container's chains: ADD makes the chains and their entry
+/// rules in one transaction and DEL removes them in one, so there is nothing of the
+/// container's (GC, which reads the whole table, removes what someone left by hand). That
+/// is every DEL of a pod without host ports: it runs no restore.
 #[derive(Debug)]
 pub struct DelPlan {
     /// Declares (so empties) the container's chain, when it is large.
@@ -161,7 +165,7 @@ pub struct DelPlan {
     pub script: Script,
 }
 
-pub fn del_plan(top: &NatTable, network: &str, container_id: &str) -> DelPlan {
+pub fn del_plan(top: &NatTable, network: &str, container_id: &str) -> Option<DelPlan> {
     let chains = [
         dnat_chain(network, container_id),
         legacy_snat_chain(network, container_id),
@@ -170,6 +174,9 @@ pub fn del_plan(top: &NatTable, network: &str, container_id: &str) -> DelPlan {
         .rules_in(TOP_CHAIN)
         .filter(|r| chains.iter().any(|c| r.jumps_to(c)))
         .collect();
+    if entries.is_empty() {
+        return None;
+    }
     let flush_first = (entries.len() > FLUSH_FIRST_ENTRIES).then(|| {
         let mut script = Script::default();
         script.declare(&chains[0]);
@@ -185,10 +192,10 @@ pub fn del_plan(top: &NatTable, network: &str, container_id: &str) -> DelPlan {
     for chain in &chains {
         script.delete_chain(chain);
     }
-    DelPlan {
+    Some(DelPlan {
         flush_first,
         script,
-    }
+    })
 }
 
 /// `(network, container id)` from an entry rule's comment, when it was not cut short.
@@ -442,7 +449,7 @@ COMMIT
             rules: table.rules_in(TOP_CHAIN).cloned().collect(),
         };
         let (dn, sn) = (dnat_chain("net", "c1"), legacy_snat_chain("net", "c1"));
-        let plan = del_plan(&top, "net", "c1");
+        let plan = del_plan(&top, "net", "c1").expect("c1 has entry rules");
         assert!(plan.flush_first.is_none(), "two entry rules");
         let script = plan.script.render();
         assert_eq!(
@@ -455,9 +462,9 @@ COMMIT
             assert!(script.contains(&format!(":{chain} - [0:0]\n")), "{script}");
             assert!(script.contains(&format!("-X {chain}\n")), "{script}");
         }
-        // Nothing there: the same script, which changes nothing (declared, then deleted).
-        let empty = del_plan(&NatTable::default(), "net", "c1").script.render();
-        assert!(!empty.contains("-D "), "{empty}");
+        // Nothing of c3 there: no restore at all.
+        assert!(del_plan(&top, "net", "c3").is_none());
+        assert!(del_plan(&NatTable::default(), "net", "c1").is_none());
         // 1,000 ports: 67 entry rules, and the chain is emptied on its own first.
         let many: Vec<Mapping> = (1..=1000)
             .map(|p| Mapping {
@@ -473,7 +480,7 @@ COMMIT
             &container("c1"),
             &many,
         ));
-        let plan = del_plan(&big, "net", "c1");
+        let plan = del_plan(&big, "net", "c1").expect("entry rules");
         assert_eq!(
             plan.flush_first.map(|s| s.render()),
             Some(format!("*nat\n:{dn} - [0:0]\nCOMMIT\n"))

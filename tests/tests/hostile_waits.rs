@@ -45,7 +45,7 @@ enum Peer {
     Drip,
     /// Answers 403 with a Status whose message quotes the request, headers and all.
     Reflect,
-    /// Answers 200 with a body of a gigabyte, as fast as the client reads.
+    /// Answers 200 with a body that never ends, as fast as the client reads.
     Huge,
 }
 
@@ -148,8 +148,10 @@ fn serve(peer: Peer, mut stream: TcpStream, stop: &AtomicBool) {
             }
         }
         Peer::Huge => {
+            // No length announced: the body ends when the connection does, so only a cap
+            // on what is read stops the client.
             let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
-                        Content-Length: 1073741824\r\n\r\n[";
+                        Connection: close\r\n\r\n[";
             if stream.write_all(head.as_bytes()).is_err() {
                 return;
             }
@@ -176,6 +178,15 @@ fn serve(peer: Peer, mut stream: TcpStream, stop: &AtomicBool) {
             let _ = stream.write_all(answer.as_bytes());
         }
     }
+}
+
+/// A calico-ipam config on the Kubernetes datastore whose API server is `peer`.
+fn on_peer(fx: &IpamFixture, peer: &FakePeer, dir: &TestDir, token: &str) -> Value {
+    let kubeconfig = peer.kubeconfig(dir.path(), token);
+    ipam_conf(
+        fx,
+        &json!({"datastore_type": "kubernetes", "kubernetes": {"kubeconfig": kubeconfig}}),
+    )
 }
 
 fn ipam_conf(fx: &IpamFixture, datastore: &Value) -> Value {
@@ -223,11 +234,7 @@ fn a_dripping_api_server_costs_the_deadline() {
     let peer = FakePeer::start(Peer::Drip);
     let fx = IpamFixture::new(Backend::Local);
     let dir = TestDir::new().expect("test dir");
-    let kubeconfig = peer.kubeconfig(dir.path(), "t0k3n");
-    let conf = ipam_conf(
-        &fx,
-        &json!({"datastore_type": "kubernetes", "kubernetes": {"kubeconfig": kubeconfig}}),
-    );
+    let conf = on_peer(&fx, &peer, &dir, "t0k3n");
     let deadline = deadline_in(Duration::from_secs(2));
     let started = Instant::now();
     let out = call_with_env("ADD", &conf, "drip-1", &[], &[(DEADLINE_ENV, &deadline)]);
@@ -247,11 +254,7 @@ fn a_gigabyte_answer_is_refused_at_the_cap() {
     let peer = FakePeer::start(Peer::Huge);
     let fx = IpamFixture::new(Backend::Local);
     let dir = TestDir::new().expect("test dir");
-    let kubeconfig = peer.kubeconfig(dir.path(), "t0k3n");
-    let conf = ipam_conf(
-        &fx,
-        &json!({"datastore_type": "kubernetes", "kubernetes": {"kubeconfig": kubeconfig}}),
-    );
+    let conf = on_peer(&fx, &peer, &dir, "t0k3n");
     let out = call_with_env("ADD", &conf, "huge-1", &[], &[]);
     let msg = out.refused(11, "ADD");
     assert!(msg.contains("larger than 64 MiB"), "says why: {msg}");
@@ -273,12 +276,8 @@ fn a_reflecting_proxy_never_gets_the_token_printed() {
     let peer = FakePeer::start(Peer::Reflect);
     let fx = IpamFixture::new(Backend::Local);
     let dir = TestDir::new().expect("test dir");
-    let kubeconfig = peer.kubeconfig(dir.path(), token);
     let log = dir.path().join("log").join("cni.log");
-    let mut conf = ipam_conf(
-        &fx,
-        &json!({"datastore_type": "kubernetes", "kubernetes": {"kubeconfig": kubeconfig}}),
-    );
+    let mut conf = on_peer(&fx, &peer, &dir, token);
     conf["log_file_path"] = json!(log);
     conf["log_level"] = json!("debug");
     for command in ["ADD", "DEL"] {

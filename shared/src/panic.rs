@@ -56,10 +56,8 @@ mod tests {
     /// The child half of the test below: panics with the hook installed, in a thread other
     /// than the one holding stdout's lock, as a plugin's namespace thread would.
     #[test]
+    #[ignore = "the child half of a_panic_answers_with_an_error_object_naming_the_place"]
     fn panicking_child() {
-        if std::env::var_os("SHARED_PANIC_TEST_CHILD").is_none() {
-            return;
-        }
         install("test-plugin");
         let stdout = std::io::stdout();
         let _held = stdout.lock();
@@ -71,8 +69,12 @@ mod tests {
     fn a_panic_answers_with_an_error_object_naming_the_place() {
         let exe = std::env::current_exe().expect("test binary");
         let out = std::process::Command::new(exe)
-            .args(["--exact", "panic::tests::panicking_child", "--nocapture"])
-            .env("SHARED_PANIC_TEST_CHILD", "1")
+            .args([
+                "--exact",
+                "panic::tests::panicking_child",
+                "--ignored",
+                "--nocapture",
+            ])
             .output()
             .expect("run the child");
         let stdout = String::from_utf8_lossy(&out.stdout);

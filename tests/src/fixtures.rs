@@ -218,6 +218,17 @@ pub fn run_plugin_in(
     run_binary(binary, &vars, true, stdin, host_netns)
 }
 
+/// The deadline `after` from now, as a parent plugin passes it in
+/// [`shared::deadline::ENV`]: a narrowed deadline makes a stalled case cost seconds.
+pub fn deadline_in(after: std::time::Duration) -> String {
+    (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        + after)
+        .as_millis()
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

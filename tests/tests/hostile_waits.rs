@@ -15,26 +15,16 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use cni_tests::fixtures::{plugin_dir, TestDir};
+use cni_tests::fixtures::{deadline_in, plugin_dir, TestDir};
 use cni_tests::ipam::{call_with_env, Backend, IpamFixture};
 use cni_tests::pod::{Node, Stack};
 use serde_json::{json, Value};
 
 const NODE: &str = "node-w";
 const POOL4: &str = "10.86.0.0/24";
-const DEADLINE_ENV: &str = "CNI_SUITE_DEADLINE_UNIX_MS";
-
-/// The deadline `after` from now, as a parent plugin passes it.
-fn deadline_in(after: Duration) -> String {
-    (SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        + after)
-        .as_millis()
-        .to_string()
-}
+const DEADLINE_ENV: &str = shared::deadline::ENV;
 
 /// How a fake peer behaves once a client connects.
 #[derive(Clone, Copy)]

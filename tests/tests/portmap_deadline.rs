@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use cni_tests::fixtures::{plugin_dir, run_plugin_in};
 use cni_tests::host_local::Outcome;
@@ -29,15 +29,6 @@ fn hanging(dir: &TestDir, tool: &str) -> String {
     )
 }
 
-fn unix_ms_in(wait: Duration) -> String {
-    (SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        + wait)
-        .as_millis()
-        .to_string()
-}
-
 #[test]
 fn a_hanging_tool_is_killed_at_the_deadline_with_code_11() {
     // (backend settings, the tool that hangs, extra environment)
@@ -56,7 +47,7 @@ fn a_hanging_tool_is_killed_at_the_deadline_with_code_11() {
         let path = hanging(&dir, tool);
         let input = conf("1.0.0", &settings, &two_mappings(), &[POD_V4]);
         let plugins = plugin_dir().display().to_string();
-        let deadline = unix_ms_in(Duration::from_secs(2));
+        let deadline = cni_tests::fixtures::deadline_in(Duration::from_secs(2));
         let mut vars = vec![
             ("CNI_COMMAND", "ADD"),
             ("CNI_CONTAINERID", ID),
@@ -64,7 +55,7 @@ fn a_hanging_tool_is_killed_at_the_deadline_with_code_11() {
             ("CNI_IFNAME", "eth0"),
             ("CNI_PATH", plugins.as_str()),
             ("PATH", path.as_str()),
-            ("CNI_SUITE_DEADLINE_UNIX_MS", deadline.as_str()),
+            (shared::deadline::ENV, deadline.as_str()),
         ];
         vars.extend(extra);
         let stdin = serde_json::to_vec(&input).expect("encode config");

@@ -85,13 +85,14 @@ pub enum Action {
         #[arg(long, default_value_t = 90)]
         threshold: u8,
     },
-    /// Change the IPAM configuration, as `calicoctl ipam configure`.
+    /// Change the IPAM configuration, as `calicoctl ipam configure` (at least one option).
+    #[command(group(clap::ArgGroup::new("setting").required(true).multiple(true)))]
     Configure {
         /// Only ever assign from blocks affine to the node (no borrowing).
-        #[arg(long, value_parser = parse_go_bool)]
-        strictaffinity: bool,
-        /// At most this many blocks per node (0: no limit).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_go_bool, group = "setting")]
+        strictaffinity: Option<bool>,
+        /// At most this many blocks affine to one node (0: the default).
+        #[arg(long, group = "setting")]
         max_blocks_per_host: Option<u32>,
     },
     /// The CNI kubeconfig.

@@ -111,6 +111,14 @@ impl<K: Kv> Store for KvStore<K> {
         )
     }
 
+    fn update_ipam_config(&self, config: &IpamConfig, revision: &Revision) -> Result<Revision> {
+        self.kv.update(
+            &codec::ipam_config_key(),
+            &codec::encode_ipam_config(config),
+            revision,
+        )
+    }
+
     fn get_block(&self, cidr: &IpNetwork) -> Result<Option<Versioned<IpamBlock>>> {
         self.get_decoded(&codec::block_key(cidr), codec::decode_block)
     }

@@ -78,6 +78,9 @@ pub trait Store {
 
     fn get_ipam_config(&self) -> Result<Option<Versioned<IpamConfig>>>;
     fn create_ipam_config(&self, config: &IpamConfig) -> Result<Revision>;
+    /// Compare-and-swap, as every other update: an operator's change never overwrites one
+    /// made since it read the object.
+    fn update_ipam_config(&self, config: &IpamConfig, revision: &Revision) -> Result<Revision>;
 
     fn get_block(&self, cidr: &IpNetwork) -> Result<Option<Versioned<IpamBlock>>>;
     /// Every block of one IP family.

@@ -385,6 +385,11 @@ impl Store for KubeStore {
         self.create(Kind::Config, &objects::ipam_config(config))
     }
 
+    fn update_ipam_config(&self, config: &IpamConfig, revision: &Revision) -> Result<Revision> {
+        self.replace(Kind::Config, objects::ipam_config(config), revision)
+            .map(|stored| objects::revision_of(&stored))
+    }
+
     fn get_block(&self, cidr: &IpNetwork) -> Result<Option<Versioned<IpamBlock>>> {
         self.get_live(Kind::Block, &names::block_name(cidr))?
             .map(|o| Self::versioned(&o, objects::block_from))

@@ -10,6 +10,7 @@ pub mod error;
 pub mod file;
 pub mod gojson;
 pub mod log;
+pub mod log_rotate;
 pub mod netlink;
 pub mod netns;
 pub mod panic;

@@ -26,7 +26,7 @@ pub fn in_progress() -> bool {
 /// Where log lines go.
 enum Sink {
     Stderr,
-    File(Mutex<File>),
+    File(Mutex<crate::log_rotate::RotatingFile>),
 }
 
 struct PluginLogger {
@@ -63,7 +63,7 @@ impl Log for PluginLogger {
             }
             Sink::File(f) => {
                 if let Ok(mut f) = f.lock() {
-                    let _ = f.write_all(line.as_bytes());
+                    let _ = f.write_line(line.as_bytes());
                 }
             }
         }
@@ -105,11 +105,17 @@ pub fn parse_level(text: &str, default: LevelFilter) -> LevelFilter {
 }
 
 /// Installs the process-wide logger once. A log file that cannot be opened falls back to
-/// stderr (and says so) rather than failing the plugin.
-pub fn init(plugin: &'static str, container: &str, level: LevelFilter, file: Option<&Path>) {
+/// stderr (and says so) rather than failing the plugin. The file rotates within `limits`.
+pub fn init(
+    plugin: &'static str,
+    container: &str,
+    level: LevelFilter,
+    file: Option<&Path>,
+    limits: crate::log_rotate::Limits,
+) {
     let sink = match file {
         None => Sink::Stderr,
-        Some(path) => match open_log_file(path) {
+        Some(path) => match crate::log_rotate::RotatingFile::open(path, limits, open_log_file) {
             Ok(f) => Sink::File(Mutex::new(f)),
             Err(e) => {
                 let _ = writeln!(

@@ -236,7 +236,8 @@ fn allowed(command: Command, config: Version) -> Result<(), Error> {
     }
 }
 
-/// `log_level` and `log_file_path` are Calico's keys; every plugin of the suite honours them.
+/// `log_level`, `log_file_path` and the rotation keys (`log_file_max_size`, `_age`,
+/// `_count`) are Calico's; every plugin of the suite honours them.
 fn init_logging(name: &'static str, env: &Environment, conf: &NetConf) {
     let level = match conf.log_level.as_str() {
         "" => LevelFilter::Warn,
@@ -245,7 +246,7 @@ fn init_logging(name: &'static str, env: &Environment, conf: &NetConf) {
     let file = Some(conf.log_file_path.as_str())
         .filter(|s| !s.is_empty())
         .map(std::path::Path::new);
-    crate::log::init(name, &env.container_id, level, file);
+    crate::log::init(name, &env.container_id, level, file, conf.log_limits());
 }
 
 fn fail(stdout: &mut impl Write, e: CniError, version: Option<Version>) -> i32 {

@@ -43,6 +43,14 @@ pub struct NetConf {
     pub log_level: String,
     #[serde(default)]
     pub log_file_path: String,
+    /// Calico's rotation keys (MB, days, files); 0 or less means Calico's default
+    /// ([`crate::log_rotate::Limits::from_calico`]).
+    #[serde(default)]
+    pub log_file_max_size: i64,
+    #[serde(default)]
+    pub log_file_max_age: i64,
+    #[serde(default)]
+    pub log_file_max_count: i64,
     /// GC's list of attachments to keep; see [`NetConf::valid_attachments`].
     #[serde(rename = "cni.dev/valid-attachments", default)]
     valid_attachments: Option<gojson::Value>,
@@ -142,6 +150,16 @@ struct NameOnly {
 }
 
 impl NetConf {
+    /// When the log file rotates and what is kept, from Calico's keys.
+    pub fn log_limits(&self) -> crate::log_rotate::Limits {
+        let positive = |v: i64| u64::try_from(v).unwrap_or(0);
+        crate::log_rotate::Limits::from_calico(
+            positive(self.log_file_max_size),
+            positive(self.log_file_max_age),
+            positive(self.log_file_max_count),
+        )
+    }
+
     /// Parses stdin: JSON with a valid `name`, then the shared keys. The version is checked
     /// separately, against the plugin's supported list, by [`NetConf::negotiate_version`].
     /// With `lenient` (DEL), a shared key that cannot be decoded is left at its default and

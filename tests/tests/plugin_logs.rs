@@ -217,6 +217,10 @@ fn a_token_in_the_config_never_reaches_the_log() {
     for line in logged.lines() {
         parse(line);
     }
+    assert!(
+        logged.contains("[ERROR][") && logged.contains("127.0.0.1:1"),
+        "the failure is logged naming the server: {logged}"
+    );
     for (what, text) in [
         ("stdout", &out.stdout),
         ("stderr", &out.stderr),

@@ -74,6 +74,12 @@ pub fn excerpt(text: &str, max: usize) -> String {
     format!("{kept}... ({} more characters)", total - max)
 }
 
+/// `text` with URL userinfo and the credential after every authorization marker hidden, at
+/// any length: what a log line's message goes through.
+pub fn secrets(text: &str) -> String {
+    hide_after_markers(&url_credentials(text))
+}
+
 /// Hides the word (or quoted string) after each marker, and after the `:` or `=` that may
 /// follow it.
 fn hide_after_markers(text: &str) -> String {

@@ -11,6 +11,7 @@ use log::LevelFilter;
 
 use crate::error::Error;
 use crate::gojson::{Decode, Document};
+use crate::log::Workload;
 use crate::spec::config::NetConf;
 use crate::spec::env::{Command, Environment};
 use crate::spec::error::CniError;
@@ -111,36 +112,49 @@ pub fn run_with<P: Plugin, V: Into<std::ffi::OsString>>(
                     version::list(plugin.supported_versions())
                 );
             }
-            return fail(stdout, e.into(), None);
+            return fail(stdout, plugin.name(), &Workload::default(), e.into(), None);
         }
     };
+    let mut workload = Workload {
+        container_id: env.container_id.clone(),
+        interface: env.ifname.clone(),
+        namespace: env
+            .args
+            .get("K8S_POD_NAMESPACE")
+            .unwrap_or_default()
+            .to_string(),
+        pod: env.args.get("K8S_POD_NAME").unwrap_or_default().to_string(),
+        network: String::new(),
+    };
+    let name = plugin.name();
     if env.command == Command::Version {
         let _ = stdout.write_all(version::version_reply(plugin.supported_versions()).as_bytes());
         return 0;
     }
     let mut input = Vec::new();
     if let Err(e) = { stdin }.read_to_end(&mut input) {
-        return fail(stdout, Error::ReadStdin(e).into(), None);
+        return fail(stdout, name, &workload, Error::ReadStdin(e).into(), None);
     }
     // DEL must clean up whatever the runtime kept: what it does not need must not stop it.
     let lenient = env.command == Command::Del;
     let doc = match Document::parse(&input) {
         Ok(doc) => doc,
-        Err(e) => return fail(stdout, Error::DecodeConfig(e).into(), None),
+        Err(e) => return fail(stdout, name, &workload, Error::DecodeConfig(e).into(), None),
     };
     let (conf, unread) = match NetConf::parse(&doc, lenient).and_then(|c| env.validate().map(|_| c))
     {
         Ok(c) => c,
-        Err(e) => return fail(stdout, e.into(), None),
+        Err(e) => return fail(stdout, name, &workload, e.into(), None),
     };
+    workload.network = conf.name.clone();
     let version = match conf
         .negotiate_version(plugin.supported_versions())
         .and_then(|v| allowed(env.command, v).map(|_| v))
     {
         Ok(v) => v,
-        Err(e) => return fail(stdout, e.into(), None),
+        Err(e) => return fail(stdout, name, &workload, e.into(), None),
     };
-    init_logging(plugin.name(), &env, &conf);
+    init_logging(name, &workload, &conf);
     for e in unread {
         log::warn!("DEL ignores a network config key it cannot read: {e}");
     }
@@ -153,11 +167,11 @@ pub fn run_with<P: Plugin, V: Into<std::ffi::OsString>>(
             log::warn!("ignoring unreadable prevResult on DEL: {e}");
             None
         }
-        Err(e) => return fail(stdout, e.into(), Some(version)),
+        Err(e) => return fail(stdout, name, &workload, e.into(), Some(version)),
     };
     let config = match decode_config::<P>(plugin.name(), &doc, lenient) {
         Ok(c) => c,
-        Err(e) => return fail(stdout, e.into(), Some(version)),
+        Err(e) => return fail(stdout, name, &workload, e.into(), Some(version)),
     };
     let req = Request {
         env: &env,
@@ -171,15 +185,37 @@ pub fn run_with<P: Plugin, V: Into<std::ffi::OsString>>(
     log::debug!("{} {}", env.command.as_str(), env.ifname);
     match dispatch(plugin, &req) {
         Ok(Some(result)) => {
+            if env.command == Command::Add {
+                log::info!("{}", wired(&result));
+            }
             let _ = stdout.write_all(result.to_pretty_json(version).as_bytes());
             0
         }
-        Ok(None) => 0,
-        Err(e) => {
-            log::error!("{} failed: {e}", env.command.as_str());
-            fail(stdout, e, Some(version))
+        Ok(None) => {
+            match env.command {
+                Command::Del => log::info!("DEL succeeded: released what the workload held"),
+                other => log::debug!("{} succeeded", other.as_str()),
+            }
+            0
         }
+        Err(e) => fail(stdout, name, &workload, e, Some(version)),
     }
+}
+
+/// The info line of a successful ADD: the addresses and the host-side interface it wired.
+fn wired(result: &CniResult) -> String {
+    let addresses: Vec<String> = result.ips.iter().map(|ip| ip.address.to_string()).collect();
+    let mut line = format!("ADD succeeded: addresses [{}]", addresses.join(", "));
+    let host: Vec<&str> = result
+        .interfaces
+        .iter()
+        .filter(|i| i.sandbox.is_empty() && !i.name.is_empty())
+        .map(|i| i.name.as_str())
+        .collect();
+    if !host.is_empty() {
+        line.push_str(&format!(" host interface {}", host.join(", ")));
+    }
+    line
 }
 
 /// The plugin's own keys; leniently for DEL, where each key that cannot be read is logged
@@ -238,7 +274,7 @@ fn allowed(command: Command, config: Version) -> Result<(), Error> {
 
 /// `log_level`, `log_file_path` and the rotation keys (`log_file_max_size`, `_age`,
 /// `_count`) are Calico's; every plugin of the suite honours them.
-fn init_logging(name: &'static str, env: &Environment, conf: &NetConf) {
+fn init_logging(name: &'static str, workload: &Workload, conf: &NetConf) {
     let level = match conf.log_level.as_str() {
         "" => LevelFilter::Warn,
         text => crate::log::parse_level(text, LevelFilter::Warn),
@@ -246,10 +282,24 @@ fn init_logging(name: &'static str, env: &Environment, conf: &NetConf) {
     let file = Some(conf.log_file_path.as_str())
         .filter(|s| !s.is_empty())
         .map(std::path::Path::new);
-    crate::log::init(name, &env.container_id, level, file, conf.log_limits());
+    crate::log::init(name, workload, level, file, conf.log_limits());
 }
 
-fn fail(stdout: &mut impl Write, e: CniError, version: Option<Version>) -> i32 {
+/// Prints the error object, after logging its message (on stderr when the config was not
+/// read far enough to say where the log goes).
+fn fail(
+    stdout: &mut impl Write,
+    plugin: &'static str,
+    workload: &Workload,
+    e: CniError,
+    version: Option<Version>,
+) -> i32 {
+    crate::log::init_fallback(plugin, workload);
+    if e.details.is_empty() {
+        log::error!("{}", e.msg);
+    } else {
+        log::error!("{} ({})", e.msg, e.details);
+    }
     let _ = stdout.write_all(e.to_json(version).as_bytes());
     1
 }

@@ -172,11 +172,13 @@ fn logs_go_to_log_file_path_never_stdout() {
     assert!(s.runner.check(&conf, &rt).is_err());
     let log = std::fs::read_to_string(&log_file).expect("the log file exists");
     assert!(
-        log.contains("[debug] loopback") && log.contains("container=lo-e2e-log"),
+        log.contains("[DEBUG][")
+            && log.contains(" loopback ")
+            && log.contains("ContainerID=\"lo-e2e-log\""),
         "{log}"
     );
     assert!(
-        log.contains("[error] loopback") && log.contains("loopback interface is down"),
+        log.contains("[ERROR][") && log.contains("loopback interface is down"),
         "{log}"
     );
     s.runner.del(&conf, &rt).expect("DEL");

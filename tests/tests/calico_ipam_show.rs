@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use cni_tests::host_local::Outcome;
-use cni_tests::ipam::{operator, Backend, IpamFixture, IPAM_CONFIG_KEY, NET};
+use cni_tests::ipam::{operator, Backend, IpamFixture, BLOCK_PREFIX, IPAM_CONFIG_KEY, NET};
 use serde_json::{json, Value};
 
 fn conf(fx: &IpamFixture, node: &str, pool: &str) -> Value {
@@ -217,6 +217,45 @@ fn show_borrowed_lists_what_a_node_took_from_another_nodes_block(backend: Backen
     assert_eq!(table(&out), vec![header]);
 }
 
+/// Allocations of old writers have no `node` attribute: calicoctl cannot tell whether they
+/// are borrowed, and says how many there are after the table.
+fn show_borrowed_counts_allocations_without_a_node(backend: Backend) {
+    const POOL: &str = "10.96.0.0/24";
+    let fx = IpamFixture::new(backend);
+    fx.create_pool(POOL, 26);
+    let conf = conf(&fx, "show-node-old", POOL);
+    add(&fx, &conf, "old-1", &pod("ns-old", "pod-old"));
+    add(&fx, &conf, "old-2", &pod("ns-old", "pod-old-2"));
+    let snapshot = fx.snapshot();
+    let (key, text) = snapshot
+        .iter()
+        .find(|(k, _)| k.starts_with(BLOCK_PREFIX))
+        .expect("a block");
+    let mut block: Value = serde_json::from_str(text).expect("block JSON");
+    for attr in block["attributes"].as_array_mut().expect("attributes") {
+        if let Some(secondary) = attr["secondary"].as_object_mut() {
+            secondary.remove("node");
+        }
+    }
+    fx.put(key, &block.to_string());
+
+    let out = show(&conf, &fx, &["--show-borrowed"]);
+    assert_eq!(table(&out).len(), 1, "none borrowed:\n{}", out.stdout);
+    assert!(
+        out.stdout.ends_with(
+            "\n\nNote: found 2 IP allocations without an explicit node association. \
+             Unable to determine if they are borrowed.\n"
+        ),
+        "{}",
+        out.stdout
+    );
+
+    del(&fx, &conf, "old-1");
+    del(&fx, &conf, "old-2");
+    let out = show(&conf, &fx, &["--show-borrowed"]);
+    assert!(!out.stdout.contains("Note:"), "{}", out.stdout);
+}
+
 fn show_configuration_prints_the_ipam_config(backend: Backend) {
     const POOL: &str = "10.95.0.0/24";
     let fx = IpamFixture::new(backend);
@@ -266,5 +305,6 @@ cni_tests::on_every_datastore!(
     show_counts_use_per_pool_and_per_block,
     show_ip_names_the_holder_and_its_attributes,
     show_borrowed_lists_what_a_node_took_from_another_nodes_block,
+    show_borrowed_counts_allocations_without_a_node,
     show_configuration_prints_the_ipam_config,
 );

@@ -592,10 +592,12 @@ fn operator_commands_work_on_kubernetes() {
     let conf = v4(&fx, NODE);
     let got = ok(&fx.call("ADD", &conf, "c1", &[]), "ADD");
     let conflist = fx.write_conflist(&conf);
-    let out = operator(&conflist, &["show"]);
+    let out = operator(&conflist, &["show", "--show-blocks"]);
     assert_eq!(out.exit, Some(0), "{}", out.describe());
     assert!(
-        out.stdout.contains(POOL4) && out.stdout.contains("host:node-a"),
+        out.stdout.contains("| IP Pool ")
+            && out.stdout.contains(POOL4)
+            && out.stdout.contains("| Block "),
         "{}",
         out.stdout
     );

@@ -1,74 +1,21 @@
-//! `calico-ipam show`: pools and blocks with their use; with `--ip`, who holds an address.
+//! `calico-ipam show`, in the shape of `calicoctl ipam show`: use per pool (and, with
+//! `--show-blocks`, per block); with `--ip`, who holds an address; `--show-borrowed`, the
+//! addresses nodes took from blocks affine to another node; `--show-configuration`, the
+//! IPAM configuration.
 
 use std::net::IpAddr;
 
-use crate::engine::Ipam;
-use crate::model::IpamBlock;
-use crate::store::Store;
+use ipnetwork::IpNetwork;
 
-use super::table::print_table;
+use crate::engine::Ipam;
+use crate::model::{IpamBlock, IpamConfig};
+use crate::store::{Store, StoreError};
+
+use super::table::{go_g5, Table};
 
 pub fn utilisation(block: &IpamBlock) -> (usize, usize) {
     let used = block.allocations.iter().filter(|a| a.is_some()).count();
     (used, block.allocations.len())
-}
-
-fn show(store: &dyn Store) -> Result<(), crate::store::StoreError> {
-    let pools = store.list_pools()?;
-    let mut blocks: Vec<IpamBlock> = Vec::new();
-    for v4 in [true, false] {
-        blocks.extend(store.list_blocks(v4)?.into_iter().map(|b| b.value));
-    }
-    let mut rows = vec![vec![
-        "POOL".to_string(),
-        "CIDR".into(),
-        "BLOCK SIZE".into(),
-        "IN USE".into(),
-        "STATE".into(),
-    ]];
-    for p in &pools {
-        let used: usize = blocks
-            .iter()
-            .filter(|b| p.cidr.contains(b.cidr.network()))
-            .map(|b| utilisation(b).0)
-            .sum();
-        let size = pool_size(&p.cidr);
-        rows.push(vec![
-            p.name.clone(),
-            p.cidr.to_string(),
-            format!("/{}", p.block_size),
-            format!("{used} of {size}"),
-            if p.disabled { "disabled" } else { "enabled" }.into(),
-        ]);
-    }
-    print_table(&rows);
-    println!();
-    let mut rows = vec![vec![
-        "BLOCK".to_string(),
-        "AFFINITY".into(),
-        "IN USE".into(),
-        "FREE".into(),
-    ]];
-    for b in &blocks {
-        let (used, total) = utilisation(b);
-        rows.push(vec![
-            b.cidr.to_string(),
-            b.affinity.clone().unwrap_or_else(|| "(none)".into()),
-            format!("{used}/{total} ({}%)", used * 100 / total.max(1)),
-            b.unallocated.len().to_string(),
-        ]);
-    }
-    print_table(&rows);
-    Ok(())
-}
-
-fn pool_size(cidr: &ipnetwork::IpNetwork) -> String {
-    let bits = if cidr.is_ipv4() { 32 } else { 128 } - u32::from(cidr.prefix());
-    if bits >= 64 {
-        format!("2^{bits}")
-    } else {
-        (1u64 << bits).to_string()
-    }
 }
 
 /// What `show` was asked for.
@@ -79,27 +26,199 @@ pub struct Options {
     pub show_configuration: bool,
 }
 
+/// The views in calicoctl's order of precedence: `--ip`, then `--show-borrowed`, then
+/// `--show-configuration`, else the use table.
 pub fn run(ipam: &Ipam, store: &dyn Store, options: &Options) -> Result<i32, String> {
-    if options.show_blocks || options.show_borrowed || options.show_configuration {
-        return Err(
-            "--show-blocks, --show-borrowed and --show-configuration are not supported yet".into(),
+    let text = |e: StoreError| e.to_string();
+    if let Some(ip) = options.ip {
+        return show_ip(ipam, ip);
+    }
+    if options.show_borrowed {
+        borrowed(store).map_err(text)?;
+    } else if options.show_configuration {
+        configuration(store).map_err(text)?;
+    } else {
+        usage(store, options.show_blocks).map_err(text)?;
+    }
+    Ok(0)
+}
+
+/// calicoctl exits 0 whether the address is assigned or not; so does this.
+fn show_ip(ipam: &Ipam, ip: IpAddr) -> Result<i32, String> {
+    match ipam.attributes_of(ip).map_err(|e| e.to_string())? {
+        None => println!("{ip} is not assigned"),
+        Some((handle, attrs)) => {
+            println!("IP {ip} is in use");
+            match handle {
+                Some(h) => println!("Handle ID: {h}"),
+                None => println!("Handle ID: <none>"),
+            }
+            if attrs.is_empty() {
+                println!("No Active Owner attributes defined");
+            } else {
+                // A BTreeMap: the keys come sorted, as calicoctl sorts them.
+                println!("Active Owner Attributes:");
+                for (k, v) in attrs {
+                    println!("  {k}: {v}");
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn all_blocks(store: &dyn Store) -> Result<Vec<IpamBlock>, StoreError> {
+    let mut blocks: Vec<IpamBlock> = Vec::new();
+    for v4 in [true, false] {
+        blocks.extend(store.list_blocks(v4)?.into_iter().map(|b| b.value));
+    }
+    blocks.sort_by_key(|b| (b.cidr.is_ipv6(), to_u128(b.cidr.network()), b.cidr.prefix()));
+    Ok(blocks)
+}
+
+fn to_u128(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u32::from(a).into(),
+        IpAddr::V6(a) => a.into(),
+    }
+}
+
+fn capacity(cidr: &IpNetwork) -> f64 {
+    let bits = if cidr.is_ipv4() { 32 } else { 128 } - i32::from(cidr.prefix());
+    2f64.powi(bits)
+}
+
+/// One row of the use table. calicoctl also prints IPS RESERVED and IPS COOLING; this IPAM
+/// implements neither IPReservations nor the cooling-off of released addresses, so those
+/// columns are left out rather than shown as a zero that would only look true.
+fn usage_row(kind: &str, cidr: &IpNetwork, in_use: usize) -> Vec<String> {
+    let total = capacity(cidr);
+    let used = in_use as f64;
+    let share = |n: f64| format!("{} ({:.0}%)", go_g5(n), 100.0 * n / total);
+    vec![
+        kind.to_string(),
+        cidr.to_string(),
+        go_g5(total),
+        share(used),
+        share(total - used),
+    ]
+}
+
+fn usage(store: &dyn Store, show_blocks: bool) -> Result<(), StoreError> {
+    let pools = store.list_pools()?;
+    let blocks = all_blocks(store)?;
+    let mut table = Table::new(&["GROUPING", "CIDR", "IPS TOTAL", "IPS IN USE", "IPS FREE"])
+        .align_right(2)
+        .align_right(3)
+        .align_right(4);
+    let pool_of = |b: &IpamBlock| {
+        pools
+            .iter()
+            .position(|p| p.cidr.is_ipv4() == b.cidr.is_ipv4() && p.cidr.contains(b.cidr.network()))
+    };
+    for (i, p) in pools.iter().enumerate() {
+        let mine: Vec<&IpamBlock> = blocks.iter().filter(|b| pool_of(b) == Some(i)).collect();
+        let used = mine.iter().map(|b| utilisation(b).0).sum();
+        table.push(usage_row("IP Pool", &p.cidr, used));
+        if show_blocks {
+            for b in mine {
+                table.push(usage_row("Block", &b.cidr, utilisation(b).0));
+            }
+        }
+    }
+    // Blocks of a pool that is gone: no pool row, as calicoctl, but their blocks.
+    if show_blocks {
+        for b in blocks.iter().filter(|b| pool_of(b).is_none()) {
+            table.push(usage_row("Block", &b.cidr, utilisation(b).0));
+        }
+    }
+    table.print();
+    Ok(())
+}
+
+/// The node named by a block's affinity (`host:<node>` → `<node>`), or "" for none.
+fn block_owner(block: &IpamBlock) -> String {
+    match block.affinity.as_deref() {
+        None => String::new(),
+        Some(a) => match a.split(':').collect::<Vec<_>>()[..] {
+            [_, node] => node.to_string(),
+            _ => a.split(':').next().unwrap_or_default().to_string(),
+        },
+    }
+}
+
+fn borrowed(store: &dyn Store) -> Result<(), StoreError> {
+    let mut table = Table::new(&[
+        "IP",
+        "BORROWING-NODE",
+        "BLOCK",
+        "BLOCK OWNER",
+        "TYPE",
+        "ALLOCATED-TO",
+    ]);
+    let mut unclassified = 0;
+    for block in all_blocks(store)? {
+        let owner = block_owner(&block);
+        for (ordinal, slot) in block.allocations.iter().enumerate() {
+            let Some(attr) = slot.and_then(|a| block.attributes.get(a)) else {
+                continue;
+            };
+            let attrs = &attr.secondary;
+            let Some(node) = attrs.get("node") else {
+                unclassified += 1;
+                continue;
+            };
+            if *node == owner {
+                continue;
+            }
+            let ns = attrs.get("namespace").cloned().unwrap_or_default();
+            let (kind, to) = if let Some(vmi) = attrs.get("vmi") {
+                ("vmi".to_string(), format!("{ns}/{vmi}"))
+            } else if let Some(pod) = attrs.get("pod") {
+                ("pod".to_string(), format!("{ns}/{pod}"))
+            } else {
+                (
+                    attrs.get("type").cloned().unwrap_or_default(),
+                    String::new(),
+                )
+            };
+            table.push(vec![
+                block.ip_at(ordinal).to_string(),
+                node.clone(),
+                block.cidr.to_string(),
+                owner.clone(),
+                kind,
+                to,
+            ]);
+        }
+    }
+    table.print();
+    if unclassified != 0 {
+        println!(
+            "\nNote: found {unclassified} IP allocations without an explicit node association. \
+             Unable to determine if they are borrowed."
         );
     }
-    let Some(ip) = options.ip else {
-        show(store).map_err(|e| e.to_string())?;
-        return Ok(0);
-    };
-    match ipam.attributes_of(ip).map_err(|e| e.to_string())? {
-        None => {
-            println!("{ip} is not allocated");
-            Ok(1)
-        }
-        Some((handle, attrs)) => {
-            println!("{ip} is held by handle {}", handle.unwrap_or_default());
-            for (k, v) in attrs {
-                println!("  {k}: {v}");
-            }
-            Ok(0)
-        }
+    Ok(())
+}
+
+fn configuration(store: &dyn Store) -> Result<(), StoreError> {
+    let config = store
+        .get_ipam_config()?
+        .map(|c| c.value)
+        .unwrap_or_else(IpamConfig::default);
+    let mut table = Table::new(&["PROPERTY", "VALUE"]);
+    // calicoctl prints the fields of libcalico-go's IPAMConfig with Go's %#v.
+    for (name, value) in [
+        ("StrictAffinity", config.strict_affinity.to_string()),
+        (
+            "AutoAllocateBlocks",
+            config.auto_allocate_blocks.to_string(),
+        ),
+        ("MaxBlocksPerHost", config.max_blocks_per_host.to_string()),
+    ] {
+        table.push(vec![name.to_string(), value]);
     }
+    table.print();
+    Ok(())
 }

@@ -67,8 +67,13 @@ impl TestNetns {
     /// Creates `<prefix>-<pid>-<n>`. Needs root.
     pub fn new(prefix: &str) -> Result<TestNetns, FixtureError> {
         let name = unique_name(prefix);
-        run_checked("ip", &["netns", "add", &name])?;
         let path = PathBuf::from("/run/netns").join(&name);
+        // The name holds our pid and a counter we never repeat: one that exists was left by
+        // a killed test process that had our pid before. It is garbage; take its name.
+        if path.exists() {
+            run_checked("ip", &["netns", "del", &name])?;
+        }
+        run_checked("ip", &["netns", "add", &name])?;
         Ok(TestNetns { name, path })
     }
 

@@ -4,6 +4,7 @@
 //! portmap, bandwidth and loopback stay small.
 
 pub mod child;
+pub mod civil_date;
 pub mod deadline;
 pub mod delegate;
 pub mod error;

@@ -209,7 +209,8 @@ fn utc_stamp(at: SystemTime) -> String {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
     let secs = since.as_secs();
-    let (year, month, day) = civil_from_days(i64::try_from(secs / 86_400).unwrap_or(0));
+    let (year, month, day) =
+        crate::civil_date::civil_from_days(i64::try_from(secs / 86_400).unwrap_or(0));
     let rest = secs % 86_400;
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}-{:02}-{:02}.{:03}",
@@ -218,21 +219,6 @@ fn utc_stamp(at: SystemTime) -> String {
         rest % 60,
         since.subsec_millis()
     )
-}
-
-/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
-/// (Howard Hinnant's days-to-civil algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
-    let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
@@ -281,8 +267,6 @@ mod tests {
         assert!(is_stamp(&format!("{stamp}-12")));
         assert!(!is_stamp("2026-12-02T05-54-09"));
         assert!(!is_stamp(&format!("{stamp}-")));
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
     }
 
     #[test]

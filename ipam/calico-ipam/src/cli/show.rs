@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 
 use crate::engine::Ipam;
-use crate::model::{IpamBlock, IpamConfig};
+use crate::model::{to_u128, IpamBlock, IpamConfig};
 use crate::store::{Store, StoreError};
 
 use super::table::{go_g5, Table};
@@ -74,13 +74,6 @@ fn all_blocks(store: &dyn Store) -> Result<Vec<IpamBlock>, StoreError> {
     }
     blocks.sort_by_key(|b| (b.cidr.is_ipv6(), to_u128(b.cidr.network()), b.cidr.prefix()));
     Ok(blocks)
-}
-
-fn to_u128(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(a) => u32::from(a).into(),
-        IpAddr::V6(a) => a.into(),
-    }
 }
 
 fn capacity(cidr: &IpNetwork) -> f64 {

@@ -209,6 +209,17 @@ impl IpamFixture {
         call(command, conf, container_id, args)
     }
 
+    /// An ADD that must succeed: the (first) address it assigned.
+    pub fn add(&self, conf: &Value, container_id: &str, args: &[(&str, &str)]) -> IpAddr {
+        let out = self.call("ADD", conf, container_id, args);
+        assert_eq!(out.exit, Some(0), "ADD {container_id}: {}", out.describe());
+        out.addresses()
+            .first()
+            .and_then(|a| a.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("ADD {container_id} gave no address: {}", out.describe()))
+    }
+
     /// Every key under `/calico/` with its value as text.
     pub fn snapshot(&self) -> BTreeMap<String, String> {
         match self.backend {

@@ -4,24 +4,12 @@
 //! (who holds an address, or that none does), `--show-borrowed` (addresses a node took from
 //! a block affine to another node) and `--show-configuration` (the IPAM configuration).
 
-use std::net::IpAddr;
-
 use cni_tests::host_local::Outcome;
 use cni_tests::ipam::{operator, Backend, IpamFixture, BLOCK_PREFIX, IPAM_CONFIG_KEY, NET};
 use serde_json::{json, Value};
 
 fn conf(fx: &IpamFixture, node: &str, pool: &str) -> Value {
     fx.conf("1.0.0", node, json!({"ipv4_pools": [pool]}))
-}
-
-fn add(fx: &IpamFixture, conf: &Value, id: &str, args: &[(&str, &str)]) -> IpAddr {
-    let out = fx.call("ADD", conf, id, args);
-    assert_eq!(out.exit, Some(0), "ADD {id}: {}", out.describe());
-    out.addresses()[0]
-        .split('/')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .expect("address")
 }
 
 fn del(fx: &IpamFixture, conf: &Value, id: &str) {
@@ -89,7 +77,7 @@ fn show_counts_use_per_pool_and_per_block(backend: Backend) {
     let conf = conf(&fx, "show-node-a", POOL);
     let ids = ["use-1", "use-2", "use-3"];
     for id in ids {
-        add(&fx, &conf, id, &[]);
+        fx.add(&conf, id, &[]);
     }
     let blocks = fx.blocks();
     assert_eq!(blocks.len(), 1, "one block for three addresses");
@@ -144,7 +132,9 @@ fn show_ip_names_the_holder_and_its_attributes(backend: Backend) {
     let fx = IpamFixture::new(backend);
     fx.create_pool(POOL, 26);
     let conf = conf(&fx, "show-node-ip", POOL);
-    let ip = add(&fx, &conf, "holder-1", &pod("show-ns", "show-pod")).to_string();
+    let ip = fx
+        .add(&conf, "holder-1", &pod("show-ns", "show-pod"))
+        .to_string();
 
     let out = show(&conf, &fx, &["--ip", &ip]);
     let lines: Vec<&str> = out.stdout.lines().collect();
@@ -177,7 +167,7 @@ fn show_borrowed_lists_what_a_node_took_from_another_nodes_block(backend: Backen
     fx.create_pool(POOL, 30);
     let conf_a = conf(&fx, "lender-a", POOL);
     let conf_b = conf(&fx, "borrower-b", POOL);
-    add(&fx, &conf_a, "own-1", &pod("ns-a", "pod-a"));
+    fx.add(&conf_a, "own-1", &pod("ns-a", "pod-a"));
     let header = cells(&[
         "IP",
         "BORROWING-NODE",
@@ -191,7 +181,9 @@ fn show_borrowed_lists_what_a_node_took_from_another_nodes_block(backend: Backen
     assert_eq!(table(&out), vec![header.clone()], "nothing borrowed yet");
     assert!(!out.stdout.contains("Note:"), "{}", out.stdout);
 
-    let b = add(&fx, &conf_b, "borrow-1", &pod("ns-b", "pod-b")).to_string();
+    let b = fx
+        .add(&conf_b, "borrow-1", &pod("ns-b", "pod-b"))
+        .to_string();
     let blocks = fx.blocks();
     assert_eq!(blocks.len(), 1);
     assert_eq!(blocks[0].affinity(), Some("host:lender-a"));
@@ -224,8 +216,8 @@ fn show_borrowed_counts_allocations_without_a_node(backend: Backend) {
     let fx = IpamFixture::new(backend);
     fx.create_pool(POOL, 26);
     let conf = conf(&fx, "show-node-old", POOL);
-    add(&fx, &conf, "old-1", &pod("ns-old", "pod-old"));
-    add(&fx, &conf, "old-2", &pod("ns-old", "pod-old-2"));
+    fx.add(&conf, "old-1", &pod("ns-old", "pod-old"));
+    fx.add(&conf, "old-2", &pod("ns-old", "pod-old-2"));
     let snapshot = fx.snapshot();
     let (key, text) = snapshot
         .iter()

@@ -178,11 +178,53 @@ impl Default for IpamConfig {
     }
 }
 
-/// What CNI reads of the cluster: whether the datastore is ready.
+/// What CNI reads of the cluster: whether the datastore is ready. The rest of the spec
+/// (the cluster's GUID and type, which an IPAM report records) stays in `extra`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterInformation {
     pub datastore_ready: Option<bool>,
     pub extra: Map<String, Value>,
+}
+
+impl ClusterInformation {
+    /// `spec.clusterGUID`: which cluster this is, whatever its datastore's revisions.
+    pub fn cluster_guid(&self) -> &str {
+        self.extra
+            .get("clusterGUID")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    /// `spec.clusterType` (`k8s,bgp,kubeadm,kdd`...).
+    pub fn cluster_type(&self) -> &str {
+        self.extra
+            .get("clusterType")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    /// Locked for maintenance: `datastoreReady` is explicitly false (absent is ready).
+    pub fn locked(&self) -> bool {
+        self.datastore_ready == Some(false)
+    }
+}
+
+/// A workload the datastore says exists, with the addresses it uses: a WorkloadEndpoint's
+/// `ipNetworks` on etcd and local, a pod's on Kubernetes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadAddresses {
+    pub namespace: String,
+    /// The WorkloadEndpoint's name (on Kubernetes, the one Calico derives from the pod).
+    pub name: String,
+    pub ips: Vec<IpAddr>,
+}
+
+/// The addresses a node's tunnels hold (IPIP, VXLAN, WireGuard), which come from the pools
+/// too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeTunnelAddresses {
+    pub node: String,
+    pub ips: Vec<IpAddr>,
 }
 
 /// A Calico node: its labels drive pool node selectors.
@@ -221,6 +263,15 @@ impl IpamBlock {
             return None;
         }
         Some((to_u128(ip) - to_u128(self.cidr.network())) as usize)
+    }
+
+    /// The block's sequence number when `ordinal` was allocated (0 when not recorded, as
+    /// Calico reads it): a report's allocation is still the same one only while it matches.
+    pub fn sequence_number_of(&self, ordinal: usize) -> u64 {
+        self.sequence_number_for_allocation
+            .get(&ordinal.to_string())
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn free_count(&self) -> usize {

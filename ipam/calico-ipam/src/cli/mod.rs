@@ -5,6 +5,8 @@
 mod check;
 mod configure;
 mod release;
+mod report;
+mod result_cache;
 mod show;
 mod table;
 
@@ -78,12 +80,9 @@ pub enum Action {
         #[arg(short = 'o', long = "output")]
         output: Option<PathBuf>,
         /// The runtime's CNI result cache (libcni keeps one entry per live attachment):
-        /// the workloads of a node whose datastore is `local`.
+        /// on the `local` datastore, its attachments use addresses too.
         #[arg(long, default_value = "/var/lib/cni")]
         cache_dir: PathBuf,
-        /// Warn about blocks used at or above this percentage.
-        #[arg(long, default_value_t = 90)]
-        threshold: u8,
     },
     /// Change the IPAM configuration, as `calicoctl ipam configure` (at least one option).
     #[command(group(clap::ArgGroup::new("setting").required(true).multiple(true)))]
@@ -200,6 +199,7 @@ fn execute(cli: Cli) -> Result<i32, String> {
     let node = node_conf.resolve().map_err(|e| e.to_string())?;
     let store = datastore::open(&conf).map_err(|e| e.to_string())?;
     let ipam = Ipam::new(store.as_ref(), &node);
+    let local = conf.datastore()? == crate::netconf::Datastore::Local;
     match cli.command {
         Action::Show {
             ip,
@@ -220,23 +220,20 @@ fn execute(cli: Cli) -> Result<i32, String> {
             ip,
             from_report,
             force,
-        } => release::run(&ipam, store.as_ref(), ip, &from_report, force),
+        } => release::run(&ipam, store.as_ref(), local, ip, &from_report, force),
         Action::Check {
             show_all_ips,
             show_problem_ips,
             output,
             cache_dir,
-            threshold,
         } => check::run(
             store.as_ref(),
             &conf,
-            &node,
             &check::Options {
                 show_all_ips,
                 show_problem_ips,
                 output,
                 cache_dir,
-                threshold,
             },
         ),
         Action::Configure {

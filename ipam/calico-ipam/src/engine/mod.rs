@@ -40,6 +40,7 @@ use ipnetwork::IpNetwork;
 
 pub use candidates::{fnv1_32, BlockCandidates};
 pub use error::IpamError;
+pub use release::SeenAllocation;
 pub use selector::Selector;
 
 use crate::store::Store;

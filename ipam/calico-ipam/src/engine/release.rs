@@ -14,6 +14,41 @@ use crate::model::IpamBlock;
 use crate::names::sanitize_handle;
 use crate::store::{StoreError, Versioned};
 
+/// An allocation as a report saw it: released only if the block still holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenAllocation {
+    pub ip: IpAddr,
+    /// The handle it was under (none: any).
+    pub handle: Option<String>,
+    /// The block's sequence number when it was allocated (none: any).
+    pub sequence_number: Option<u64>,
+}
+
+impl SeenAllocation {
+    fn matches(&self, block: &IpamBlock, ip: IpAddr) -> bool {
+        let Some(ordinal) = block.ordinal_of(ip) else {
+            return false;
+        };
+        let handle_ok = match self.handle.as_deref().filter(|h| !h.is_empty()) {
+            None => true,
+            Some(expected) => {
+                block
+                    .allocations
+                    .get(ordinal)
+                    .copied()
+                    .flatten()
+                    .and_then(|i| block.attributes.get(i))
+                    .and_then(|a| a.handle_id.as_deref())
+                    == Some(expected)
+            }
+        };
+        let sequence_ok = self
+            .sequence_number
+            .is_none_or(|n| block.sequence_number_of(ordinal) == n);
+        handle_ok && sequence_ok
+    }
+}
+
 /// What a block write after a release did.
 enum Written {
     Done,
@@ -78,11 +113,34 @@ impl Ipam<'_> {
         self.release_ips_in(&Memo::default(), ips)
     }
 
+    /// Releases each address only while it is still the allocation that was seen (same
+    /// handle, same sequence number): one given out again since is left alone. Returns
+    /// those that were not released.
+    pub fn release_if_unchanged(&self, seen: &[SeenAllocation]) -> Result<Vec<IpAddr>, IpamError> {
+        let ips: Vec<IpAddr> = seen.iter().map(|s| s.ip).collect();
+        let unchanged = |block: &IpamBlock, ip: IpAddr| {
+            seen.iter()
+                .filter(|s| s.ip == ip)
+                .any(|s| s.matches(block, ip))
+        };
+        self.release_matching(&Memo::default(), &ips, &unchanged)
+    }
+
     /// [`Ipam::release_ips`] within an operation that may already have read the pools.
     pub(super) fn release_ips_in(
         &self,
         memo: &Memo,
         ips: &[IpAddr],
+    ) -> Result<Vec<IpAddr>, IpamError> {
+        self.release_matching(memo, ips, &|_, _| true)
+    }
+
+    /// Releases those of `ips` that are allocated and for which `wanted` holds.
+    fn release_matching(
+        &self,
+        memo: &Memo,
+        ips: &[IpAddr],
+        wanted: &dyn Fn(&IpamBlock, IpAddr) -> bool,
     ) -> Result<Vec<IpAddr>, IpamError> {
         let mut unallocated = Vec::new();
         let mut by_block: BTreeMap<IpNetwork, Vec<IpAddr>> = BTreeMap::new();
@@ -99,27 +157,29 @@ impl Ipam<'_> {
             }
         }
         for (cidr, group) in by_block {
-            unallocated.extend(self.release_in_block(memo, &cidr, &group)?);
+            unallocated.extend(self.release_in_block(memo, &cidr, &group, wanted)?);
         }
         Ok(unallocated)
     }
 
-    /// Frees `ips` in one block; returns those that were not allocated.
+    /// Frees those of `ips` in one block that are allocated and `wanted`; returns the rest.
     fn release_in_block(
         &self,
         memo: &Memo,
         cidr: &IpNetwork,
         ips: &[IpAddr],
+        wanted: &dyn Fn(&IpamBlock, IpAddr) -> bool,
     ) -> Result<Vec<IpAddr>, IpamError> {
         for _ in 0..MAX_RETRIES {
             let Some(mut block) = self.store.get_block(cidr)? else {
                 return Ok(ips.to_vec());
             };
             let (allocated, free): (Vec<IpAddr>, Vec<IpAddr>) = ips.iter().partition(|ip| {
-                block
+                let held = block
                     .value
                     .ordinal_of(**ip)
-                    .is_some_and(|o| block.value.allocations.get(o).is_some_and(Option::is_some))
+                    .is_some_and(|o| block.value.allocations.get(o).is_some_and(Option::is_some));
+                held && wanted(&block.value, **ip)
             });
             if allocated.is_empty() {
                 return Ok(free);

@@ -90,6 +90,15 @@ pub fn node_key(name: &str) -> String {
     format!("{RESOURCES}/nodes/{name}")
 }
 
+pub fn nodes_prefix() -> String {
+    format!("{RESOURCES}/nodes/")
+}
+
+/// `<prefix><namespace>/<name>`.
+pub fn workload_endpoints_prefix() -> String {
+    format!("{RESOURCES}/workloadendpoints/")
+}
+
 pub fn cluster_information_key() -> String {
     format!("{RESOURCES}/clusterinformations/default")
 }

@@ -3,10 +3,11 @@
 
 use ipnetwork::IpNetwork;
 
-use super::codec;
+use super::{codec, in_use};
 use super::{Result, Revision, Store, Versioned};
 use crate::model::{
     BlockAffinity, ClusterInformation, IpPool, IpamBlock, IpamConfig, IpamHandle, Node,
+    NodeTunnelAddresses, WorkloadAddresses,
 };
 
 /// Raw keys and values with revisions. `create` fails with [`StoreError::AlreadyExists`],
@@ -91,13 +92,30 @@ impl<K: Kv> Store for KvStore<K> {
             .map(|v| v.value))
     }
 
-    fn get_cluster_information(&self) -> Result<Option<ClusterInformation>> {
+    fn get_cluster_information(&self) -> Result<Option<Versioned<ClusterInformation>>> {
+        self.get_decoded(
+            &codec::cluster_information_key(),
+            codec::decode_cluster_information,
+        )
+    }
+
+    fn list_workload_addresses(&self) -> Result<Vec<WorkloadAddresses>> {
         Ok(self
-            .get_decoded(
-                &codec::cluster_information_key(),
-                codec::decode_cluster_information,
+            .list_decoded(
+                &codec::workload_endpoints_prefix(),
+                in_use::from_workload_endpoint,
             )?
-            .map(|v| v.value))
+            .into_iter()
+            .map(|v| v.value)
+            .collect())
+    }
+
+    fn list_node_tunnel_addresses(&self) -> Result<Vec<NodeTunnelAddresses>> {
+        Ok(self
+            .list_decoded(&codec::nodes_prefix(), in_use::from_v3_node)?
+            .into_iter()
+            .map(|v| v.value)
+            .collect())
     }
 
     fn get_ipam_config(&self) -> Result<Option<Versioned<IpamConfig>>> {

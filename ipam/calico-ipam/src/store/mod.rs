@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod etcd;
+pub mod in_use;
 pub mod kube;
 pub mod kv;
 pub mod local;
@@ -17,6 +18,7 @@ use ipnetwork::IpNetwork;
 
 use crate::model::{
     BlockAffinity, ClusterInformation, IpPool, IpamBlock, IpamConfig, IpamHandle, Node,
+    NodeTunnelAddresses, WorkloadAddresses,
 };
 
 /// An opaque version token: etcd's mod revision, a Kubernetes resourceVersion, a hash of a
@@ -74,7 +76,13 @@ pub trait Store {
     /// config names.
     fn create_pool(&self, pool: &IpPool) -> Result<()>;
     fn get_node(&self, name: &str) -> Result<Option<Node>>;
-    fn get_cluster_information(&self) -> Result<Option<ClusterInformation>>;
+    /// With its revision: an IPAM report is only acted on while it is unchanged.
+    fn get_cluster_information(&self) -> Result<Option<Versioned<ClusterInformation>>>;
+    /// Every workload the datastore knows (WorkloadEndpoints; on Kubernetes, pods) with
+    /// the addresses it uses.
+    fn list_workload_addresses(&self) -> Result<Vec<WorkloadAddresses>>;
+    /// Every node's tunnel addresses.
+    fn list_node_tunnel_addresses(&self) -> Result<Vec<NodeTunnelAddresses>>;
 
     fn get_ipam_config(&self) -> Result<Option<Versioned<IpamConfig>>>;
     fn create_ipam_config(&self, config: &IpamConfig) -> Result<Revision>;

@@ -31,10 +31,11 @@ use std::collections::HashMap;
 use ipnetwork::IpNetwork;
 use serde_json::{json, Map, Value};
 
-use super::{Result, Revision, Store, StoreError, Versioned};
+use super::{in_use, Result, Revision, Store, StoreError, Versioned};
 use crate::k8s::{KubeClient, KubeError, KubeSettings, Preconditions};
 use crate::model::{
     BlockAffinity, ClusterInformation, IpPool, IpamBlock, IpamConfig, IpamHandle, Node,
+    NodeTunnelAddresses, WorkloadAddresses,
 };
 
 /// Where Calico's CRDs are served.
@@ -369,10 +370,33 @@ impl Store for KubeStore {
         }
     }
 
-    fn get_cluster_information(&self) -> Result<Option<ClusterInformation>> {
+    fn get_cluster_information(&self) -> Result<Option<Versioned<ClusterInformation>>> {
         self.get(Kind::ClusterInformation, objects::DEFAULT_NAME)?
-            .map(|o| objects::cluster_information_from(&o))
+            .map(|o| Self::versioned(&o, objects::cluster_information_from))
             .transpose()
+    }
+
+    /// Every pod of every namespace, as Calico's Kubernetes datastore lists its
+    /// WorkloadEndpoints.
+    fn list_workload_addresses(&self) -> Result<Vec<WorkloadAddresses>> {
+        let pods = self
+            .client
+            .list("/api/v1/pods", None)
+            .map_err(|e| store_error(e, "list", "pods"))?;
+        let mut out = Vec::new();
+        for pod in &pods {
+            out.extend(in_use::from_pod(pod)?);
+        }
+        Ok(out)
+    }
+
+    fn list_node_tunnel_addresses(&self) -> Result<Vec<NodeTunnelAddresses>> {
+        self.client
+            .list("/api/v1/nodes", None)
+            .map_err(|e| store_error(e, "list", "nodes"))?
+            .iter()
+            .map(in_use::from_kubernetes_node)
+            .collect()
     }
 
     fn get_ipam_config(&self) -> Result<Option<Versioned<IpamConfig>>> {

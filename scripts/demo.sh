@@ -42,6 +42,7 @@ done
 sed -e "s|__KUBERNETES_NODE_NAME__|demo-node|" -e "s|__CNI_MTU__|1450|" \
     -e "s|/var/lib/calico/local-datastore|$work/datastore|" \
     -e "s|/var/run/calico/ipam.lock|$work/ipam.lock|" \
+    -e "s|\"log_level\": \"info\",|\"log_level\": \"info\", \"log_file_path\": \"$work/cni.log\",|" \
     conflists/10-calico-single-node.conflist >"$work/net.d/10-calico.conflist"
 # Runtimes bring up the pod's lo with the loopback plugin, as a network of its own.
 printf '{"cniVersion": "1.0.0", "name": "lo", "plugins": [{"type": "loopback"}]}\n' \
@@ -91,6 +92,9 @@ in_node ping -c 2 -W 1 "$a6"
 step "the node's IPAM state (calico-ipam show): one block per family, affine to this node"
 "$work/bin/calico-ipam" --config "$work/net.d/10-calico.conflist" show
 
+step "calico-ipam check: every allocation has its workload (the pods' WorkloadEndpoints)"
+"$work/bin/calico-ipam" --config "$work/net.d/10-calico.conflist" check --cache-dir "$work/cache"
+
 step "CHECK both pods"
 for pod in "$pod_a" "$pod_b"; do
     CNI_ARGS="K8S_POD_NAMESPACE=default;K8S_POD_NAME=$pod" in_node "$work/bin/cnitool" check single-node "/run/netns/$pod"
@@ -115,5 +119,8 @@ fi
 "$work/bin/calico-ipam" --config "$work/net.d/10-calico.conflist" show
 echo "no veth, no host route, no IPAM handle left; the node keeps its (empty) blocks, as Calico does"
 echo "pod A's interfaces now: $(ip -n "$pod_a" -br link | awk '{print $1, $2}' | xargs)"
+
+step "the plugins' log ($work/cni.log), as an operator reads /var/log/calico/cni/cni.log"
+cat "$work/cni.log"
 echo
 echo "demo finished"

@@ -16,6 +16,7 @@ pub mod netlink;
 pub mod netns;
 pub mod panic;
 pub mod redact;
+pub mod released;
 pub mod skel;
 pub mod spec;
 pub mod sysctl;

@@ -18,6 +18,7 @@ use crate::spec::error::CniError;
 use crate::spec::result::CniResult;
 use crate::spec::version::{self, Version};
 
+pub use crate::released::Released;
 pub use crate::spec::config::Attachment;
 
 /// The `Config` of a plugin that has no keys of its own.
@@ -60,7 +61,8 @@ pub trait Plugin {
     }
 
     fn add(&self, req: &Request<Self::Config>) -> Result<CniResult, Self::Error>;
-    fn del(&self, req: &Request<Self::Config>) -> Result<(), Self::Error>;
+    /// Says what it removed, for the DEL's log line.
+    fn del(&self, req: &Request<Self::Config>) -> Result<Released, Self::Error>;
     fn check(&self, req: &Request<Self::Config>) -> Result<(), Self::Error>;
 
     fn gc(&self, _req: &Request<Self::Config>, _valid: &[Attachment]) -> Result<(), Self::Error> {
@@ -184,22 +186,30 @@ pub fn run_with<P: Plugin, V: Into<std::ffi::OsString>>(
     };
     log::debug!("{} {}", env.command.as_str(), env.ifname);
     match dispatch(plugin, &req) {
-        Ok(Some(result)) => {
+        Ok(Done::Result(result)) => {
             if env.command == Command::Add {
                 log::info!("{}", wired(&result));
             }
             let _ = stdout.write_all(result.to_pretty_json(version).as_bytes());
             0
         }
-        Ok(None) => {
-            match env.command {
-                Command::Del => log::info!("DEL succeeded: released what the workload held"),
-                other => log::debug!("{} succeeded", other.as_str()),
-            }
+        Ok(Done::Released(released)) => {
+            log::info!("DEL succeeded: {released}");
+            0
+        }
+        Ok(Done::Nothing) => {
+            log::debug!("{} succeeded", env.command.as_str());
             0
         }
         Err(e) => fail(stdout, name, &workload, e, Some(version)),
     }
+}
+
+/// What a verb that succeeded leaves to print or log.
+enum Done {
+    Result(CniResult),
+    Released(Released),
+    Nothing,
 }
 
 /// The info line of a successful ADD: the addresses and the host-side interface it wired.
@@ -236,21 +246,18 @@ fn decode_config<P: Plugin>(
     Ok(config)
 }
 
-fn dispatch<P: Plugin>(
-    plugin: &P,
-    req: &Request<P::Config>,
-) -> Result<Option<CniResult>, CniError> {
+fn dispatch<P: Plugin>(plugin: &P, req: &Request<P::Config>) -> Result<Done, CniError> {
     let out = match req.env.command {
-        Command::Add => plugin.add(req).map(Some),
-        Command::Del => plugin.del(req).map(|_| None),
-        Command::Check => plugin.check(req).map(|_| None),
-        Command::Status => plugin.status(req).map(|_| None),
+        Command::Add => plugin.add(req).map(Done::Result),
+        Command::Del => plugin.del(req).map(Done::Released),
+        Command::Check => plugin.check(req).map(|_| Done::Nothing),
+        Command::Status => plugin.status(req).map(|_| Done::Nothing),
         Command::Gc => {
             let valid = req.conf.valid_attachments().map_err(CniError::from)?;
-            plugin.gc(req, &valid).map(|_| None)
+            plugin.gc(req, &valid).map(|_| Done::Nothing)
         }
         // Answered before stdin was read.
-        Command::Version => Ok(None),
+        Command::Version => Ok(Done::Nothing),
     };
     out.map_err(Into::into)
 }
@@ -340,7 +347,7 @@ mod tests {
             self.seen.borrow_mut().push(req.config.clone());
             Ok(CniResult::default())
         }
-        fn del(&self, req: &Request<OwnKeys>) -> Result<(), CniError> {
+        fn del(&self, req: &Request<OwnKeys>) -> Result<Released, CniError> {
             self.calls.borrow_mut().push((Command::Del, req.version));
             self.seen.borrow_mut().push(req.config.clone());
             Err(CniError::new(ErrorCode::Netlink, "boom"))

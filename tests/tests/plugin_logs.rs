@@ -141,12 +141,43 @@ fn add_and_del_each_log_one_info_line_naming_what_they_did() {
         .collect();
     assert_eq!(del.len(), 1, "one info line per DEL: {all:#?}");
     assert!(
-        del[0].rest.contains("released") && del[0].rest.contains(&format!("ContainerID=\"{id}\"")),
+        del[0].rest.starts_with("DEL succeeded: released ")
+            && del[0]
+                .rest
+                .contains("interface eth0 and its host-side veth")
+            && del[0].rest.contains(&format!("ContainerID=\"{id}\"")),
         "{:?}",
         del[0]
     );
     assert_ne!(del[0].pid, line.pid, "another process");
+    // The IPAM plugin's own line names the addresses it gave back.
+    let ipam: Vec<&Line> = all[added.len()..]
+        .iter()
+        .filter(|l| l.plugin != "calico" && l.rest.starts_with("DEL succeeded"))
+        .collect();
+    assert_eq!(ipam.len(), 1, "{all:#?}");
+    for address in &addresses {
+        let ip = address.split('/').next().unwrap_or_default();
+        assert!(ipam[0].rest.contains(ip), "{ip}: {:?}", ipam[0]);
+    }
     node.assert_nothing_left(&pod, "after DEL");
+
+    // DEL again: it succeeds and says nothing was left.
+    let out = node.call("DEL", &conf, &pod.rt, &[]);
+    assert!(out.ok(), "{}", out.describe());
+    let again = lines(&log);
+    let ipam: Vec<&Line> = again[all.len()..]
+        .iter()
+        .filter(|l| l.plugin != "calico" && l.rest.starts_with("DEL succeeded"))
+        .collect();
+    assert_eq!(ipam.len(), 1, "{again:#?}");
+    assert!(
+        ipam[0]
+            .rest
+            .starts_with("DEL succeeded: nothing was left to release"),
+        "{:?}",
+        ipam[0]
+    );
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
-use shared::skel::{Attachment, Plugin, Request};
+use shared::skel::{Attachment, Plugin, Released, Request};
 use shared::spec::error::{CniError, ErrorCode};
 use shared::spec::result::{CniResult, IpConfig};
 
@@ -377,7 +377,7 @@ impl Plugin for CalicoIpam {
         ))
     }
 
-    fn del(&self, req: &Req) -> Result<(), IpamPluginError> {
+    fn del(&self, req: &Req) -> Result<Released, IpamPluginError> {
         let ctx = Context::new(req)?;
         let _lock = HostLock::acquire(&ctx.conf.lock_file());
         let ipam = ctx.ipam();
@@ -385,14 +385,17 @@ impl Plugin for CalicoIpam {
             Some(names::handle_id(&ctx.conf.name, &req.env.container_id)),
             legacy_handle(req),
         ];
+        let mut released = Released::nothing();
         for handle in handles.into_iter().flatten() {
             match ipam.release_by_handle(&handle) {
-                Ok(()) => log::info!("released handle {handle}"),
+                Ok(ips) => {
+                    released.add(format!("{} and handle {handle}", Released::addresses(&ips)))
+                }
                 Err(IpamError::HandleNotFound(_)) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(())
+        Ok(released)
     }
 
     fn check(&self, req: &Req) -> Result<(), IpamPluginError> {
@@ -433,7 +436,7 @@ impl Plugin for CalicoIpam {
         for handle in stale {
             log::info!("gc: releasing {handle}");
             match ipam.release_by_handle(&handle) {
-                Ok(()) | Err(IpamError::HandleNotFound(_)) => {}
+                Ok(_) | Err(IpamError::HandleNotFound(_)) => {}
                 Err(e) => failures.push(format!("{handle}: {e}")),
             }
         }

@@ -240,8 +240,19 @@ fn apply(store: &MemStore, model: &mut Model, op: &Op, strict: bool) -> Result<(
         Op::ReleaseHandle { node, handle } => {
             let handle = handle_name(*handle);
             let had = model.held.values().any(|h| *h == handle);
+            let mut expected: Vec<IpAddr> = model
+                .held
+                .iter()
+                .filter(|(_, h)| **h == handle)
+                .map(|(ip, _)| *ip)
+                .collect();
             match Ipam::new(store, NODES[*node]).release_by_handle(&handle) {
-                Ok(()) => prop_assert!(had, "released a handle nobody held"),
+                Ok(mut released) => {
+                    prop_assert!(had, "released a handle nobody held");
+                    released.sort();
+                    expected.sort();
+                    prop_assert_eq!(released, expected, "released what the handle held");
+                }
                 Err(IpamError::HandleNotFound(_)) => prop_assert!(!had, "lost handle {handle}"),
                 Err(e) => return Err(TestCaseError::fail(format!("release: {e}"))),
             }

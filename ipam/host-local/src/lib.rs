@@ -13,7 +13,7 @@ pub mod store;
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use shared::skel::{Attachment, Plugin, Request};
+use shared::skel::{Attachment, Plugin, Released, Request};
 use shared::spec::error::{CniError, ErrorCode};
 use shared::spec::result::{CniResult, IpConfig};
 
@@ -174,14 +174,14 @@ impl Plugin for HostLocal {
         })
     }
 
-    fn del(&self, req: &Req) -> Result<(), HostLocalError> {
+    fn del(&self, req: &Req) -> Result<Released, HostLocalError> {
         // The store is all DEL needs: ranges ADD would refuse must not strand the pod.
         let store = Store::open(&config::data_dir(req.config), &req.conf.name)?;
         let released = store.release_owner(&req.env.container_id, &req.env.ifname)?;
-        if !released.is_empty() {
-            log::info!("released {}", join(&released));
+        if released.is_empty() {
+            return Ok(Released::nothing());
         }
-        Ok(())
+        Ok(Released::of(Released::addresses(&released)))
     }
 
     fn check(&self, req: &Req) -> Result<(), HostLocalError> {

@@ -19,7 +19,7 @@ pub mod shaping;
 use std::collections::HashSet;
 
 use shared::netlink::{format_mac, tick_in_usec, Handle, Link, Tbf};
-use shared::skel::{Attachment, Plugin, Request};
+use shared::skel::{Attachment, Plugin, Released, Request};
 use shared::spec::config::BandwidthLimits;
 use shared::spec::result::{CniResult, Interface};
 
@@ -152,14 +152,16 @@ impl Plugin for Bandwidth {
         Ok(result)
     }
 
-    fn del(&self, req: &Req) -> Result<(), BandwidthError> {
+    fn del(&self, req: &Req) -> Result<Released, BandwidthError> {
         // Only the name is needed: limits that ADD refused must not stop the runtime's DEL
         // chain (the reference validates them here, and strands the pod).
         let name = ifb_name(&req.conf.name, &req.env.container_id);
         if Handle::new()?.delete_link_by_name(&name)? {
-            log::debug!("deleted {name}");
+            return Ok(Released::of(format!(
+                "ifb device {name} (the pod's egress shaping)"
+            )));
         }
-        Ok(())
+        Ok(Released::nothing())
     }
 
     fn check(&self, req: &Req) -> Result<(), BandwidthError> {

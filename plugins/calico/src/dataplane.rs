@@ -255,14 +255,14 @@ pub fn remove_host_veth(name: &str) -> Result<bool, CalicoError> {
     Ok(Handle::new()?.delete_link_by_name(name)?)
 }
 
-/// DEL: removes the pod's interface, tolerating a namespace or interface that is gone.
-pub fn teardown(netns: Option<&std::path::Path>, ifname: &str) -> Result<(), CalicoError> {
+/// DEL: removes the pod's interface (its host-side peer goes with it), tolerating a
+/// namespace or interface that is gone; true when there was one to remove.
+pub fn teardown(netns: Option<&std::path::Path>, ifname: &str) -> Result<bool, CalicoError> {
     let Some(ns) = NetNs::open_if_exists(netns)? else {
-        return Ok(());
+        return Ok(false);
     };
     let mut pod = Handle::in_netns(&ns)?;
-    pod.delete_link_by_name(ifname)?;
-    Ok(())
+    Ok(pod.delete_link_by_name(ifname)?)
 }
 
 /// CHECK: everything [`setup`] made is there and as it made it.

@@ -317,12 +317,12 @@ impl Session {
     }
 
     /// DEL in the Kubernetes datastore (spec §5.3 step 3): clears the pod's addresses,
-    /// unless the Pod now belongs to another sandbox. `Ok` when there is nothing to clear;
-    /// an error when the pod could not be read (it might be running: nothing may be torn
+    /// unless the Pod now belongs to another sandbox. `Ok(true)` when they were cleared now,
+    /// `Ok(false)` when there was nothing to clear; an error when the pod could not be read (it might be running: nothing may be torn
     /// down then).
-    pub fn release(&self) -> Result<(), CalicoError> {
+    pub fn release(&self) -> Result<bool, CalicoError> {
         let (true, Some(pod)) = (self.endpoint_in_pod, &self.pod) else {
-            return Ok(());
+            return Ok(false);
         };
         for _ in 0..DEL_ATTEMPTS {
             let Some(object) = self
@@ -331,28 +331,29 @@ impl Session {
                 .map_err(kube(format!("error getting pod {pod}")))?
             else {
                 log::info!("pod {pod} is gone: nothing to update");
-                return Ok(());
+                return Ok(false);
             };
             let patch = match release_patch(&object, &self.container_id) {
                 Release::NotAnEndpoint => {
                     log::info!("pod {pod} is not networked by Calico: nothing to update");
-                    return Ok(());
+                    return Ok(false);
                 }
                 Release::OtherSandbox(owner) => {
                     log::info!(
                         "pod {pod} belongs to container {owner}, not {}: its annotations stay",
                         self.container_id
                     );
-                    return Ok(());
+                    return Ok(false);
                 }
-                Release::Cleared => return Ok(()),
+                Release::Cleared => return Ok(false),
                 Release::Patch(patch) => patch,
             };
             match self
                 .client
                 .patch(&pod.status_path(), PatchKind::Strategic, &patch)
             {
-                Ok(_) | Err(KubeError::NotFound(_)) => return Ok(()),
+                Ok(_) => return Ok(true),
+                Err(KubeError::NotFound(_)) => return Ok(false),
                 Err(KubeError::Conflict(_)) => {
                     log::info!("pod {pod} changed while its addresses were cleared: retrying");
                 }

@@ -23,7 +23,7 @@ use ipnetwork::IpNetwork;
 use shared::delegate;
 use shared::netlink::{default_destination, IpFamily};
 use shared::netns::NetNs;
-use shared::skel::{Attachment, Plugin, Request};
+use shared::skel::{Attachment, Plugin, Released, Request};
 use shared::spec::env::Command;
 use shared::spec::error::{CniError, ErrorCode};
 use shared::spec::result::{CniResult, Interface, IpConfig};
@@ -383,33 +383,52 @@ impl Plugin for Calico {
         }
     }
 
-    fn del(&self, req: &Req) -> Result<(), CalicoError> {
+    fn del(&self, req: &Req) -> Result<Released, CalicoError> {
         let inv = Invocation::new(req)?;
+        let mut released = Released::nothing();
         // Kubernetes datastore: refused while Calico is not ready; the Pod's addresses are
         // cleared before anything is torn down, and an unreadable Pod stops DEL here.
         if let Some(kube) = kdd::Session::open_for_del(&inv.conf, req)? {
-            kube.release()?;
+            if kube.release()? {
+                released.add("the pod's podIP/podIPs annotations");
+            }
         }
-        let teardown = || dataplane::teardown(req.env.netns.as_deref(), &req.env.ifname);
+        // Each step adds what it removed; the steps run in the order `Session::del` picks.
+        let steps = std::cell::RefCell::new(Released::nothing());
+        let teardown = || {
+            if dataplane::teardown(req.env.netns.as_deref(), &req.env.ifname)? {
+                steps.borrow_mut().add(format!(
+                    "interface {} and its host-side veth",
+                    req.env.ifname
+                ));
+            }
+            Ok(())
+        };
         // ADD refuses a config without an IPAM type, so such a config never took an address:
         // nothing to release, and no plugin to ask.
         let release = || {
-            if inv.conf.ipam.plugin_type.is_empty() {
+            let ipam = &inv.conf.ipam.plugin_type;
+            if ipam.is_empty() {
                 log::warn!("DEL: no ipam.type in the config; no address to release");
                 return Ok(());
             }
-            inv.ipam(Command::Del).map_err(CalicoError::from)
+            inv.ipam(Command::Del).map_err(CalicoError::from)?;
+            steps.borrow_mut().add(format!(
+                "whatever {ipam} held for it (its own log line says what)"
+            ));
+            Ok(())
         };
         // On etcd or `local`: refused while Calico is not ready; the endpoint goes too.
         let failures: Vec<CniError> = match workload_endpoint::Session::open(&inv.conf, req)? {
-            Some(endpoint) => endpoint.del(teardown, release),
+            Some(endpoint) => endpoint.del(teardown, release, &mut released),
             None => [teardown(), release()]
                 .into_iter()
                 .filter_map(|r| r.err().map(CniError::from))
                 .collect(),
         };
+        released.merge(steps.into_inner());
         if failures.is_empty() {
-            Ok(())
+            Ok(released)
         } else {
             Err(CalicoError::Several(failures))
         }

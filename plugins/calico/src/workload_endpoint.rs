@@ -28,6 +28,7 @@ use calico_ipam::store::kv::Kv;
 use calico_ipam::store::StoreError;
 use calico_ipam::timestamp;
 use serde_json::{json, Map, Value};
+use shared::released::Released;
 use shared::spec::error::{CniError, ErrorCode};
 use shared::spec::result::CniResult;
 
@@ -656,10 +657,12 @@ impl Session {
     /// another pod while a stored endpoint still claims them; the runtime's retry releases
     /// them. A plain container (§5.3's last paragraph): addresses, endpoint, interface, and
     /// an IPAM failure is reported last.
+    /// The endpoint, when it is deleted, is added to `released`.
     pub fn del(
         &self,
         teardown: impl FnOnce() -> Result<(), CalicoError>,
         release: impl FnOnce() -> Result<(), CalicoError>,
+        released: &mut Released,
     ) -> Vec<CniError> {
         let mut failures: Vec<CniError> = Vec::new();
         let kubernetes = self.id.as_ref().is_ok_and(|id| id.pod.is_some());
@@ -680,7 +683,11 @@ impl Session {
                     );
                     true
                 }
-                Ok(_) => true,
+                Ok(Removal::Deleted) => {
+                    released.add(format!("WorkloadEndpoint {}/{}", id.namespace, id.name));
+                    true
+                }
+                Ok(Removal::Absent) => true,
                 Err(e) => {
                     failures.push(CalicoError::from(e).into());
                     false

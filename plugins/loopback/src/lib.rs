@@ -7,7 +7,7 @@ use std::path::Path;
 
 use shared::netlink::{Handle, Link};
 use shared::netns::NetNs;
-use shared::skel::{NoConfig, Plugin, Request};
+use shared::skel::{NoConfig, Plugin, Released, Request};
 use shared::spec::error::{CniError, ErrorCode};
 use shared::spec::result::{CniResult, Interface, IpConfig};
 
@@ -96,16 +96,17 @@ impl Plugin for Loopback {
         })
     }
 
-    fn del(&self, req: &Request<NoConfig>) -> Result<(), LoopbackError> {
+    fn del(&self, req: &Request<NoConfig>) -> Result<Released, LoopbackError> {
         // Gone with its container, the loopback needs nothing more.
         let Some(ns) = NetNs::open_if_exists(req.env.netns.as_deref())? else {
-            return Ok(());
+            return Ok(Released::nothing());
         };
         let mut handle = Handle::in_netns(&ns)?;
         if let Some(lo) = handle.link_by_name(LOOPBACK)? {
             handle.set_down(lo.index)?;
+            return Ok(Released::of(format!("{LOOPBACK} (set down)")));
         }
-        Ok(())
+        Ok(Released::nothing())
     }
 
     fn check(&self, req: &Request<NoConfig>) -> Result<(), LoopbackError> {

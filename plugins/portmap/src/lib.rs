@@ -19,7 +19,7 @@ pub mod tool;
 use std::collections::BTreeSet;
 
 use shared::netlink::Handle;
-use shared::skel::{Attachment, Plugin, Request};
+use shared::skel::{Attachment, Plugin, Released, Request};
 use shared::spec::error::{CniError, ErrorCode};
 use shared::spec::result::CniResult;
 
@@ -347,17 +347,28 @@ impl Plugin for Portmap {
         Ok(prev.clone())
     }
 
-    fn del(&self, req: &Req) -> Result<(), PortmapError> {
+    fn del(&self, req: &Req) -> Result<Released, PortmapError> {
+        let id = &req.env.container_id;
         // Mappings and prevResult are not needed: the firewall state says what is ours.
-        match Settings::parse(req.config) {
-            Ok(settings) => del_rules(settings.backend, &req.conf.name, &req.env.container_id),
+        let backend = match Settings::parse(req.config) {
+            Ok(settings) => {
+                del_rules(settings.backend, &req.conf.name, id)?;
+                match settings.backend {
+                    Backend::Iptables => "iptables",
+                    Backend::Nftables => "nftables",
+                }
+            }
             // Settings ADD would have refused: no ADD can have succeeded with them, but a
             // node may have switched backends since. Clean up wherever rules can be.
             Err(e) => {
                 log::warn!("DEL with settings ADD refuses ({e}): cleaning up both backends");
-                del_everywhere(&req.conf.name, &req.env.container_id)
+                del_everywhere(&req.conf.name, id)?;
+                "iptables and nftables"
             }
-        }
+        };
+        Ok(Released::of(format!(
+            "the port mappings of {id}, if any ({backend})"
+        )))
     }
 
     fn check(&self, req: &Req) -> Result<(), PortmapError> {

@@ -58,9 +58,9 @@ enum Written {
 
 impl Ipam<'_> {
     /// Releases every address recorded under `handle_id` (sanitized at the first `\r`), then
-    /// the handle itself. A handle that does not exist is [`IpamError::HandleNotFound`]
-    /// (CNI DEL treats it as success).
-    pub fn release_by_handle(&self, handle_id: &str) -> Result<(), IpamError> {
+    /// the handle itself; returns the addresses. A handle that does not exist is
+    /// [`IpamError::HandleNotFound`] (CNI DEL treats it as success).
+    pub fn release_by_handle(&self, handle_id: &str) -> Result<Vec<IpAddr>, IpamError> {
         let handle = sanitize_handle(handle_id);
         let stored = self
             .store
@@ -70,30 +70,34 @@ impl Ipam<'_> {
         // The handle just read is what the first decrement compares-and-swaps against.
         let memo = Memo::default();
         memo.set_handle(Some(stored));
+        let mut released = Vec::new();
         for block_text in blocks {
             let Ok(cidr) = block_text.parse::<IpNetwork>() else {
                 log::warn!("handle {handle} names an invalid block {block_text:?}");
                 continue;
             };
-            self.release_handle_in_block(&memo, handle, &cidr)?;
+            released.extend(self.release_handle_in_block(&memo, handle, &cidr)?);
         }
-        Ok(())
+        Ok(released)
     }
 
+    /// The addresses of `handle` freed in one block.
     fn release_handle_in_block(
         &self,
         memo: &Memo,
         handle: &str,
         cidr: &IpNetwork,
-    ) -> Result<(), IpamError> {
+    ) -> Result<Vec<IpAddr>, IpamError> {
         for _ in 0..MAX_RETRIES {
             let Some(mut block) = self.store.get_block(cidr)? else {
                 // The handle over-estimated: nothing of it is left in a block that is gone.
-                return self.decrement_handle(memo, handle, cidr, None);
+                self.decrement_handle(memo, handle, cidr, None)?;
+                return Ok(Vec::new());
             };
             let ordinals = ordinals_of_handle(&block.value, handle);
             if ordinals.is_empty() {
-                return self.decrement_handle(memo, handle, cidr, None);
+                self.decrement_handle(memo, handle, cidr, None)?;
+                return Ok(Vec::new());
             }
             free_ordinals(&mut block.value, &ordinals);
             if let Written::Retry = self.write_released(&mut block)? {
@@ -103,7 +107,7 @@ impl Ipam<'_> {
             // over-estimated count cannot keep the handle alive forever.
             self.decrement_handle(memo, handle, cidr, None)?;
             self.ensure_consistent_affinity(memo, &block.value);
-            return Ok(());
+            return Ok(ordinals.iter().map(|o| block.value.ip_at(*o)).collect());
         }
         Err(IpamError::MaxRetries)
     }

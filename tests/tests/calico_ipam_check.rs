@@ -1,5 +1,6 @@
-//! `calico-ipam check` and `calico-ipam release --from-report`, as `calicoctl ipam check`
-//! and `calicoctl ipam release`, on every datastore: check compares every allocation with
+//! `calico-ipam check` and `calico-ipam release`, as `calicoctl ipam check` and
+//! `calicoctl ipam release`, on every datastore: `release --ip` gives one address back by
+//! hand; check compares every allocation with
 //! what uses addresses (WorkloadEndpoints on etcd and local, pods on Kubernetes, the nodes'
 //! tunnel addresses, and on local the runtime's result cache), prints calicoctl's findings
 //! and writes its report; release acts on reports only for the same cluster, while one of
@@ -441,6 +442,48 @@ fn an_address_given_out_again_is_not_released_from_an_old_report(backend: Backen
     assert_eq!(held(&fx).get(&address), Some(&format!("{NET}.second")));
 }
 
+fn release_by_ip_frees_the_address(backend: Backend) {
+    let fx = IpamFixture::new(backend);
+    fx.create_pool(POOL, 28);
+    let conf = conf(&fx);
+    let leaked = fx.add(&conf, "c1", &[]);
+    let kept = fx.add(&conf, "c2", &[]);
+    let ip = leaked.to_string();
+
+    let out = operate(&fx, &["release", "--ip", &ip]);
+    assert_eq!(out.exit, Some(0), "{}", out.describe());
+    assert_eq!(
+        out.stdout,
+        format!("Successfully released IP address {ip}\n"),
+        "{}",
+        out.describe()
+    );
+    let now = held(&fx);
+    assert!(!now.contains_key(&leaked), "{ip} still allocated: {now:?}");
+    assert_eq!(now.get(&kept), Some(&format!("{NET}.c2")));
+    assert!(
+        !fx.handles().contains_key(&format!("{NET}.c1")),
+        "the emptied handle goes with its last address"
+    );
+
+    let out = operate(&fx, &["show", "--ip", &ip]);
+    assert_eq!(out.exit, Some(0), "{}", out.describe());
+    assert_eq!(out.stdout, format!("{ip} is not assigned\n"));
+
+    let before = fx.snapshot();
+    let out = operate(&fx, &["release", "--ip", &ip]);
+    assert_eq!(out.exit, Some(1), "a second release: {}", out.describe());
+    assert!(
+        out.stderr
+            .contains(&format!("IP address {ip} is not assigned")),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(fx.snapshot(), before);
+    // Free again: a pod that asks for it gets it.
+    assert_eq!(fx.add(&conf, "c3", &[("IP", &ip)]), leaked);
+}
+
 fn check_needs_the_cluster_information(backend: Backend) {
     let fx = IpamFixture::new(backend);
     fx.create_pool(POOL, 28);
@@ -456,6 +499,7 @@ fn check_needs_the_cluster_information(backend: Backend) {
 }
 
 on_every_datastore!(
+    release_by_ip_frees_the_address,
     check_reports_leaks_and_what_uses_addresses,
     release_from_reports_frees_only_what_every_report_calls_leaked,
     release_refuses_foreign_stale_unlocked_and_other_versions_reports,

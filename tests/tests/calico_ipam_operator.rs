@@ -1,10 +1,10 @@
-//! The operator's commands of calico-ipam against a `local` store, given the node's conflist:
-//! `show` (use per pool and, with --show-blocks, per block), `show --ip` (who holds an address),
-//! `release --ip` (give one back by hand). `check` and `release --from-report` are in
+//! The operator's `show` of calico-ipam against a `local` store, given the node's conflist:
+//! use per pool and, with --show-blocks, per block, and with --ip who holds an address. Every
+//! datastore's `show` is in `calico_ipam_show.rs`; `check` and `release` in
 //! `calico_ipam_check.rs`.
 
 use cni_tests::host_local::Outcome;
-use cni_tests::ipam::{allocations, operator, Backend, IpamFixture, NET};
+use cni_tests::ipam::{operator, Backend, IpamFixture};
 use serde_json::json;
 
 const NODE: &str = "node-a";
@@ -103,55 +103,4 @@ fn show_lists_pools_and_blocks_and_who_holds_an_address() {
     let out = run(&list, &["show", "--ip", free]);
     assert_eq!(out.exit, Some(0), "as calicoctl: {}", out.describe());
     assert_eq!(out.stdout, format!("{free} is not assigned\n"));
-}
-
-#[test]
-fn release_by_ip_frees_the_address() {
-    let fx = IpamFixture::new(Backend::Local);
-    let conf = fx.conf("1.0.0", NODE, json!({"ipv4_pools": [POOL]}));
-    let list = fx.write_conflist(&conf);
-    let leaked = fx.add(&conf, "c1", &[]);
-    let kept = fx.add(&conf, "c2", &[]);
-    let ip = leaked.to_string();
-
-    let out = run(&list, &["release", "--ip", &ip]);
-    assert_eq!(out.exit, Some(0), "{}", out.describe());
-    assert_eq!(
-        out.stdout,
-        format!("Successfully released IP address {ip}\n"),
-        "{}",
-        out.describe()
-    );
-    let held = allocations(&fx.snapshot()).unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        !held.contains_key(&leaked),
-        "{ip} still allocated: {held:?}"
-    );
-    assert_eq!(
-        held.get(&kept).map(String::as_str),
-        Some(format!("{NET}.c2").as_str())
-    );
-    assert!(
-        !fx.handles().contains_key(&format!("{NET}.c1")),
-        "the emptied handle goes with its last address"
-    );
-
-    let out = run(&list, &["show", "--ip", &ip]);
-    assert_eq!(out.exit, Some(0), "{}", out.describe());
-    assert_eq!(out.stdout, format!("{ip} is not assigned\n"));
-
-    let before = fx.snapshot();
-    let out = run(&list, &["release", "--ip", &ip]);
-    assert_eq!(out.exit, Some(1), "a second release: {}", out.describe());
-    assert!(
-        out.stderr
-            .contains(&format!("IP address {ip} is not assigned")),
-        "{}",
-        out.describe()
-    );
-    assert_eq!(fx.snapshot(), before);
-
-    // The address is handed out again.
-    let out = fx.call("ADD", &conf, "c3", &[]);
-    assert_eq!(out.exit, Some(0), "{}", out.describe());
 }

@@ -8,10 +8,9 @@
 //!
 //! One client per invocation; every request is a single round trip.
 
-use std::net::IpAddr;
-
 use calico_ipam::k8s::client::PatchKind;
 use calico_ipam::k8s::{KubeClient, KubeError, KubeSettings};
+use calico_ipam::store::in_use;
 use serde_json::{json, Map, Value};
 use shared::spec::result::CniResult;
 
@@ -22,8 +21,7 @@ use crate::pod_cidr::{self, PodCidrs};
 use crate::{readiness, CalicoError};
 
 /// The annotations that make up a pod's endpoint in the Kubernetes datastore.
-pub const POD_IP: &str = "cni.projectcalico.org/podIP";
-pub const POD_IPS: &str = "cni.projectcalico.org/podIPs";
+pub use calico_ipam::store::in_use::{POD_IPS_ANNOTATION as POD_IPS, POD_IP_ANNOTATION as POD_IP};
 pub const CONTAINER_ID: &str = "cni.projectcalico.org/containerID";
 
 /// How often DEL re-reads the pod when someone else changed it between the read and the
@@ -97,52 +95,15 @@ pub struct Session {
     pod_object: Option<Value>,
 }
 
-/// The addresses of a Pod's endpoint as Calico's Kubernetes datastore reads them (spec
-/// §5.1): `status.podIPs`, else `status.podIP`, else the `podIPs` annotation, else `podIP`.
-pub fn endpoint_ips(pod: &Value) -> Vec<IpAddr> {
-    let parse = |text: &str| -> Option<IpAddr> {
-        let addr = text.trim();
-        let addr = addr.split_once('/').map_or(addr, |(ip, _)| ip);
-        addr.parse().ok()
-    };
-    let from_status: Vec<IpAddr> = pod
-        .pointer("/status/podIPs")
-        .and_then(Value::as_array)
-        .map(|ips| {
-            ips.iter()
-                .filter_map(|ip| ip["ip"].as_str().and_then(parse))
-                .collect()
-        })
-        .unwrap_or_default();
-    if !from_status.is_empty() {
-        return from_status;
-    }
-    if let Some(ip) = pod
-        .pointer("/status/podIP")
-        .and_then(Value::as_str)
-        .and_then(parse)
-    {
-        return vec![ip];
-    }
-    let annotations = annotations::of(pod);
-    for key in [POD_IPS, POD_IP] {
-        let ips: Vec<IpAddr> = annotations
-            .get(key)
-            .and_then(Value::as_str)
-            .map(|list| list.split(',').filter_map(parse).collect())
-            .unwrap_or_default();
-        if !ips.is_empty() {
-            return ips;
-        }
-    }
-    Vec::new()
-}
-
 /// `ipAddrs` on a pod whose endpoint still holds addresses (a new sandbox while the old
 /// one's DEL has not come yet): Calico releases them by address first, or calico-ipam would
 /// refuse the same fixed addresses as already assigned (spec §3.1 step 5, §10 item 11).
 fn release_previous(stdin: &[u8], pod: &Value) -> Result<(), CalicoError> {
-    let previous = endpoint_ips(pod);
+    // An address that cannot be read was never given out by calico-ipam: nothing to free.
+    let previous = in_use::pod_ips(pod).unwrap_or_else(|e| {
+        log::warn!("the pod's endpoint addresses cannot be read ({e}): none released");
+        Vec::new()
+    });
     if previous.is_empty() {
         return Ok(());
     }
@@ -431,24 +392,6 @@ pub fn release_patch(pod: &Value, container_id: &str) -> Release {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn endpoint_ips_in_calicos_order() {
-        let both = json!({"metadata": {"annotations": {POD_IPS: "10.0.0.9/32,fd00::9/128",
-                                                       POD_IP: "10.0.0.9/32"}},
-                          "status": {"podIPs": [{"ip": "10.0.0.1"}, {"ip": "fd00::1"}],
-                                     "podIP": "10.0.0.1"}});
-        let ip = |t: &str| t.parse::<IpAddr>().expect("ip");
-        assert_eq!(endpoint_ips(&both), vec![ip("10.0.0.1"), ip("fd00::1")]);
-        let only_annotations = json!({"metadata": {"annotations": {
-            POD_IPS: "10.0.0.9/32,fd00::9/128"}}, "status": {}});
-        assert_eq!(
-            endpoint_ips(&only_annotations),
-            vec![ip("10.0.0.9"), ip("fd00::9")]
-        );
-        let cleared = json!({"metadata": {"annotations": {POD_IPS: "", POD_IP: ""}}});
-        assert!(endpoint_ips(&cleared).is_empty());
-    }
-
     use super::*;
     use shared::spec::result::IpConfig;
 

@@ -12,8 +12,8 @@ use crate::store::codec::corrupt;
 use crate::store::StoreError;
 
 /// The pod annotations the calico plugin writes its addresses into (CIDRs, comma-separated).
-const POD_IPS_ANNOTATION: &str = "cni.projectcalico.org/podIPs";
-const POD_IP_ANNOTATION: &str = "cni.projectcalico.org/podIP";
+pub const POD_IPS_ANNOTATION: &str = "cni.projectcalico.org/podIPs";
+pub const POD_IP_ANNOTATION: &str = "cni.projectcalico.org/podIP";
 
 /// A Kubernetes Node's annotations for its tunnel addresses, as calico/node writes them.
 const NODE_TUNNEL_ANNOTATIONS: [&str; 5] = [
@@ -99,9 +99,42 @@ pub fn from_v3_node(key: &str, bytes: &[u8]) -> Result<NodeTunnelAddresses, Stor
     })
 }
 
+/// The addresses of a pod's endpoint in Calico's order (`status.podIPs`, else
+/// `status.podIP`, else the calico plugin's `podIPs` annotation, else `podIP`): the first of
+/// them that holds any. A text that is not an address is an error naming it.
+pub fn pod_ips(pod: &Value) -> Result<Vec<IpAddr>, String> {
+    let parse = |texts: Vec<&str>| -> Result<Vec<IpAddr>, String> {
+        texts
+            .into_iter()
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| address(t).ok_or_else(|| format!("{t:?} is not an address")))
+            .collect()
+    };
+    let status: Vec<&str> = pod["status"]["podIPs"]
+        .as_array()
+        .map(|a| a.iter().map(|p| text(p, &["ip"])).collect())
+        .unwrap_or_default();
+    let annotations = &pod["metadata"]["annotations"];
+    let candidates = [
+        status,
+        vec![text(pod, &["status", "podIP"])],
+        annotations[POD_IPS_ANNOTATION]
+            .as_str()
+            .map(|l| l.split(',').collect())
+            .unwrap_or_default(),
+        vec![annotations[POD_IP_ANNOTATION].as_str().unwrap_or_default()],
+    ];
+    for texts in candidates {
+        let ips = parse(texts)?;
+        if !ips.is_empty() {
+            return Ok(ips);
+        }
+    }
+    Ok(Vec::new())
+}
+
 /// A pod, as Calico's Kubernetes datastore turns it into a WorkloadEndpoint: none for a
-/// host-network or unscheduled pod; no addresses once it has finished; else the calico
-/// plugin's annotations, or the status when they are absent.
+/// host-network or unscheduled pod; no addresses once it has finished; else [`pod_ips`].
 pub fn from_pod(pod: &Value) -> Result<Option<WorkloadAddresses>, StoreError> {
     if pod["spec"]["hostNetwork"] == Value::Bool(true)
         || text(pod, &["spec", "nodeName"]).is_empty()
@@ -110,25 +143,11 @@ pub fn from_pod(pod: &Value) -> Result<Option<WorkloadAddresses>, StoreError> {
     }
     let namespace = text(pod, &["metadata", "namespace"]).to_string();
     let name = text(pod, &["metadata", "name"]).to_string();
-    let what = format!("Pod {namespace}/{name}");
     let phase = text(pod, &["status", "phase"]);
-    let annotations = &pod["metadata"]["annotations"];
     let ips = if phase == "Succeeded" || phase == "Failed" {
         Vec::new()
-    } else if let Some(list) = annotations[POD_IPS_ANNOTATION].as_str() {
-        addresses(&what, list.split(','))?
-    } else if let Some(one) = annotations[POD_IP_ANNOTATION].as_str() {
-        addresses(&what, [one])?
     } else {
-        let status = pod["status"]["podIPs"]
-            .as_array()
-            .map(|a| a.iter().map(|p| text(p, &["ip"])).collect::<Vec<_>>())
-            .unwrap_or_default();
-        if status.is_empty() {
-            addresses(&what, [text(pod, &["status", "podIP"])])?
-        } else {
-            addresses(&what, status)?
-        }
+        pod_ips(pod).map_err(|e| corrupt(&format!("Pod {namespace}/{name}"), e))?
     };
     Ok(Some(WorkloadAddresses {
         namespace,
@@ -160,18 +179,21 @@ mod tests {
     }
 
     #[test]
-    fn a_pod_uses_the_plugins_annotations_before_its_status() {
+    fn a_pod_uses_its_status_then_the_plugins_annotations() {
         let mut pod = json!({
             "metadata": {"namespace": "ns", "name": "web",
-                         "annotations": {POD_IPS_ANNOTATION: "10.0.0.5/32,fd00::5/128"}},
+                         "annotations": {POD_IPS_ANNOTATION: "10.0.0.5/32,fd00::5/128",
+                                         POD_IP_ANNOTATION: "10.0.0.5/32"}},
             "spec": {"nodeName": "n1"},
             "status": {"phase": "Running", "podIPs": [{"ip": "10.9.9.9"}]},
         });
         let w = from_pod(&pod).expect("decodes").expect("a workload");
-        assert_eq!(w.ips, vec![ip("10.0.0.5"), ip("fd00::5")]);
-        pod["metadata"]["annotations"] = json!({});
-        let w = from_pod(&pod).expect("decodes").expect("a workload");
         assert_eq!(w.ips, vec![ip("10.9.9.9")]);
+        pod["status"] = json!({"phase": "Pending"});
+        let w = from_pod(&pod).expect("decodes").expect("a workload");
+        assert_eq!(w.ips, vec![ip("10.0.0.5"), ip("fd00::5")]);
+        pod["metadata"]["annotations"][POD_IPS_ANNOTATION] = json!("");
+        assert_eq!(pod_ips(&pod), Ok(vec![ip("10.0.0.5")]));
         pod["status"]["phase"] = json!("Succeeded");
         let w = from_pod(&pod).expect("decodes").expect("a workload");
         assert!(w.ips.is_empty(), "a finished pod holds nothing");

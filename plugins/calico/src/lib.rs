@@ -393,7 +393,7 @@ impl Plugin for Calico {
                 released.add("the pod's podIP/podIPs annotations");
             }
         }
-        // Each step adds what it removed; the steps run in the order `Session::del` picks.
+        // The teardown adds what it removed; the steps run in the order `Session::del` picks.
         let steps = std::cell::RefCell::new(Released::nothing());
         let teardown = || {
             if dataplane::teardown(req.env.netns.as_deref(), &req.env.ifname)? {
@@ -405,18 +405,14 @@ impl Plugin for Calico {
             Ok(())
         };
         // ADD refuses a config without an IPAM type, so such a config never took an address:
-        // nothing to release, and no plugin to ask.
+        // nothing to release, and no plugin to ask. The IPAM plugin's own DEL line says
+        // which addresses it released.
         let release = || {
-            let ipam = &inv.conf.ipam.plugin_type;
-            if ipam.is_empty() {
+            if inv.conf.ipam.plugin_type.is_empty() {
                 log::warn!("DEL: no ipam.type in the config; no address to release");
                 return Ok(());
             }
-            inv.ipam(Command::Del).map_err(CalicoError::from)?;
-            steps.borrow_mut().add(format!(
-                "whatever {ipam} held for it (its own log line says what)"
-            ));
-            Ok(())
+            inv.ipam(Command::Del).map_err(CalicoError::from)
         };
         // On etcd or `local`: refused while Calico is not ready; the endpoint goes too.
         let failures: Vec<CniError> = match workload_endpoint::Session::open(&inv.conf, req)? {

@@ -41,6 +41,8 @@ pub const NETNS: &str = "/run/netns/calico-ipam-e2e-unused";
 
 /// Where Calico keeps IPAM objects in etcd (and the `local` store in files).
 pub const IPAM_PREFIX: &str = "/calico/ipam/v2/";
+/// Calico's v3 Node objects (etcd layout).
+pub const NODE_PREFIX: &str = "/calico/resources/v3/projectcalico.org/nodes/";
 pub const HANDLE_PREFIX: &str = "/calico/ipam/v2/handle/";
 pub const BLOCK_PREFIX: &str = "/calico/ipam/v2/assignment/";
 pub const POOL_PREFIX: &str = "/calico/resources/v3/projectcalico.org/ippools/";
@@ -179,9 +181,40 @@ impl IpamFixture {
         }
     }
 
+    /// Registers `node`'s Node object, as calico/node does when it starts (etcd and
+    /// Kubernetes; the single-node `local` store has none), unless it exists. An etcd
+    /// reached over TLS is left alone: the test's own client speaks plain HTTP only, and
+    /// the TLS tests are about what happens before any Node is read.
+    pub fn register_node(&self, node: &str) {
+        match self.backend {
+            Backend::Local => {}
+            Backend::Etcd if !self.endpoints.starts_with("http://") => {}
+            Backend::Etcd => {
+                let key = format!("{NODE_PREFIX}{node}");
+                let held = etcd_range_any(&self.endpoints, &key)
+                    .unwrap_or_else(|e| panic!("range {key}: {e}"));
+                if !held.contains_key(&key) {
+                    let value = json!({"kind": "Node", "apiVersion": "projectcalico.org/v3",
+                                       "metadata": {"name": node}, "spec": {}});
+                    self.put(&key, &value.to_string());
+                }
+            }
+            Backend::Kubernetes => {
+                if self.api().get("nodes", "", node).is_none() {
+                    self.api().put(
+                        "nodes",
+                        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}}),
+                    );
+                }
+            }
+        }
+    }
+
     /// A calico-ipam network configuration for `node`: the datastore, the node's lock file,
-    /// `nodename` (the nodename file is optional), and `ipam` (its `type` filled in).
+    /// `nodename` (the nodename file is optional), and `ipam` (its `type` filled in). The
+    /// node is registered ([`IpamFixture::register_node`]).
     pub fn conf(&self, version: &str, node: &str, mut ipam: Value) -> Value {
+        self.register_node(node);
         if let Some(obj) = ipam.as_object_mut() {
             obj.insert("type".into(), json!("calico-ipam"));
         }
@@ -759,10 +792,10 @@ mod kdd {
 
     use serde_json::{json, Map, Value};
 
-    use super::{BLOCK_PREFIX, HANDLE_PREFIX, IPAM_CONFIG_KEY, IPAM_PREFIX, POOL_PREFIX};
+    use super::{
+        BLOCK_PREFIX, HANDLE_PREFIX, IPAM_CONFIG_KEY, IPAM_PREFIX, NODE_PREFIX, POOL_PREFIX,
+    };
     use crate::kube_api::FakeApiServer;
-
-    const NODE_PREFIX: &str = "/calico/resources/v3/projectcalico.org/nodes/";
 
     fn family(cidr: &str) -> &'static str {
         if cidr.contains(':') {

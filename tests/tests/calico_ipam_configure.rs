@@ -131,6 +131,7 @@ fn bad_values_and_no_option_change_nothing(backend: Backend) {
     let fx = IpamFixture::new(backend);
     fx.create_pool(POOL, 30);
     fx.set_ipam_config(false);
+    fx.register_node("node-a");
     let before = fx.snapshot();
     for args in [
         &["--strictaffinity=maybe"][..],

@@ -111,8 +111,8 @@ fn status_ready_with_a_usable_pool(backend: Backend) {
     if backend != Backend::Local {
         fx.create_pool(POOL4, 26);
     }
-    let before = fx.snapshot();
     let conf = status_conf(&fx, json!({"ipv4_pools": [POOL4]}));
+    let before = fx.snapshot();
     ok(&fx.call("STATUS", &conf, "", &[]), "STATUS");
     assert_eq!(fx.snapshot(), before, "STATUS writes nothing");
     // And the ADD it vouches for works.

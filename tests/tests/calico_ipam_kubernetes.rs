@@ -26,10 +26,11 @@ const CRD: &str = "/apis/crd.projectcalico.org/v1";
 const NODE_A_HASH: &str = "PY3TQE2E3XMTETLM2MJO3UITKPFB27YUJ4T4E5XGPEJON3SM4QAA";
 const METADATA_ANNOTATION: &str = "projectcalico.org/metadata";
 
-/// API requests of one warm ADD (a node that has a block with room): list the pools, list
-/// the node's affinities by label, read the IPAM config, read the block, create the handle,
-/// update the block. Calico reads the Node, the affinity and the handle besides.
-const WARM_ADD_REQUESTS: usize = 6;
+/// API requests of one warm ADD (a node that has a block with room): read the Node (a
+/// node Calico does not know gets no address), list the pools, list the node's affinities
+/// by label, read the IPAM config, read the block, create the handle, update the block.
+/// Calico reads the affinity and the handle besides, and the Node once per family.
+const WARM_ADD_REQUESTS: usize = 7;
 /// One DEL: read the handle, read and update the block, mark the handle deleted and delete
 /// it (the two-step delete), then look for the legacy `<namespace>.<pod>` handle.
 const DEL_REQUESTS: usize = 6;
@@ -37,7 +38,7 @@ const DEL_REQUESTS: usize = 6;
 /// none labelled: it may have some an older Calico wrote without labels), all blocks listed
 /// once (to find a free one), then the claim: affinity created pending, block created,
 /// affinity confirmed.
-const FRESH_ADD_REQUESTS: usize = 10;
+const FRESH_ADD_REQUESTS: usize = 11;
 
 fn fixture() -> IpamFixture {
     let fx = IpamFixture::new(Backend::Kubernetes);
@@ -439,8 +440,9 @@ fn kube_a_forbidden_verb_is_named_in_the_error() {
     let fx = fixture();
     fx.api()
         .fail_next("POST", &format!("{CRD}/ipamconfigs"), 1, 403);
+    let conf = v4(&fx, NODE);
     let before = fx.snapshot();
-    let out = fx.call("ADD", &v4(&fx, NODE), "c1", &[]);
+    let out = fx.call("ADD", &conf, "c1", &[]);
     let msg = out.refused(11, "ADD without create on ipamconfigs");
     println!("ADD without create on ipamconfigs: {msg}");
     assert!(

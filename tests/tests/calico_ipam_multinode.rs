@@ -184,8 +184,9 @@ fn a_node_without_blocks_borrows_from_another_nodes_block(backend: Backend) {
 fn strict_affinity_forbids_borrowing(backend: Backend) {
     let (fx, a) = one_block_owned_by_a(backend);
     fx.set_ipam_config(true);
+    let conf_b = conf(&fx, "node-b", "10.80.0.0/30");
     let before = fx.snapshot();
-    let out = fx.call("ADD", &conf(&fx, "node-b", "10.80.0.0/30"), "b-1", &[]);
+    let out = fx.call("ADD", &conf_b, "b-1", &[]);
     assert_eq!(out.exit, Some(1), "{}", out.describe());
     assert_eq!(out.code(), Some(105), "{}", out.describe());
     let msg = out.msg().unwrap_or_default();

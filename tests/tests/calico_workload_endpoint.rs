@@ -50,6 +50,7 @@ impl Setup {
         });
         store.create_pool(POOL4, 26);
         store.create_pool(POOL6, 122);
+        store.register_node(NODE);
         let mut plugin = json!({
             "type": "calico",
             "log_level": "debug",

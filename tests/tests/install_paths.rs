@@ -241,6 +241,7 @@ fn etcd_datastore_with_a_client_certificate_kubeconfig() {
     let relay = TcpRelay::start(c.node.netns.path(), target).expect("relay into the node");
     let pool = c.node.pod_subnet_v4();
     store.create_pool(&pool, 26);
+    store.register_node(cni_tests::kube_cluster::NODE_NAME);
     let ready = json!({
         "kind": "ClusterInformation", "apiVersion": "projectcalico.org/v3",
         "metadata": {"name": "default"},

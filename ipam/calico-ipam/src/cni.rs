@@ -38,6 +38,9 @@ pub enum IpamPluginError {
     },
     #[error("no usable IP pool: {0}")]
     NoUsablePool(String),
+    /// The engine found no Node of this name; `origin` says where the name came from.
+    #[error("resource does not exist: Node({node}) (the node name came from {origin})")]
+    NodeNotRegistered { node: String, origin: String },
 }
 
 impl From<StoreError> for IpamPluginError {
@@ -59,6 +62,10 @@ fn store_code(e: &StoreError) -> ErrorCode {
         _ => ErrorCode::Datastore,
     }
 }
+
+/// What to do when the datastore has no Node of this node's name.
+const NODE_HINT: &str = "calico/node registers this node's Node object when it starts: check \
+                         that it runs on this host, and that the name is the one it registered";
 
 /// The engine's errors, by what the operator has to do about them.
 fn ipam_code(e: &IpamError) -> (ErrorCode, &'static str) {
@@ -103,6 +110,7 @@ fn ipam_code(e: &IpamError) -> (ErrorCode, &'static str) {
             C::CheckFailed,
             "the datastore holds no allocation for this container",
         ),
+        IpamError::NodeNotFound(_) => (C::TryAgainLater, NODE_HINT),
     }
 }
 
@@ -137,6 +145,7 @@ impl From<IpamPluginError> for CniError {
                  release stale allocations (`calico-ipam check`, `calico-ipam release --ip`)",
             ),
             IpamPluginError::NoUsablePool(_) => (C::NotAvailable, ""),
+            IpamPluginError::NodeNotRegistered { .. } => (C::TryAgainLater, NODE_HINT),
         };
         CniError::new(code, msg).with_details(details)
     }
@@ -148,15 +157,34 @@ pub struct CalicoIpam;
 struct Context {
     conf: IpamNetConf,
     node: String,
+    /// Where `node` came from, for messages about it.
+    node_origin: String,
     store: Box<dyn Store>,
 }
 
 impl Context {
     fn new(req: &Req) -> Result<Context, IpamPluginError> {
         let conf = req.config.clone();
-        let node = conf.node.resolve()?;
+        let (node, node_origin) = conf.node.resolve_with_origin()?;
         let store = datastore::open(&conf)?;
-        Ok(Context { conf, node, store })
+        Ok(Context {
+            conf,
+            node,
+            node_origin,
+            store,
+        })
+    }
+
+    /// An engine error, with where the node's name came from when the datastore has no
+    /// Node of that name.
+    fn engine_error(&self, e: IpamError) -> IpamPluginError {
+        match e {
+            IpamError::NodeNotFound(node) => IpamPluginError::NodeNotRegistered {
+                node,
+                origin: self.node_origin.clone(),
+            },
+            other => IpamPluginError::Ipam(other),
+        }
     }
 
     fn ipam(&self) -> Ipam<'_> {
@@ -341,9 +369,10 @@ impl Plugin for CalicoIpam {
         let _lock = HostLock::acquire(&ctx.conf.lock_file());
         let ipam = ctx.ipam();
         let assigned = match pools {
-            Some(pools) => ipam.auto_assign_with_pools(&request, pools)?,
-            None => ipam.auto_assign(&request)?,
-        };
+            Some(pools) => ipam.auto_assign_with_pools(&request, pools),
+            None => ipam.auto_assign(&request),
+        }
+        .map_err(|e| ctx.engine_error(e))?;
         let short4 = assigned.ipv4.len() < request.num4;
         let short6 = assigned.ipv6.len() < request.num6;
         if short4 || short6 {

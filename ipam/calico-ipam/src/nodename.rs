@@ -87,6 +87,11 @@ impl NodenameConf {
     /// optional, it must exist even when `nodename` is set: its presence is how calico/node
     /// says it runs.
     pub fn resolve(&self) -> Result<String, NodenameError> {
+        self.resolve_with_origin().map(|(name, _)| name)
+    }
+
+    /// [`NodenameConf::resolve`], and where the name came from (for messages about it).
+    pub fn resolve_with_origin(&self) -> Result<(String, String), NodenameError> {
         let file = self
             .nodename_file
             .as_deref()
@@ -111,19 +116,20 @@ impl NodenameConf {
             }
         };
         let given = |v: &Option<String>| v.clone().filter(|n| !n.is_empty());
-        if let Some(name) = given(&self.nodename) {
-            return validated(name, || "the network configuration's \"nodename\"".into());
-        }
-        if let Some(name) = from_file.filter(|n| !n.is_empty()) {
-            return validated(name, || format!("nodename_file {file}"));
-        }
-        if let Some(name) = given(&self.hostname) {
-            return validated(name, || "the network configuration's \"hostname\"".into());
-        }
-        let host = nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().to_lowercase())
-            .unwrap_or_default();
-        validated(host, || "the machine's host name".into())
+        let (name, origin) = if let Some(name) = given(&self.nodename) {
+            (name, "the network configuration's \"nodename\"".to_string())
+        } else if let Some(name) = from_file.filter(|n| !n.is_empty()) {
+            (name, format!("nodename_file {file}"))
+        } else if let Some(name) = given(&self.hostname) {
+            (name, "the network configuration's \"hostname\"".to_string())
+        } else {
+            let host = nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().to_lowercase())
+                .unwrap_or_default();
+            (host, "the machine's host name".to_string())
+        };
+        let name = validated(name, || origin.clone())?;
+        Ok((name, origin))
     }
 }
 

@@ -183,6 +183,8 @@ fn steady_state_add_on_a_node_that_owns_a_block() {
     assert_eq!(
         store.kv.take(),
         [
+            // Calico assigns only to a node it knows.
+            "get node",
             "list pools",
             "list affinities",
             "get config",
@@ -208,6 +210,8 @@ fn steady_state_dual_stack_add_reads_pools_and_config_once() {
     assert_eq!(
         calls,
         [
+            // Calico assigns only to a node it knows.
+            "get node",
             "list pools",
             "list affinities",
             "get config",
@@ -235,6 +239,8 @@ fn first_add_on_a_fresh_node_claims_without_repeated_reads() {
     assert_eq!(
         calls,
         [
+            // Calico assigns only to a node it knows.
+            "get node",
             "list pools",
             "list affinities",
             "get config",
@@ -250,7 +256,7 @@ fn first_add_on_a_fresh_node_claims_without_repeated_reads() {
 }
 
 #[test]
-fn the_node_is_read_only_for_a_selector_that_needs_its_labels() {
+fn the_node_is_read_once_per_add_for_both_families_and_the_selectors() {
     let mut zoned = pool("10.0.0.0/24", 26);
     zoned.node_selector = "zone == 'a'".to_string();
     let mut zoned6 = pool("fd00::/120", 122);
@@ -268,13 +274,17 @@ fn the_node_is_read_only_for_a_selector_that_needs_its_labels() {
         "once for both families: {calls:?}"
     );
 
-    // Requested pools are used whatever their selector: no node needed.
+    // Requested pools are used whatever their selector, but the node must still exist.
     let mut req = request("c2", 1, 1);
     req.pools4 = vec![net("10.0.0.0/24")];
     req.pools6 = vec![net("fd00::/120")];
     ipam.auto_assign(&req).expect("add");
     let calls = store.kv.take();
-    assert!(!calls.iter().any(|c| c == "get node"), "{calls:?}");
+    assert_eq!(
+        calls.iter().filter(|c| *c == "get node").count(),
+        1,
+        "{calls:?}"
+    );
 }
 
 #[test]
@@ -290,6 +300,7 @@ fn add_with_pools_already_listed_does_not_list_them_again() {
     assert_eq!(
         store.kv.take(),
         [
+            "get node",
             "list affinities",
             "get config",
             "get block",

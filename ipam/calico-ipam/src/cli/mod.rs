@@ -157,6 +157,16 @@ fn parse_go_bool(text: &str) -> Result<bool, String> {
     }
 }
 
+/// The process's own arguments: Calico's `calico-ipam -v` (the version, as installers and
+/// operators ask it), else a command.
+pub fn run_from_args() -> i32 {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "-v") {
+        println!("{}", env!("CARGO_PKG_VERSION"));
+        return 0;
+    }
+    run(Cli::parse())
+}
+
 /// Runs a command; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     match execute(cli) {

@@ -86,6 +86,9 @@ impl Ipam<'_> {
                 });
             }
         }
+        if req.num4 > 0 || req.num6 > 0 {
+            self.require_node(memo)?;
+        }
         let mut out = Assigned::default();
         if req.num4 > 0 {
             out.ipv4 = self.auto_assign_family(memo, true, req.num4, req, &mut out.messages)?;

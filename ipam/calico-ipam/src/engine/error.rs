@@ -67,4 +67,9 @@ pub enum IpamError {
 
     #[error("resource does not exist: IPAMHandle({0})")]
     HandleNotFound(String),
+
+    /// No Node object of this name: calico/node has not registered this node (or the name
+    /// is not the one it registered).
+    #[error("resource does not exist: Node({0})")]
+    NodeNotFound(String),
 }

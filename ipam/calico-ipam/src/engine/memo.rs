@@ -73,6 +73,23 @@ impl Ipam<'_> {
         Ok(memo.config.get_or_init(|| config).clone())
     }
 
+    /// This node's Node object must exist where calico/node registers Nodes: Calico
+    /// refuses to assign to a node it does not know (libcalico-go's
+    /// `prepareAffinityBlocksForHost`). Its labels are kept for the pools' selectors.
+    pub(super) fn require_node(&self, memo: &Memo) -> Result<(), IpamError> {
+        if !self.store.registers_nodes() || memo.labels.borrow().contains_key(&self.node) {
+            return Ok(());
+        }
+        let node = self
+            .store
+            .get_node(&self.node)?
+            .ok_or_else(|| IpamError::NodeNotFound(self.node.clone()))?;
+        memo.labels
+            .borrow_mut()
+            .insert(self.node.clone(), node.labels);
+        Ok(())
+    }
+
     /// `node`'s labels (none when the store has no Node object for it, as the embedded
     /// single-node store keeps none), read once per operation.
     pub(super) fn memo_labels(&self, memo: &Memo, node: &str) -> Result<Labels, IpamError> {

@@ -22,6 +22,10 @@ pub trait Kv {
     fn delete(&self, key: &str, revision: &Revision) -> Result<()>;
     /// A real round trip.
     fn ping(&self) -> Result<()>;
+    /// See [`Store::registers_nodes`].
+    fn registers_nodes(&self) -> bool {
+        true
+    }
 }
 
 pub struct KvStore<K> {
@@ -84,6 +88,10 @@ impl<K: Kv> Store for KvStore<K> {
         self.kv
             .create(&codec::pool_key(&pool.name), &codec::encode_pool(pool))
             .map(|_| ())
+    }
+
+    fn registers_nodes(&self) -> bool {
+        self.kv.registers_nodes()
     }
 
     fn get_node(&self, name: &str) -> Result<Option<Node>> {

@@ -247,6 +247,11 @@ impl Kv for LocalKv {
         sync_dir(parent).map_err(|e| io_refused("delete", key, parent, &e))
     }
 
+    /// No calico/node runs with the single-node store: nothing registers Nodes.
+    fn registers_nodes(&self) -> bool {
+        false
+    }
+
     fn ping(&self) -> Result<()> {
         let _lock = self.lock()?;
         fs::read_dir(&self.dir)

@@ -123,6 +123,11 @@ impl Kv for MemoryKv {
         Ok(())
     }
 
+    /// The engine's tests run without Node objects, as the single-node store does.
+    fn registers_nodes(&self) -> bool {
+        false
+    }
+
     fn ping(&self) -> Result<()> {
         self.lock().map(|_| ())
     }

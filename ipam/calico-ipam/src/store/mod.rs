@@ -76,6 +76,11 @@ pub trait Store {
     /// config names.
     fn create_pool(&self, pool: &IpPool) -> Result<()>;
     fn get_node(&self, name: &str) -> Result<Option<Node>>;
+    /// Whether calico/node registers a Node object for every node here (not in the
+    /// single-node `local` store, which has no calico/node).
+    fn registers_nodes(&self) -> bool {
+        true
+    }
     /// With its revision: an IPAM report is only acted on while it is unchanged.
     fn get_cluster_information(&self) -> Result<Option<Versioned<ClusterInformation>>>;
     /// Every workload the datastore knows (WorkloadEndpoints; on Kubernetes, pods) with

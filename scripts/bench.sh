@@ -229,6 +229,10 @@ for name, cidr in [("bench-v4", "10.253.0.0/16")]:
     post("/v3/kv/put", {"key": b64(f"/calico/resources/v3/projectcalico.org/ippools/{name}"),
                         "value": b64(json.dumps({"kind": "IPPool", "apiVersion": "projectcalico.org/v3",
                                                  "metadata": {"name": name}, "spec": {"cidr": cidr, "blockSize": 26}}))})
+# The benchmark's node, as calico/node registers it (calico-ipam assigns only to a known node).
+post("/v3/kv/put", {"key": b64("/calico/resources/v3/projectcalico.org/nodes/bench"),
+                    "value": b64(json.dumps({"kind": "Node", "apiVersion": "projectcalico.org/v3",
+                                             "metadata": {"name": "bench"}, "spec": {}}))})
 key = b64("/bench/rtt")
 rev = int(post("/v3/kv/put", {"key": key, "value": b64("0")})["header"]["revision"])
 times = []

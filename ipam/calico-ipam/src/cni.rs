@@ -49,20 +49,6 @@ impl From<StoreError> for IpamPluginError {
     }
 }
 
-/// The code of a datastore failure: unreachable, or refusing credentials or permissions
-/// (a token calico-node has not refreshed yet, RBAC being rolled out) is worth retrying; a
-/// datastore the configuration cannot reach (an etcd CA that did not sign etcd's
-/// certificate) is the configuration's problem; anything else is the datastore's.
-fn store_code(e: &StoreError) -> ErrorCode {
-    match e {
-        StoreError::Unavailable(_) | StoreError::Conflict(_) | StoreError::Denied(_) => {
-            ErrorCode::TryAgainLater
-        }
-        StoreError::Misconfigured(_) => ErrorCode::InvalidNetworkConfig,
-        _ => ErrorCode::Datastore,
-    }
-}
-
 /// What to do when the datastore has no Node of this node's name.
 const NODE_HINT: &str = "calico/node registers this node's Node object when it starts: check \
                          that it runs on this host, and that the name is the one it registered";
@@ -72,20 +58,20 @@ fn ipam_code(e: &IpamError) -> (ErrorCode, &'static str) {
     use ErrorCode as C;
     match e {
         IpamError::Store(s @ StoreError::Unavailable(_)) => (
-            store_code(s),
+            s.cni_code(),
             "the datastore did not answer; the runtime will retry",
         ),
         IpamError::Store(s @ StoreError::Denied(_)) => (
-            store_code(s),
+            s.cni_code(),
             "check the CNI kubeconfig's credentials (calico-node refreshes its token) and \
              the ClusterRole bound to its user",
         ),
         IpamError::Store(s @ StoreError::Misconfigured(_)) => (
-            store_code(s),
+            s.cni_code(),
             "fix the etcd_* TLS settings of the network configuration; retries fail the same \
              way until then",
         ),
-        IpamError::Store(s) => (store_code(s), ""),
+        IpamError::Store(s) => (s.cni_code(), ""),
         IpamError::NoQualifiedPool
         | IpamError::NoPoolForNode(_)
         | IpamError::NoPoolForUse(_)
@@ -134,7 +120,7 @@ impl From<IpamPluginError> for CniError {
             }
             IpamPluginError::Nodename(_) => (C::State, ""),
             IpamPluginError::Datastore(d) => match d {
-                DatastoreError::Store(s) => (store_code(s), ""),
+                DatastoreError::Store(s) => (s.cni_code(), ""),
                 DatastoreError::Unsupported(_) => (C::UnsupportedField, ""),
                 DatastoreError::Config(_) => (C::InvalidNetworkConfig, ""),
             },

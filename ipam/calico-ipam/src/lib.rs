@@ -14,6 +14,7 @@ pub mod model;
 pub mod names;
 pub mod netconf;
 pub mod nodename;
+pub mod readiness;
 pub mod refresh;
 pub mod store;
 pub mod timestamp;

@@ -3,6 +3,8 @@
 //! when ClusterInformation `default` says `datastoreReady: true`; with a kubeconfig, the API
 //! server's `/version` must answer too. Nothing is written.
 
+use calico_ipam::store::kube::KubeStore;
+
 use crate::config::CalicoConf;
 use crate::{kdd, readiness, workload_endpoint, CalicoError};
 
@@ -12,13 +14,16 @@ pub const FAILED: &str = "data store connection failed";
 pub fn run(stdin: &[u8]) -> Result<(), CalicoError> {
     let conf = CalicoConf::parse(stdin)?;
     if conf.kubernetes_datastore() {
-        let client = kdd::connect(&conf)?;
-        readiness::check(&client)?;
+        let store = KubeStore::new(kdd::connect(&conf)?);
+        readiness::check(&store)?;
         if conf.kubernetes.kubeconfig.is_some() {
-            client.version().map_err(|source| CalicoError::Kube {
-                what: "GET /version".into(),
-                source,
-            })?;
+            store
+                .client()
+                .version()
+                .map_err(|source| CalicoError::Kube {
+                    what: "GET /version".into(),
+                    source,
+                })?;
         }
         return Ok(());
     }

@@ -11,6 +11,7 @@
 use calico_ipam::k8s::client::PatchKind;
 use calico_ipam::k8s::{KubeClient, KubeError, KubeSettings};
 use calico_ipam::store::in_use;
+use calico_ipam::store::kube::KubeStore;
 use serde_json::{json, Map, Value};
 use shared::spec::result::CniResult;
 
@@ -86,7 +87,9 @@ pub struct AddPlan {
 
 /// One invocation's API connection and what it knows about the pod.
 pub struct Session {
-    client: KubeClient,
+    /// The datastore library's view of the API server (readiness); its client for the
+    /// Pod's own requests.
+    store: KubeStore,
     /// `datastore_type: kubernetes`: the Pod's annotations are the pod's endpoint.
     endpoint_in_pod: bool,
     pod: Option<PodRef>,
@@ -152,10 +155,11 @@ impl Session {
                     .into(),
             ));
         }
-        let client = connect(conf)?;
+        let store = KubeStore::new(connect(conf)?);
         if endpoint_in_pod {
-            readiness::check(&client)?;
+            readiness::check(&store)?;
         }
+        let client = store.client();
         let mut plan = AddPlan::default();
         let mut rewritten = false;
         if pod_cidr_wanted {
@@ -215,7 +219,7 @@ impl Session {
             })?);
         }
         let session = Session {
-            client,
+            store,
             endpoint_in_pod,
             pod,
             container_id: req.env.container_id.clone(),
@@ -241,10 +245,10 @@ impl Session {
             log::warn!("{e}: no pod to update");
             None
         });
-        let client = connect(conf)?;
-        readiness::check(&client)?;
+        let store = KubeStore::new(connect(conf)?);
+        readiness::check(&store)?;
         Ok(Some(Session {
-            client,
+            store,
             endpoint_in_pod: true,
             pod,
             container_id: req.env.container_id.clone(),
@@ -265,7 +269,8 @@ impl Session {
         };
         let body = status_patch(result, &self.container_id);
         match self
-            .client
+            .store
+            .client()
             .patch(&pod.status_path(), PatchKind::Strategic, &body)
         {
             Ok(_) => Ok(()),
@@ -287,7 +292,8 @@ impl Session {
         };
         for _ in 0..DEL_ATTEMPTS {
             let Some(object) = self
-                .client
+                .store
+                .client()
                 .get(&pod.path())
                 .map_err(kube(format!("error getting pod {pod}")))?
             else {
@@ -310,7 +316,8 @@ impl Session {
                 Release::Patch(patch) => patch,
             };
             match self
-                .client
+                .store
+                .client()
                 .patch(&pod.status_path(), PatchKind::Strategic, &patch)
             {
                 Ok(_) => return Ok(true),

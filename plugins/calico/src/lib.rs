@@ -29,6 +29,7 @@ use shared::spec::error::{CniError, ErrorCode};
 use shared::spec::result::{CniResult, Interface, IpConfig};
 
 use calico_ipam::k8s::KubeError;
+use calico_ipam::store::StoreError;
 use config::CalicoConf;
 use dataplane::Plan;
 use identity::{Workload, INTERFACE_PREFIX_ENV};
@@ -68,11 +69,11 @@ pub enum CalicoError {
     },
     #[error("{0}")]
     CheckFailed(String),
-    /// Kubernetes datastore: ClusterInformation `default` is missing or not ready.
+    /// ClusterInformation `default` does not say the datastore is ready.
     #[error("Calico is currently not ready to process requests")]
     NotReady,
     #[error("error getting ClusterInformation: {0}")]
-    ClusterInformation(KubeError),
+    ClusterInformation(StoreError),
     /// Any other Kubernetes API failure; `what` says what the plugin was doing.
     #[error("{what}: {source}")]
     Kube { what: String, source: KubeError },
@@ -141,12 +142,12 @@ impl From<CalicoError> for CniError {
             CalicoError::CheckFailed(_) => (C::CheckFailed, ""),
             CalicoError::NotReady => (
                 C::TryAgainLater,
-                "ClusterInformation \"default\" does not say datastoreReady: true; calico-node \
-                 sets it once the datastore is ready (it is cleared during upgrades)",
+                "ClusterInformation \"default\" does not say datastoreReady: true; calico/node \
+                 sets it once the datastore is ready (it is cleared during upgrades): check \
+                 that calico/node is running",
             ),
-            CalicoError::ClusterInformation(source) | CalicoError::Kube { source, .. } => {
-                kube_code(source)
-            }
+            CalicoError::ClusterInformation(source) => (source.cni_code(), store_hint(source)),
+            CalicoError::Kube { source, .. } => kube_code(source),
             CalicoError::PodNotFound(_) => (
                 C::Datastore,
                 "the pod is not in the API server: it was probably deleted meanwhile",
@@ -186,6 +187,22 @@ impl From<CalicoError> for CniError {
 /// The code of a Kubernetes API failure: retry later when the server is down or refuses
 /// the credentials or the RBAC verb (calico-node refreshes the token; an operator fixes the
 /// ClusterRole); the configuration when the kubeconfig is unusable; else the datastore's.
+/// What to do about a datastore that could not answer the readiness question.
+fn store_hint(error: &StoreError) -> &'static str {
+    match error {
+        StoreError::Unavailable(_) | StoreError::Denied(_) => {
+            "check that the datastore (etcd_endpoints, or the API server of the CNI \
+             kubeconfig) is reachable from the node and that the credentials are current and \
+             allowed; the runtime will retry"
+        }
+        StoreError::Misconfigured(_) => {
+            "fix the etcd_* TLS settings of the network configuration; retries fail the same \
+             way until then"
+        }
+        _ => "the datastore refused the request or holds an unreadable ClusterInformation",
+    }
+}
+
 fn kube_code(error: &KubeError) -> (ErrorCode, &'static str) {
     match error {
         e if e.is_transient() => (

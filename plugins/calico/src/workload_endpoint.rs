@@ -23,8 +23,7 @@ use std::io::{self, Read};
 
 use calico_ipam::datastore::{open_kv, DatastoreError};
 use calico_ipam::netconf::{Datastore, DatastoreConf};
-use calico_ipam::store::codec;
-use calico_ipam::store::kv::Kv;
+use calico_ipam::store::kv::{Kv, KvStore};
 use calico_ipam::store::StoreError;
 use calico_ipam::timestamp;
 use serde_json::{json, Map, Value};
@@ -56,11 +55,6 @@ const LABEL_SERVICE_ACCOUNT: &str = "projectcalico.org/serviceaccount";
 pub enum WepError {
     #[error("{0}")]
     Config(String),
-    #[error("error getting ClusterInformation: {0}")]
-    ClusterInformation(StoreError),
-    /// ClusterInformation `default` is missing or its `datastoreReady` is not true.
-    #[error("Calico is currently not ready to process requests")]
-    NotReady,
     #[error(transparent)]
     Name(#[from] WepNameError),
     #[error("{op} WorkloadEndpoint {key}: {source}")]
@@ -79,14 +73,7 @@ impl WepError {
         use ErrorCode as C;
         match self {
             WepError::Config(_) => (C::InvalidNetworkConfig, ""),
-            WepError::NotReady => (
-                C::TryAgainLater,
-                "calico/node sets spec.datastoreReady to true in ClusterInformation \"default\" \
-                 once the datastore is ready (it is false during upgrades); check that \
-                 calico/node is running",
-            ),
-            WepError::ClusterInformation(StoreError::Unavailable(_))
-            | WepError::Endpoint {
+            WepError::Endpoint {
                 source: StoreError::Unavailable(_),
                 ..
             } => (
@@ -94,8 +81,7 @@ impl WepError {
                 "the datastore did not answer; check etcd_endpoints and that etcd is up; the \
                  runtime will retry",
             ),
-            WepError::ClusterInformation(StoreError::Misconfigured(_))
-            | WepError::Endpoint {
+            WepError::Endpoint {
                 source: StoreError::Misconfigured(_),
                 ..
             } => (
@@ -110,7 +96,7 @@ impl WepError {
                 C::TryAgainLater,
                 "another writer kept changing the endpoint; the runtime will retry",
             ),
-            WepError::ClusterInformation(_) | WepError::Endpoint { .. } => (
+            WepError::Endpoint { .. } => (
                 C::Datastore,
                 "the datastore refused the request or holds an unreadable object: fix or \
                  remove the key named above",
@@ -432,24 +418,9 @@ impl WepIdentity {
     }
 }
 
-/// §3 step 4: Calico serves requests only once calico/node has set `datastoreReady` in
-/// ClusterInformation `default`. On `local` no calico/node writes it: a missing object (or
-/// field) means ready, and only an explicit `false` (an operator pausing the node) stops.
-pub fn check_ready(kv: &dyn Kv, local: bool) -> Result<(), WepError> {
-    let key = codec::cluster_information_key();
-    let stored = kv.get(&key).map_err(WepError::ClusterInformation)?;
-    let ready = match stored {
-        None => None,
-        Some((bytes, _)) => {
-            codec::decode_cluster_information(&key, &bytes)
-                .map_err(WepError::ClusterInformation)?
-                .datastore_ready
-        }
-    };
-    match (ready, local) {
-        (Some(true), _) | (None, true) => Ok(()),
-        _ => Err(WepError::NotReady),
-    }
+/// §3 step 4, asked of the datastore library as on every datastore.
+fn check_ready(kv: &dyn Kv) -> Result<(), CalicoError> {
+    crate::readiness::check(&KvStore::new(kv))
 }
 
 /// Creates the endpoint, or updates the one stored under its name (compare-and-swap on the
@@ -581,11 +552,11 @@ fn kv_datastore(conf: &DatastoreConf) -> Result<Option<Datastore>, WepError> {
 /// `calico -t` on a key-value datastore: reached and found ready; `false` when the config
 /// names none.
 pub fn check_datastore(conf: &CalicoConf) -> Result<bool, CalicoError> {
-    let Some(kind) = kv_datastore(&conf.datastore)? else {
+    if kv_datastore(&conf.datastore)?.is_none() {
         return Ok(false);
-    };
+    }
     let kv = open_kv(&conf.datastore).map_err(WepError::from)?;
-    check_ready(kv.as_ref(), kind == Datastore::Local)?;
+    check_ready(kv.as_ref())?;
     Ok(true)
 }
 
@@ -601,11 +572,11 @@ impl Session {
     /// `None` without a key-value datastore. Otherwise the datastore is opened and found
     /// ready, or the request is refused before anything changes.
     pub fn open(conf: &CalicoConf, req: &crate::Req) -> Result<Option<Session>, CalicoError> {
-        let Some(kind) = kv_datastore(&conf.datastore)? else {
+        if kv_datastore(&conf.datastore)?.is_none() {
             return Ok(None);
-        };
+        }
         let kv = open_kv(&conf.datastore).map_err(WepError::from)?;
-        check_ready(kv.as_ref(), kind == Datastore::Local)?;
+        check_ready(kv.as_ref())?;
         let node = conf.node_name()?;
         let workload = Workload::from_args(&req.env.args, &req.env.container_id);
         let id = WepIdentity::new(
@@ -756,11 +727,6 @@ mod tests {
         }
     }
 
-    fn put_ci(kv: &MemoryKv, value: &str) {
-        kv.create(&codec::cluster_information_key(), value.as_bytes())
-            .expect("create");
-    }
-
     #[test]
     fn a_plain_container_is_stored_as_calico_stores_it() {
         let id = cni_id("0123abcd");
@@ -846,43 +812,26 @@ mod tests {
     }
 
     #[test]
-    fn readiness_on_etcd_needs_an_explicit_true() {
-        let kv = MemoryKv::new();
-        assert!(matches!(check_ready(&kv, false), Err(WepError::NotReady)));
-        assert!(check_ready(&kv, true).is_ok(), "local: no calico/node");
-        put_ci(&kv, r#"{"spec":{"datastoreReady":false}}"#);
-        assert!(matches!(check_ready(&kv, false), Err(WepError::NotReady)));
-        assert!(matches!(check_ready(&kv, true), Err(WepError::NotReady)));
-        let kv = MemoryKv::new();
-        put_ci(&kv, r#"{"spec":{"clusterGUID":"x"}}"#);
-        assert!(matches!(check_ready(&kv, false), Err(WepError::NotReady)));
-        assert!(check_ready(&kv, true).is_ok());
-        let kv = MemoryKv::new();
-        put_ci(&kv, r#"{"spec":{"datastoreReady":true}}"#);
-        assert!(check_ready(&kv, false).is_ok());
-        let kv = MemoryKv::new();
-        put_ci(&kv, "[1]");
-        let err = check_ready(&kv, false).expect_err("corrupt");
-        assert_eq!(err.code_and_details().0, ErrorCode::Datastore);
-        assert_eq!(
-            WepError::NotReady.code_and_details().0,
-            ErrorCode::TryAgainLater
-        );
-    }
-
-    #[test]
     fn an_untrusted_etcd_is_the_configurations_problem_not_a_retry() {
         let untrusted = || StoreError::Misconfigured("etcd_ca_cert_file /ca.pem".into());
         assert_eq!(
-            WepError::ClusterInformation(untrusted())
-                .code_and_details()
-                .0,
+            WepError::Endpoint {
+                op: "error reading",
+                key: "k".into(),
+                source: untrusted()
+            }
+            .code_and_details()
+            .0,
             ErrorCode::InvalidNetworkConfig
         );
         assert_eq!(
-            WepError::ClusterInformation(StoreError::Unavailable("down".into()))
-                .code_and_details()
-                .0,
+            WepError::Endpoint {
+                op: "error reading",
+                key: "k".into(),
+                source: StoreError::Unavailable("down".into())
+            }
+            .code_and_details()
+            .0,
             ErrorCode::TryAgainLater
         );
     }

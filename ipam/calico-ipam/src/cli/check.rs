@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use ipnetwork::IpNetwork;
 
 use crate::model::{AllocationAttribute, IpamBlock};
-use crate::netconf::{Datastore, IpamNetConf};
+use crate::netconf::IpamNetConf;
 use crate::store::{Store, StoreError};
 
 use super::report::{self, Allocation, HandleInfo, Report};
@@ -138,20 +138,10 @@ impl Checker {
 }
 
 pub fn run(store: &dyn Store, conf: &IpamNetConf, options: &Options) -> Result<i32, String> {
-    let local = conf.datastore()? == Datastore::Local;
-    check(store, conf, local, options).map_err(|e| e.to_string())
-}
-
-fn check(
-    store: &dyn Store,
-    conf: &IpamNetConf,
-    local: bool,
-    options: &Options,
-) -> Result<i32, String> {
     let text = |e: StoreError| e.to_string();
     println!("Checking IPAM for inconsistencies...");
     println!();
-    let info = report::cluster_information(store, local)?;
+    let info = report::cluster_information(store)?;
     let mut c = Checker {
         show_all: options.show_all_ips,
         show_problems: options.show_all_ips || options.show_problem_ips,
@@ -213,7 +203,8 @@ fn check(
             workload_ips += 1;
         }
     }
-    if local {
+    // A single node's store: the runtime's own record of its attachments counts too.
+    if !store.has_calico_node() {
         for a in result_cache::attachments(&options.cache_dir, &conf.name) {
             for ip in a.ips {
                 // An endpoint's address is in the cache too: one owner, not two.

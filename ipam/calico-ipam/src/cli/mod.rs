@@ -209,7 +209,6 @@ fn execute(cli: Cli) -> Result<i32, String> {
     let node = node_conf.resolve().map_err(|e| e.to_string())?;
     let store = datastore::open(&conf).map_err(|e| e.to_string())?;
     let ipam = Ipam::new(store.as_ref(), &node);
-    let local = conf.datastore()? == crate::netconf::Datastore::Local;
     match cli.command {
         Action::Show {
             ip,
@@ -230,7 +229,7 @@ fn execute(cli: Cli) -> Result<i32, String> {
             ip,
             from_report,
             force,
-        } => release::run(&ipam, store.as_ref(), local, ip, &from_report, force),
+        } => release::run(&ipam, store.as_ref(), ip, &from_report, force),
         Action::Check {
             show_all_ips,
             show_problem_ips,

@@ -20,13 +20,12 @@ use super::report::{self, HandleInfo, Report};
 pub fn run(
     ipam: &Ipam,
     store: &dyn Store,
-    local: bool,
     ip: Option<IpAddr>,
     reports: &[PathBuf],
     force: bool,
 ) -> Result<i32, String> {
     if !reports.is_empty() {
-        from_reports(ipam, store, local, reports, force)?;
+        from_reports(ipam, store, reports, force)?;
         println!("You may now unlock the data store.");
         return Ok(0);
     }
@@ -44,11 +43,10 @@ pub fn run(
 fn from_reports(
     ipam: &Ipam,
     store: &dyn Store,
-    local: bool,
     paths: &[PathBuf],
     force: bool,
 ) -> Result<(), String> {
-    let info = report::cluster_information(store, local)?;
+    let info = report::cluster_information(store)?;
     let mut reports = Vec::new();
     let mut found_current = false;
     for path in paths {

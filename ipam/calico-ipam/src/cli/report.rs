@@ -109,13 +109,10 @@ impl Report {
 
 /// The ClusterInformation a report is tied to. A single node's `local` store may have none
 /// (nothing runs calico/node there): it is then the empty one, as readiness reads it.
-pub fn cluster_information(
-    store: &dyn Store,
-    local: bool,
-) -> Result<Versioned<ClusterInformation>, String> {
+pub fn cluster_information(store: &dyn Store) -> Result<Versioned<ClusterInformation>, String> {
     match store.get_cluster_information().map_err(|e| e.to_string())? {
         Some(info) => Ok(info),
-        None if local => Ok(Versioned {
+        None if !store.has_calico_node() => Ok(Versioned {
             value: ClusterInformation::default(),
             revision: String::new(),
         }),

@@ -77,7 +77,7 @@ impl Ipam<'_> {
     /// refuses to assign to a node it does not know (libcalico-go's
     /// `prepareAffinityBlocksForHost`). Its labels are kept for the pools' selectors.
     pub(super) fn require_node(&self, memo: &Memo) -> Result<(), IpamError> {
-        if !self.store.registers_nodes() || memo.labels.borrow().contains_key(&self.node) {
+        if !self.store.has_calico_node() || memo.labels.borrow().contains_key(&self.node) {
             return Ok(());
         }
         let node = self

@@ -22,9 +22,34 @@ pub trait Kv {
     fn delete(&self, key: &str, revision: &Revision) -> Result<()>;
     /// A real round trip.
     fn ping(&self) -> Result<()>;
-    /// See [`Store::registers_nodes`].
-    fn registers_nodes(&self) -> bool {
+    /// See [`Store::has_calico_node`].
+    fn has_calico_node(&self) -> bool {
         true
+    }
+}
+
+/// A borrowed key-value store is one too (a [`KvStore`] over a `&dyn Kv` the caller keeps).
+impl<K: Kv + ?Sized> Kv for &K {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Revision)>> {
+        (**self).get(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>, Revision)>> {
+        (**self).list(prefix)
+    }
+    fn create(&self, key: &str, value: &[u8]) -> Result<Revision> {
+        (**self).create(key, value)
+    }
+    fn update(&self, key: &str, value: &[u8], revision: &Revision) -> Result<Revision> {
+        (**self).update(key, value, revision)
+    }
+    fn delete(&self, key: &str, revision: &Revision) -> Result<()> {
+        (**self).delete(key, revision)
+    }
+    fn ping(&self) -> Result<()> {
+        (**self).ping()
+    }
+    fn has_calico_node(&self) -> bool {
+        (**self).has_calico_node()
     }
 }
 
@@ -90,8 +115,8 @@ impl<K: Kv> Store for KvStore<K> {
             .map(|_| ())
     }
 
-    fn registers_nodes(&self) -> bool {
-        self.kv.registers_nodes()
+    fn has_calico_node(&self) -> bool {
+        self.kv.has_calico_node()
     }
 
     fn get_node(&self, name: &str) -> Result<Option<Node>> {

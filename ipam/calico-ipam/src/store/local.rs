@@ -248,7 +248,7 @@ impl Kv for LocalKv {
     }
 
     /// No calico/node runs with the single-node store: nothing registers Nodes.
-    fn registers_nodes(&self) -> bool {
+    fn has_calico_node(&self) -> bool {
         false
     }
 

@@ -10,6 +10,9 @@ use super::{Result, Revision, StoreError};
 #[derive(Default)]
 pub struct MemoryKv {
     inner: Mutex<Inner>,
+    /// Behaves as a cluster's datastore, where calico/node runs (see
+    /// [`Kv::has_calico_node`]); else as the single-node store.
+    calico_node: bool,
 }
 
 #[derive(Default)]
@@ -23,6 +26,14 @@ struct Inner {
 impl MemoryKv {
     pub fn new() -> MemoryKv {
         MemoryKv::default()
+    }
+
+    /// An empty store that behaves as a cluster's, where calico/node runs.
+    pub fn with_calico_node() -> MemoryKv {
+        MemoryKv {
+            calico_node: true,
+            ..MemoryKv::default()
+        }
     }
 
     /// An empty store ready for the engine.
@@ -123,9 +134,8 @@ impl Kv for MemoryKv {
         Ok(())
     }
 
-    /// The engine's tests run without Node objects, as the single-node store does.
-    fn registers_nodes(&self) -> bool {
-        false
+    fn has_calico_node(&self) -> bool {
+        self.calico_node
     }
 
     fn ping(&self) -> Result<()> {

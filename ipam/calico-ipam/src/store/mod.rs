@@ -64,6 +64,24 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// The CNI code of a datastore failure: unreachable, or refusing credentials or
+    /// permissions (a token calico-node has not refreshed yet, RBAC being rolled out), is
+    /// worth retrying; a datastore the configuration cannot reach (an etcd CA that did not
+    /// sign etcd's certificate) is the configuration's problem; anything else is the
+    /// datastore's.
+    pub fn cni_code(&self) -> shared::spec::error::ErrorCode {
+        use shared::spec::error::ErrorCode as C;
+        match self {
+            StoreError::Unavailable(_) | StoreError::Conflict(_) | StoreError::Denied(_) => {
+                C::TryAgainLater
+            }
+            StoreError::Misconfigured(_) => C::InvalidNetworkConfig,
+            _ => C::Datastore,
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// The typed operations the IPAM engine and the plugins need.
@@ -76,9 +94,10 @@ pub trait Store {
     /// config names.
     fn create_pool(&self, pool: &IpPool) -> Result<()>;
     fn get_node(&self, name: &str) -> Result<Option<Node>>;
-    /// Whether calico/node registers a Node object for every node here (not in the
-    /// single-node `local` store, which has no calico/node).
-    fn registers_nodes(&self) -> bool {
+    /// Whether calico/node runs against this datastore: it registers a Node object for every
+    /// node and keeps ClusterInformation's readiness. Not so in the single-node `local`
+    /// store.
+    fn has_calico_node(&self) -> bool {
         true
     }
     /// With its revision: an IPAM report is only acted on while it is unchanged.

@@ -390,6 +390,41 @@ fn calico_k8s_ip_addrs_no_ipam_needs_the_feature_and_takes_nothing_from_ipam() {
     assert_nothing_left(&c, &pod, "after DEL");
 }
 
+/// On the Kubernetes datastore Felix honours `floatingIPs` from the Pod by itself: the plugin
+/// is the only gate. Closed (the default), a pod with the annotation takes no address; open,
+/// it is wired as any other.
+#[test]
+fn calico_k8s_floating_ips_need_the_feature() {
+    let c = Cluster::new();
+    pools(&c);
+    c.pod(
+        "ns1",
+        "edge",
+        json!({"cni.projectcalico.org/floatingIPs": "[\"192.0.2.7\"]"}),
+    );
+    let pod = c.sandbox("k8s-floating", "ns1", "edge");
+    let off = c.conflist(CONFLIST, |_| {});
+    let (code, msg) = add_fails(&c, &off, &pod);
+    assert_eq!(
+        (code, msg.as_str()),
+        (7, "requested feature is not enabled: floating_ips")
+    );
+    assert_nothing_left(&c, &pod, "feature off");
+    assert_eq!(
+        c.ipam_allocations(),
+        BTreeMap::new(),
+        "no address was taken"
+    );
+
+    let on = c.conflist(CONFLIST, |l| {
+        l["plugins"][0]["feature_control"] = json!({"floating_ips": true});
+    });
+    let ips = result_ips(&c.runner().add(&on, &pod.rt).expect("ADD"));
+    assert_eq!(ips.len(), 1, "{ips:?}");
+    c.runner().del(&on, &pod.rt).expect("DEL");
+    assert_nothing_left(&c, &pod, "after DEL");
+}
+
 #[test]
 fn calico_k8s_forbidden_status_patch_gives_the_address_back() {
     let c = Cluster::new();

@@ -505,3 +505,105 @@ fn wep_on_local_a_path_as_pod_namespace_is_refused_and_its_del_succeeds() {
 fn wep_on_etcd_a_path_as_pod_namespace_is_refused_and_its_del_succeeds() {
     a_path_as_pod_namespace_is_refused_and_its_del_succeeds(Backend::Etcd);
 }
+
+/// `policy.type: k8s` with the pod's `floatingIPs` and `allowedSourcePrefixes`: behind
+/// `feature_control.floating_ips`, each floating IP is NATed to the pod's address of its
+/// family (`ipNATs`) and the prefixes the pod may send from are recorded
+/// (`allowSpoofedSourcePrefixes`); with the gate closed, or an annotation that cannot be
+/// honoured, ADD is refused and leaves nothing.
+#[test]
+fn wep_with_k8s_policy_carries_floating_ips_and_allowed_source_prefixes() {
+    let mut s = Setup::new(Backend::Local);
+    let api = NodeApiServer::start(s.node.netns.path());
+    let kubeconfig = api.kubeconfig(s.node.dir.path());
+    s.plugin["policy"] = json!({"type": "k8s"});
+    s.plugin["kubernetes"] = json!({"kubeconfig": kubeconfig});
+    api.put(
+        "namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+    );
+    let put_pod = |name: &str, annotations: Value| {
+        api.put(
+            "pods",
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": name, "namespace": "shop", "annotations": annotations},
+                   "spec": {"nodeName": NODE,
+                            "containers": [{"name": "main", "image": "busybox"}]},
+                   "status": {"phase": "Pending"}}),
+        );
+    };
+    let both = json!({
+        "cni.projectcalico.org/floatingIPs": "[\"192.0.2.7\", \"2001:db8::7\"]",
+        "cni.projectcalico.org/allowedSourcePrefixes": "[\"10.9.0.5/24\"]",
+    });
+    put_pod("edge", both);
+    let pod = s
+        .node
+        .k8s_pod("wep00000000000000000000000000fip1", "shop", "edge");
+
+    // The gate is closed by default: refused before an address is taken.
+    let out = s.call("ADD", &pod);
+    assert_eq!(out.exit, Some(1), "{}", out.describe());
+    assert!(
+        out.stdout
+            .contains("requested feature is not enabled: floating_ips"),
+        "{}",
+        out.describe()
+    );
+    s.assert_nothing_left(&pod, "gate closed");
+
+    s.plugin["feature_control"] = json!({"floating_ips": true});
+    let result = s.add(&pod);
+    let ips = addresses(&result);
+    let v4 = ips
+        .iter()
+        .find(|a| !a.contains(':'))
+        .expect("an IPv4 address");
+    let v6 = ips
+        .iter()
+        .find(|a| a.contains(':'))
+        .expect("an IPv6 address");
+    let key = format!("{WEP_PREFIX}shop/e2e--node-k8s-edge-eth0");
+    let wep = s.endpoints().remove(&key).expect("the endpoint");
+    let host = |a: &str| a.split('/').next().unwrap_or_default().to_string();
+    assert_eq!(
+        wep["spec"]["ipNATs"],
+        json!([{"internalIP": host(v4), "externalIP": "192.0.2.7"},
+               {"internalIP": host(v6), "externalIP": "2001:db8::7"}]),
+        "{wep}"
+    );
+    assert_eq!(
+        wep["spec"]["allowSpoofedSourcePrefixes"],
+        json!(["10.9.0.0/24"]),
+        "{wep}"
+    );
+    s.del(&pod, "DEL");
+    s.assert_nothing_left(&pod, "after DEL");
+
+    // An IPv6 floating IP for a pod with no IPv6 address: found after IPAM, rolled back.
+    put_pod(
+        "edge4",
+        json!({"cni.projectcalico.org/ipFamilies": "[\"IPv4\"]",
+               "cni.projectcalico.org/floatingIPs": "[\"2001:db8::8\"]"}),
+    );
+    let pod = s
+        .node
+        .k8s_pod("wep00000000000000000000000000fip2", "shop", "edge4");
+    let out = s.call("ADD", &pod);
+    assert_eq!(out.exit, Some(1), "{}", out.describe());
+    assert!(out.stdout.contains("2001:db8::8"), "{}", out.describe());
+    s.assert_nothing_left(&pod, "no address of the floating IP's family");
+
+    // A prefix that is not a CIDR: refused before IPAM.
+    put_pod(
+        "spoof",
+        json!({"cni.projectcalico.org/allowedSourcePrefixes": "[\"10.9.0.5\"]"}),
+    );
+    let pod = s
+        .node
+        .k8s_pod("wep00000000000000000000000000fip3", "shop", "spoof");
+    let out = s.call("ADD", &pod);
+    assert_eq!(out.exit, Some(1), "{}", out.describe());
+    assert!(out.stdout.contains("invalid CIDR"), "{}", out.describe());
+    s.assert_nothing_left(&pod, "bad prefix");
+}

@@ -19,6 +19,8 @@ pub const IP_FAMILIES: &str = "cni.projectcalico.org/ipFamilies";
 pub const IP_ADDRS: &str = "cni.projectcalico.org/ipAddrs";
 pub const IP_ADDRS_NO_IPAM: &str = "cni.projectcalico.org/ipAddrsNoIpam";
 pub const HW_ADDR: &str = "cni.projectcalico.org/hwAddr";
+pub const FLOATING_IPS: &str = "cni.projectcalico.org/floatingIPs";
+pub const ALLOWED_SOURCE_PREFIXES: &str = "cni.projectcalico.org/allowedSourcePrefixes";
 
 const CALICO_IPAM: &str = "calico-ipam";
 
@@ -138,6 +140,13 @@ impl PodRequest {
         if let Some(v) = text(pod, HW_ADDR)? {
             request.mac = Some(parse_mac(v).map_err(|why| bad(HW_ADDR, v, why))?);
         }
+        // Felix honours the annotation by itself on the Kubernetes datastore: the plugin is
+        // the only gate, and it closes before an address is taken.
+        if text(pod, FLOATING_IPS)?.is_some() && !conf.feature_control.floating_ips {
+            return Err(CalicoError::FeatureDisabled("floating_ips"));
+        }
+        floating_ips(pod)?;
+        allowed_source_prefixes(pod)?;
         Ok(request)
     }
 
@@ -167,6 +176,48 @@ impl PodRequest {
         }
         Ok(())
     }
+}
+
+/// `floatingIPs`: a JSON list of addresses, each reached from outside as the pod's address of
+/// its family.
+pub fn floating_ips(pod: &Map<String, Value>) -> Result<Vec<IpAddr>, CalicoError> {
+    let Some(value) = text(pod, FLOATING_IPS)? else {
+        return Ok(Vec::new());
+    };
+    json_strings(FLOATING_IPS, value)?
+        .iter()
+        .map(|t| {
+            t.parse().map_err(|_| {
+                bad(
+                    FLOATING_IPS,
+                    value,
+                    format_args!("failed to parse {t:?} as an IP address"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// `allowedSourcePrefixes`: a JSON list of CIDRs the pod may send from besides its own
+/// addresses, each written as its network (`10.1.2.0/24` for `10.1.2.3/24`), as Go's
+/// `ParseCIDR` returns it.
+pub fn allowed_source_prefixes(pod: &Map<String, Value>) -> Result<Vec<String>, CalicoError> {
+    let Some(value) = text(pod, ALLOWED_SOURCE_PREFIXES)? else {
+        return Ok(Vec::new());
+    };
+    json_strings(ALLOWED_SOURCE_PREFIXES, value)?
+        .iter()
+        .map(|t| {
+            let cidr: IpNetwork = t.parse().ok().filter(|_| t.contains('/')).ok_or_else(|| {
+                bad(
+                    ALLOWED_SOURCE_PREFIXES,
+                    value,
+                    format_args!("invalid CIDR {t:?}"),
+                )
+            })?;
+            Ok(format!("{}/{}", cidr.network(), cidr.prefix()))
+        })
+        .collect()
 }
 
 fn needs_calico_ipam(conf: &CalicoConf, annotation: &str) -> Result<(), CalicoError> {

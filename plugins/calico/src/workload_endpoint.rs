@@ -138,6 +138,10 @@ pub struct PodInfo {
     pub generate_name: Option<String>,
     /// Calico's `EndpointPort` objects (`name`, `protocol`, `port`, `hostPort`, `hostIP`).
     pub ports: Vec<Value>,
+    /// `floatingIPs` (validated before IPAM): the endpoint's `ipNATs`.
+    pub floating_ips: Vec<std::net::IpAddr>,
+    /// `allowedSourcePrefixes` (validated before IPAM): `allowSpoofedSourcePrefixes`.
+    pub allowed_source_prefixes: Vec<String>,
 }
 
 impl PodInfo {
@@ -158,11 +162,16 @@ impl PodInfo {
                 .filter(|s| !s.is_empty())
                 .map(str::to_string)
         };
+        let annotations = crate::annotations::of(pod);
         PodInfo {
             labels,
             service_account: text("/spec/serviceAccountName"),
             generate_name: text("/metadata/generateName"),
             ports: endpoint_ports(pod),
+            // Refused before IPAM when unreadable: what is left here reads.
+            floating_ips: crate::annotations::floating_ips(&annotations).unwrap_or_default(),
+            allowed_source_prefixes: crate::annotations::allowed_source_prefixes(&annotations)
+                .unwrap_or_default(),
         }
     }
 }
@@ -237,6 +246,35 @@ pub struct Attached {
     pub mac: String,
     /// `a.b.c.d/32`, `x::y/128`.
     pub ip_networks: Vec<String>,
+    /// `ipNATs`: (internal, external), the pod's address and a floating IP of its family.
+    pub ip_nats: Vec<(String, String)>,
+}
+
+/// Each floating IP NATed to the pod's (single-address) address of its family; one with no
+/// such address cannot be honoured.
+fn nats(
+    result: &CniResult,
+    floating: &[std::net::IpAddr],
+) -> Result<Vec<(String, String)>, WepError> {
+    floating
+        .iter()
+        .map(|external| {
+            result
+                .ips
+                .iter()
+                .map(|ip| ip.address)
+                .find(|a| {
+                    a.is_ipv4() == external.is_ipv4()
+                        && a.prefix() == if a.is_ipv4() { 32 } else { 128 }
+                })
+                .map(|internal| (internal.ip().to_string(), external.to_string()))
+                .ok_or_else(|| {
+                    WepError::Config(format!(
+                        "floating IP {external} has no pod address of its family to NAT to"
+                    ))
+                })
+        })
+        .collect()
 }
 
 impl Attached {
@@ -255,6 +293,7 @@ impl Attached {
                 .map(|i| i.mac.clone())
                 .unwrap_or_default(),
             ip_networks: result.ips.iter().map(|ip| ip.address.to_string()).collect(),
+            ip_nats: Vec::new(),
         }
     }
 }
@@ -399,6 +438,14 @@ impl WepIdentity {
         if !attached.ip_networks.is_empty() {
             spec.insert("ipNetworks".into(), json!(attached.ip_networks));
         }
+        if !attached.ip_nats.is_empty() {
+            let nats: Vec<Value> = attached
+                .ip_nats
+                .iter()
+                .map(|(internal, external)| json!({"internalIP": internal, "externalIP": external}))
+                .collect();
+            spec.insert("ipNATs".into(), json!(nats));
+        }
         spec.insert("profiles".into(), json!(self.profiles()));
         if !attached.interface_name.is_empty() {
             spec.insert("interfaceName".into(), json!(attached.interface_name));
@@ -408,6 +455,12 @@ impl WepIdentity {
         }
         if !self.pod_info.ports.is_empty() {
             spec.insert("ports".into(), json!(self.pod_info.ports));
+        }
+        if !self.pod_info.allowed_source_prefixes.is_empty() {
+            spec.insert(
+                "allowSpoofedSourcePrefixes".into(),
+                json!(self.pod_info.allowed_source_prefixes),
+            );
         }
         json!({
             "kind": "WorkloadEndpoint",
@@ -608,11 +661,12 @@ impl Session {
     /// read (`policy.type: k8s`).
     pub fn write(&self, result: &CniResult, pod: Option<&Value>) -> Result<(), CalicoError> {
         let id = self.id.as_ref().map_err(|e| WepError::Name(e.clone()))?;
-        let attached = Attached::from_result(result);
+        let mut attached = Attached::from_result(result);
         match pod {
             Some(pod) => {
                 let mut id = id.clone();
                 id.pod_info = PodInfo::of_pod(pod);
+                attached.ip_nats = nats(result, &id.pod_info.floating_ips)?;
                 write(self.kv.as_ref(), &id, &attached)?;
             }
             None => write(self.kv.as_ref(), id, &attached)?,
@@ -717,7 +771,64 @@ mod tests {
             interface_name: "cali0123456789a".into(),
             mac: "02:42:ac:11:00:02".into(),
             ip_networks: vec!["10.0.0.5/32".into(), "fd00::5/128".into()],
+            ip_nats: Vec::new(),
         }
+    }
+
+    #[test]
+    fn floating_ips_become_nats_of_the_same_family_and_prefixes_are_kept() {
+        use shared::spec::result::IpConfig;
+        let result = CniResult {
+            ips: ["10.0.0.5/32", "fd00::5/128"]
+                .iter()
+                .map(|a| IpConfig {
+                    address: a.parse().expect("cidr"),
+                    gateway: None,
+                    interface: Some(1),
+                })
+                .collect(),
+            ..CniResult::default()
+        };
+        let floating: Vec<std::net::IpAddr> = vec![
+            "192.0.2.7".parse().expect("ip"),
+            "2001:db8::7".parse().expect("ip"),
+        ];
+        let got = nats(&result, &floating).expect("both families");
+        assert_eq!(
+            got,
+            vec![
+                ("10.0.0.5".to_string(), "192.0.2.7".to_string()),
+                ("fd00::5".to_string(), "2001:db8::7".to_string())
+            ]
+        );
+        let v4_only = CniResult {
+            ips: result.ips[..1].to_vec(),
+            ..CniResult::default()
+        };
+        assert!(matches!(
+            nats(&v4_only, &floating),
+            Err(WepError::Config(m)) if m.contains("2001:db8::7")
+        ));
+
+        let mut id = k8s_id(&conf(json!({})), "c1");
+        id.pod_info.allowed_source_prefixes = vec!["10.9.0.0/24".into()];
+        let mut a = attached();
+        a.ip_nats = got;
+        let v = id.resource(&a, &meta());
+        assert_eq!(
+            v["spec"]["ipNATs"],
+            json!([{"internalIP": "10.0.0.5", "externalIP": "192.0.2.7"},
+                   {"internalIP": "fd00::5", "externalIP": "2001:db8::7"}])
+        );
+        assert_eq!(
+            v["spec"]["allowSpoofedSourcePrefixes"],
+            json!(["10.9.0.0/24"])
+        );
+        let plain = k8s_id(&conf(json!({})), "c1").resource(&attached(), &meta());
+        assert!(
+            plain["spec"].get("ipNATs").is_none()
+                && plain["spec"].get("allowSpoofedSourcePrefixes").is_none()
+        );
     }
 
     fn meta() -> Meta {
@@ -795,6 +906,8 @@ mod tests {
             service_account: Some("builder".into()),
             generate_name: Some("web-".into()),
             ports: Vec::new(),
+            floating_ips: Vec::new(),
+            allowed_source_prefixes: Vec::new(),
         };
         let v = id.resource(&attached(), &meta());
         assert_eq!(

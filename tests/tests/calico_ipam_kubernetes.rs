@@ -27,9 +27,10 @@ const NODE_A_HASH: &str = "PY3TQE2E3XMTETLM2MJO3UITKPFB27YUJ4T4E5XGPEJON3SM4QAA"
 const METADATA_ANNOTATION: &str = "projectcalico.org/metadata";
 
 /// API requests of one warm ADD (a node that has a block with room): list the pools, list
-/// the node's affinities by label, read the IPAM config, read the block, create the handle,
-/// update the block. Calico reads the Node, the affinity and the handle besides.
-const WARM_ADD_REQUESTS: usize = 6;
+/// the node's affinities by label, read the IPAM config, list the IPReservations, read the
+/// block, create the handle, update the block. Calico reads the Node, the affinity and the
+/// handle besides (and lists the reservations once per IP family).
+const WARM_ADD_REQUESTS: usize = 7;
 /// One DEL: read the handle, read and update the block, mark the handle deleted and delete
 /// it (the two-step delete), then look for the legacy `<namespace>.<pod>` handle.
 const DEL_REQUESTS: usize = 6;
@@ -37,7 +38,7 @@ const DEL_REQUESTS: usize = 6;
 /// none labelled: it may have some an older Calico wrote without labels), all blocks listed
 /// once (to find a free one), then the claim: affinity created pending, block created,
 /// affinity confirmed.
-const FRESH_ADD_REQUESTS: usize = 10;
+const FRESH_ADD_REQUESTS: usize = 11;
 
 fn fixture() -> IpamFixture {
     let fx = IpamFixture::new(Backend::Kubernetes);

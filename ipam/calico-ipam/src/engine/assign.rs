@@ -143,7 +143,6 @@ impl Ipam<'_> {
         ips: &mut Vec<IpNetwork>,
     ) -> Result<(), IpamError> {
         let requested = if v4 { &req.pools4 } else { &req.pools6 };
-        let reserved = self.memo_reservations(memo)?;
         // An unset use is a workload, the only use CNI has.
         let usage = Some(req.usage.as_str())
             .filter(|u| !u.is_empty())
@@ -151,6 +150,9 @@ impl Ipam<'_> {
         let pools = self.qualified_pools(memo, v4, requested, usage)?;
         let affine = self.affine_blocks(memo, v4, &pools.chosen, &pools.enabled)?;
         let config = self.memo_config(memo)?;
+        // Listed once the request is known to be servable (libcalico-go lists them first,
+        // so a request refused for its pools costs it one more round trip than us).
+        let reserved = self.memo_reservations(memo)?;
         let limit = effective_block_limit(&config, req.max_blocks_per_host) as usize;
         let handle = Some(sanitize_handle(&req.handle_id)).filter(|h| !h.is_empty());
         let mut family = FamilyRequest {

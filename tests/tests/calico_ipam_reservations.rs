@@ -2,14 +2,15 @@
 //! reserved address (IPv4 or IPv6); once only reserved addresses are left the pool is
 //! exhausted, with the error a full pool gives, and nothing is left behind; reservations of
 //! the other family or outside the pools change nothing; an address asked for by name
-//! (`IP=`) is given even when reserved, as Calico's `AssignIP` gives it. On Kubernetes the
-//! API server refuses a reservation its CRD's schema refuses.
+//! (`IP=`) is given even when reserved, as Calico's `AssignIP` gives it. `calico-ipam show`
+//! counts them in calicoctl's IPS RESERVED column. On Kubernetes the API server refuses a
+//! reservation its CRD's schema refuses.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use cni_tests::ipam::{
-    allocations, contains, handles_of, Backend, IpamFixture, RESERVATION_PREFIX,
+    allocations, contains, handles_of, operator, Backend, IpamFixture, RESERVATION_PREFIX,
 };
 use cni_tests::on_every_datastore;
 use serde_json::{json, Value};
@@ -206,7 +207,78 @@ fn a_malformed_entry_is_skipped_and_the_rest_honoured(backend: Backend) {
     exhausted(&fx, &conf, "more", 4, POOL4);
 }
 
+/// The rows of `calico-ipam show` (`--show-blocks` if asked) for `cidr`, as cells.
+fn show_rows(fx: &IpamFixture, conf: &Value, args: &[&str], cidr: &str) -> Vec<Vec<String>> {
+    let list = fx.write_conflist(conf);
+    let mut all = vec!["show"];
+    all.extend_from_slice(args);
+    let out = operator(&list, &all);
+    assert_eq!(out.exit, Some(0), "show: {}", out.describe());
+    let rows: Vec<Vec<String>> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("| "))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "GROUPING",
+            "CIDR",
+            "IPS TOTAL",
+            "IPS IN USE",
+            "IPS RESERVED",
+            "IPS FREE"
+        ],
+        "{}",
+        out.stdout
+    );
+    rows.into_iter().filter(|r| r[1] == cidr).collect()
+}
+
+fn show_counts_reserved_addresses(backend: Backend) {
+    const POOL4: &str = "10.91.4.0/28";
+    let fx = IpamFixture::new(backend);
+    fx.create_pool(POOL4, 28);
+    // Six of sixteen, one of them twice over, one outside the pool.
+    reserve(&fx, "a", &["10.91.4.0/30", "10.91.4.12/31"]);
+    reserve(&fx, "b", &["10.91.4.1/32", "10.91.5.0/24"]);
+    let conf = v4(&fx, POOL4);
+    let row = |kind: &str, in_use: &str, reserved: &str, free: &str| {
+        [kind, POOL4, "16", in_use, reserved, free]
+            .map(String::from)
+            .to_vec()
+    };
+    assert_eq!(
+        show_rows(&fx, &conf, &[], POOL4),
+        [row("IP Pool", "0 (0%)", "6 (38%)", "10 (62%)")],
+        "no block yet: the reservations are counted all the same"
+    );
+    for i in 0..3 {
+        add_all(&fx, &conf, &format!("c-{i}"), &[]);
+    }
+    assert_eq!(
+        show_rows(&fx, &conf, &["--show-blocks"], POOL4),
+        [
+            row("IP Pool", "3 (19%)", "6 (38%)", "7 (44%)"),
+            row("Block", "3 (19%)", "6 (38%)", "7 (44%)"),
+        ]
+    );
+    // A reserved address given by name is in use and still reserved; free is unchanged.
+    add_all(&fx, &conf, "pinned", &[("IP", "10.91.4.13")]);
+    assert_eq!(
+        show_rows(&fx, &conf, &[], POOL4),
+        [row("IP Pool", "4 (25%)", "6 (38%)", "7 (44%)")]
+    );
+}
+
 on_every_datastore!(
+    show_counts_reserved_addresses,
     reserved_addresses_are_never_handed_out,
     reservations_elsewhere_change_nothing,
     an_address_asked_for_by_name_is_given_even_if_reserved,

@@ -82,6 +82,16 @@ impl Reservations {
         i > 0 && ranges[i - 1].1 >= last
     }
 
+    /// How many addresses of `cidr` are reserved (overlapping reservations counted once).
+    pub fn count_in(&self, cidr: &IpNetwork) -> u128 {
+        let (first, last) = range_of(cidr);
+        self.ranges(cidr.is_ipv4())
+            .iter()
+            .filter(|&&(start, end)| start <= last && end >= first)
+            .map(|&(start, end)| end.min(last) - start.max(first) + 1)
+            .sum()
+    }
+
     /// How many of `block`'s free ordinals automatic assignment may hand out.
     pub fn free_count(&self, block: &IpamBlock) -> usize {
         if self.is_empty() {
@@ -139,6 +149,17 @@ mod tests {
         let gap = reserving(&["10.0.0.0/30", "10.0.0.5/32", "10.0.0.6/31"]);
         assert!(!gap.covers(&cidr("10.0.0.0/29")), "10.0.0.4 is free");
         assert!(!reserving(&["fd00::/120"]).covers(&cidr("0.0.0.0/30")));
+    }
+
+    #[test]
+    fn counts_inside_a_cidr_count_each_address_once() {
+        let r = reserving(&["10.0.0.0/25", "10.0.0.5/32", "10.0.0.64/26", "10.0.1.0/30"]);
+        assert_eq!(r.count_in(&cidr("10.0.0.0/24")), 128);
+        assert_eq!(r.count_in(&cidr("10.0.0.0/23")), 132);
+        assert_eq!(r.count_in(&cidr("10.0.0.124/30")), 4);
+        assert_eq!(r.count_in(&cidr("10.0.0.126/31")), 2);
+        assert_eq!(r.count_in(&cidr("10.0.0.128/25")), 0);
+        assert_eq!(r.count_in(&cidr("fd00::/8")), 0);
     }
 
     #[test]

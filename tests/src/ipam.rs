@@ -46,6 +46,7 @@ pub const NODE_PREFIX: &str = "/calico/resources/v3/projectcalico.org/nodes/";
 pub const HANDLE_PREFIX: &str = "/calico/ipam/v2/handle/";
 pub const BLOCK_PREFIX: &str = "/calico/ipam/v2/assignment/";
 pub const POOL_PREFIX: &str = "/calico/resources/v3/projectcalico.org/ippools/";
+pub const RESERVATION_PREFIX: &str = "/calico/resources/v3/projectcalico.org/ipreservations/";
 pub const IPAM_CONFIG_KEY: &str = "/calico/ipam/v2/config";
 
 /// How long one raw etcd request may take.
@@ -794,6 +795,7 @@ mod kdd {
 
     use super::{
         BLOCK_PREFIX, HANDLE_PREFIX, IPAM_CONFIG_KEY, IPAM_PREFIX, NODE_PREFIX, POOL_PREFIX,
+        RESERVATION_PREFIX,
     };
     use crate::kube_api::FakeApiServer;
 
@@ -822,7 +824,7 @@ mod kdd {
         }
     }
 
-    /// Every IPAM object (and pool and node) as the etcd key and value Calico's etcd
+    /// Every IPAM object (and pool, reservation and node) as the etcd key and value Calico's etcd
     /// datastore would hold for it.
     pub fn snapshot(api: &FakeApiServer) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
@@ -894,6 +896,14 @@ mod kdd {
                 .to_string(),
             );
         }
+        for reservation in api.list("ipreservations") {
+            out.insert(
+                format!("{RESERVATION_PREFIX}{}", name(&reservation)),
+                json!({"kind": "IPReservation", "apiVersion": "projectcalico.org/v3",
+                       "metadata": {"name": name(&reservation)}, "spec": reservation["spec"]})
+                .to_string(),
+            );
+        }
         for node in api.list("nodes") {
             out.insert(
                 format!("{NODE_PREFIX}{}", name(&node)),
@@ -915,6 +925,11 @@ mod kdd {
         let (kind, object) = if let Some(name) = key.strip_prefix(POOL_PREFIX) {
             (
                 "ippools",
+                json!({"metadata": {"name": name}, "spec": value["spec"]}),
+            )
+        } else if let Some(name) = key.strip_prefix(RESERVATION_PREFIX) {
+            (
+                "ipreservations",
                 json!({"metadata": {"name": name}, "spec": value["spec"]}),
             )
         } else if let Some(name) = key.strip_prefix(NODE_PREFIX) {

@@ -28,9 +28,10 @@ const METADATA_ANNOTATION: &str = "projectcalico.org/metadata";
 
 /// API requests of one warm ADD (a node that has a block with room): read the Node (a
 /// node Calico does not know gets no address), list the pools, list the node's affinities
-/// by label, read the IPAM config, read the block, create the handle, update the block.
-/// Calico reads the affinity and the handle besides, and the Node once per family.
-const WARM_ADD_REQUESTS: usize = 7;
+/// by label, read the IPAM config, list the IPReservations, read the block, create the
+/// handle, update the block. Calico reads the affinity and the handle besides, and the Node
+/// and the reservations once per IP family.
+const WARM_ADD_REQUESTS: usize = 8;
 /// One DEL: read the handle, read and update the block, mark the handle deleted and delete
 /// it (the two-step delete), then look for the legacy `<namespace>.<pod>` handle.
 const DEL_REQUESTS: usize = 6;
@@ -38,7 +39,7 @@ const DEL_REQUESTS: usize = 6;
 /// none labelled: it may have some an older Calico wrote without labels), all blocks listed
 /// once (to find a free one), then the claim: affinity created pending, block created,
 /// affinity confirmed.
-const FRESH_ADD_REQUESTS: usize = 11;
+const FRESH_ADD_REQUESTS: usize = 12;
 
 fn fixture() -> IpamFixture {
     let fx = IpamFixture::new(Backend::Kubernetes);

@@ -1,8 +1,9 @@
 //! `calico-ipam show` in the shape of `calicoctl ipam show`, on every datastore: the use
-//! table (go-pretty's bordered style; GROUPING, CIDR, IPS TOTAL, IPS IN USE, IPS FREE, with
-//! one `IP Pool` row per pool and, with `--show-blocks`, one `Block` row per block), `--ip`
-//! (who holds an address, or that none does), `--show-borrowed` (addresses a node took from
-//! a block affine to another node) and `--show-configuration` (the IPAM configuration).
+//! table (go-pretty's bordered style; GROUPING, CIDR, IPS TOTAL, IPS IN USE, IPS RESERVED,
+//! IPS FREE, with one `IP Pool` row per pool and, with `--show-blocks`, one `Block` row per
+//! block), `--ip` (who holds an address, or that none does), `--show-borrowed` (addresses a
+//! node took from a block affine to another node) and `--show-configuration` (the IPAM
+//! configuration). Reserved addresses in the table: `calico_ipam_reservations`.
 
 use cni_tests::host_local::Outcome;
 use cni_tests::ipam::{operator, Backend, IpamFixture, BLOCK_PREFIX, IPAM_CONFIG_KEY, NET};
@@ -66,7 +67,14 @@ fn cells(words: &[&str]) -> Vec<String> {
     words.iter().map(|w| w.to_string()).collect()
 }
 
-const USE_HEADER: [&str; 5] = ["GROUPING", "CIDR", "IPS TOTAL", "IPS IN USE", "IPS FREE"];
+const USE_HEADER: [&str; 6] = [
+    "GROUPING",
+    "CIDR",
+    "IPS TOTAL",
+    "IPS IN USE",
+    "IPS RESERVED",
+    "IPS FREE",
+];
 
 fn show_counts_use_per_pool_and_per_block(backend: Backend) {
     const POOL: &str = "10.91.0.0/24";
@@ -90,8 +98,8 @@ fn show_counts_use_per_pool_and_per_block(backend: Backend) {
     assert_eq!(
         pools,
         vec![
-            cells(&["IP Pool", POOL, "256", "3 (1%)", "253 (99%)"]),
-            cells(&["IP Pool", EMPTY, "256", "0 (0%)", "256 (100%)"]),
+            cells(&["IP Pool", POOL, "256", "3 (1%)", "0 (0%)", "253 (99%)"]),
+            cells(&["IP Pool", EMPTY, "256", "0 (0%)", "0 (0%)", "256 (100%)"]),
         ],
         "one row per pool, no block rows"
     );
@@ -108,7 +116,7 @@ fn show_counts_use_per_pool_and_per_block(backend: Backend) {
     let at = |cidr: &str| rows.iter().position(|r| r[1] == cidr).expect("row");
     assert_eq!(
         rows[at(&block)],
-        cells(&["Block", &block, "64", "3 (5%)", "61 (95%)"])
+        cells(&["Block", &block, "64", "3 (5%)", "0 (0%)", "61 (95%)"])
     );
     assert_eq!(
         at(&block),
@@ -122,7 +130,14 @@ fn show_counts_use_per_pool_and_per_block(backend: Backend) {
     }
     let rows = table(&show(&conf, &fx, &[]));
     assert!(
-        rows.contains(&cells(&["IP Pool", POOL, "256", "0 (0%)", "256 (100%)"])),
+        rows.contains(&cells(&[
+            "IP Pool",
+            POOL,
+            "256",
+            "0 (0%)",
+            "0 (0%)",
+            "256 (100%)"
+        ])),
         "{rows:?}"
     );
 }

@@ -209,6 +209,18 @@ impl ClusterInformation {
     }
 }
 
+/// An IPReservation: addresses automatic assignment never hands out (an operator's, for
+/// gateways or addresses used outside Calico). Only read by CNI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpReservation {
+    pub name: String,
+    /// `spec.reservedCIDRs`, each reduced to its network as libcalico-go parses them (a bare
+    /// address is a /32 or /128). Entries that are not a CIDR or an address are left out.
+    pub reserved_cidrs: Vec<IpNetwork>,
+    /// The rest of the spec.
+    pub extra: Map<String, Value>,
+}
+
 /// A workload the datastore says exists, with the addresses it uses: a WorkloadEndpoint's
 /// `ipNetworks` on etcd and local, a pod's on Kubernetes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,6 +26,8 @@ struct CountingKv {
 fn kind(key: &str) -> &'static str {
     if key.contains("/ippools/") {
         "pools"
+    } else if key.contains("/ipreservations/") {
+        "reservations"
     } else if key.contains("/nodes/") {
         "node"
     } else if key.contains("/assignment/") {
@@ -188,6 +190,7 @@ fn steady_state_add_on_a_node_that_owns_a_block() {
             "list pools",
             "list affinities",
             "get config",
+            "list reservations",
             "get block",
             "create handle",
             "update block",
@@ -215,10 +218,12 @@ fn steady_state_dual_stack_add_reads_pools_and_config_once() {
             "list pools",
             "list affinities",
             "get config",
+            "list reservations",
             "get block",
             "create handle",
             "update block",
-            // IPv6: the handle this request just created is updated without a re-read.
+            // IPv6: the handle this request just created is updated without a re-read, and
+            // the reservations listed for IPv4 serve IPv6 too.
             "list affinities",
             "get block",
             "update handle",
@@ -244,6 +249,7 @@ fn first_add_on_a_fresh_node_claims_without_repeated_reads() {
             "list pools",
             "list affinities",
             "get config",
+            "list reservations",
             "list blocks",
             // The claim: affinity pending, block, affinity confirmed.
             "create affinity",
@@ -303,6 +309,7 @@ fn add_with_pools_already_listed_does_not_list_them_again() {
             "get node",
             "list affinities",
             "get config",
+            "list reservations",
             "get block",
             "create handle",
             "update block",

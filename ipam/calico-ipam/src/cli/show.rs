@@ -1,5 +1,5 @@
 //! `calico-ipam show`, in the shape of `calicoctl ipam show`: use per pool (and, with
-//! `--show-blocks`, per block); with `--ip`, who holds an address; `--show-borrowed`, the
+//! `--show-blocks`, per block), IPReservations included; with `--ip`, who holds an address; `--show-borrowed`, the
 //! addresses nodes took from blocks affine to another node; `--show-configuration`, the
 //! IPAM configuration.
 
@@ -7,16 +7,11 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
-use crate::engine::Ipam;
+use crate::engine::{Ipam, Reservations};
 use crate::model::{to_u128, IpamBlock, IpamConfig};
 use crate::store::{Store, StoreError};
 
 use super::table::{go_g5, Table};
-
-pub fn utilisation(block: &IpamBlock) -> (usize, usize) {
-    let used = block.allocations.iter().filter(|a| a.is_some()).count();
-    (used, block.allocations.len())
-}
 
 /// What `show` was asked for.
 pub struct Options {
@@ -81,48 +76,95 @@ fn capacity(cidr: &IpNetwork) -> f64 {
     2f64.powi(bits)
 }
 
-/// One row of the use table. calicoctl also prints IPS RESERVED and IPS COOLING; this IPAM
-/// implements neither IPReservations nor the cooling-off of released addresses, so those
-/// columns are left out rather than shown as a zero that would only look true.
-fn usage_row(kind: &str, cidr: &IpNetwork, in_use: usize) -> Vec<String> {
-    let total = capacity(cidr);
-    let used = in_use as f64;
-    let share = |n: f64| format!("{} ({:.0}%)", go_g5(n), 100.0 * n / total);
+/// What one row of the use table counts.
+struct Use {
+    total: f64,
+    in_use: f64,
+    /// Addresses a reservation covers, allocated or not (an address allocated before it
+    /// was reserved counts here and in use, as calicoctl counts it).
+    reserved: f64,
+    /// Neither allocated nor reserved: what automatic assignment could still hand out.
+    free: f64,
+}
+
+impl Use {
+    /// `blocks` are those inside `cidr` (all of them for a pool, itself for a block).
+    fn of(cidr: &IpNetwork, blocks: &[&IpamBlock], reserved: &Reservations) -> Use {
+        let total = capacity(cidr);
+        let reserved_here = reserved.count_in(cidr) as f64;
+        let (mut in_use, mut unreserved_in_use) = (0usize, 0usize);
+        for b in blocks {
+            for (ordinal, slot) in b.allocations.iter().enumerate() {
+                if slot.is_some() {
+                    in_use += 1;
+                    if !reserved.contains(b.ip_at(ordinal)) {
+                        unreserved_in_use += 1;
+                    }
+                }
+            }
+        }
+        Use {
+            total,
+            in_use: in_use as f64,
+            reserved: reserved_here,
+            free: (total - reserved_here - unreserved_in_use as f64).max(0.0),
+        }
+    }
+}
+
+/// One row of the use table, in calicoctl's columns but for IPS COOLING: this IPAM has no
+/// cooling-off of released addresses, and a column of zeros would only look true.
+fn usage_row(kind: &str, cidr: &IpNetwork, counts: &Use) -> Vec<String> {
+    let share = |n: f64| format!("{} ({:.0}%)", go_g5(n), 100.0 * n / counts.total);
     vec![
         kind.to_string(),
         cidr.to_string(),
-        go_g5(total),
-        share(used),
-        share(total - used),
+        go_g5(counts.total),
+        share(counts.in_use),
+        share(counts.reserved),
+        share(counts.free),
     ]
 }
 
 fn usage(store: &dyn Store, show_blocks: bool) -> Result<(), StoreError> {
     let pools = store.list_pools()?;
     let blocks = all_blocks(store)?;
-    let mut table = Table::new(&["GROUPING", "CIDR", "IPS TOTAL", "IPS IN USE", "IPS FREE"])
-        .align_right(2)
-        .align_right(3)
-        .align_right(4);
+    let reserved = Reservations::new(&store.list_reservations()?);
+    let mut table = Table::new(&[
+        "GROUPING",
+        "CIDR",
+        "IPS TOTAL",
+        "IPS IN USE",
+        "IPS RESERVED",
+        "IPS FREE",
+    ])
+    .align_right(2)
+    .align_right(3)
+    .align_right(4)
+    .align_right(5);
     let pool_of = |b: &IpamBlock| {
         pools
             .iter()
             .position(|p| p.cidr.is_ipv4() == b.cidr.is_ipv4() && p.cidr.contains(b.cidr.network()))
     };
+    let block_row = |b: &IpamBlock| usage_row("Block", &b.cidr, &Use::of(&b.cidr, &[b], &reserved));
     for (i, p) in pools.iter().enumerate() {
         let mine: Vec<&IpamBlock> = blocks.iter().filter(|b| pool_of(b) == Some(i)).collect();
-        let used = mine.iter().map(|b| utilisation(b).0).sum();
-        table.push(usage_row("IP Pool", &p.cidr, used));
+        table.push(usage_row(
+            "IP Pool",
+            &p.cidr,
+            &Use::of(&p.cidr, &mine, &reserved),
+        ));
         if show_blocks {
             for b in mine {
-                table.push(usage_row("Block", &b.cidr, utilisation(b).0));
+                table.push(block_row(b));
             }
         }
     }
     // Blocks of a pool that is gone: no pool row, as calicoctl, but their blocks.
     if show_blocks {
         for b in blocks.iter().filter(|b| pool_of(b).is_none()) {
-            table.push(usage_row("Block", &b.cidr, utilisation(b).0));
+            table.push(block_row(b));
         }
     }
     table.print();

@@ -12,6 +12,7 @@ use super::candidates::{block_of, BlockCandidates};
 use super::claim::ClaimFailure;
 use super::config::effective_block_limit;
 use super::memo::Memo;
+use super::reserved::Reservations;
 use super::{with_prefix, Assigned, AutoAssign, Ipam, IpamError, MAX_RETRIES, USE_WORKLOAD};
 use crate::model::{to_u128, BlockAffinity, IpPool, IpamBlock, IpamConfig};
 use crate::names::sanitize_handle;
@@ -22,6 +23,8 @@ struct FamilyRequest<'r> {
     v4: bool,
     handle: Option<&'r str>,
     attrs: &'r BTreeMap<String, String>,
+    /// Never handed out here; read once for the whole request.
+    reserved: &'r Reservations,
     pools: Vec<IpPool>,
     /// This node's affinities in the chosen pools, as listed, not yet looked at.
     affine: VecDeque<Versioned<BlockAffinity>>,
@@ -150,12 +153,16 @@ impl Ipam<'_> {
         let pools = self.qualified_pools(memo, v4, requested, usage)?;
         let affine = self.affine_blocks(memo, v4, &pools.chosen, &pools.enabled)?;
         let config = self.memo_config(memo)?;
+        // Listed once the request is known to be servable (libcalico-go lists them first,
+        // so a request refused for its pools costs it one more round trip than us).
+        let reserved = self.memo_reservations(memo)?;
         let limit = effective_block_limit(&config, req.max_blocks_per_host) as usize;
         let handle = Some(sanitize_handle(&req.handle_id)).filter(|h| !h.is_empty());
         let mut family = FamilyRequest {
             v4,
             handle,
             attrs: &req.attrs,
+            reserved,
             pools: pools.chosen,
             owned: affine.len(),
             affine: affine.into(),
@@ -181,8 +188,7 @@ impl Ipam<'_> {
                 memo,
                 block,
                 num - ips.len(),
-                family.handle,
-                family.attrs,
+                &family,
                 family.config.strict_affinity,
             )?;
             // A block that looked free but gave nothing (raced full, or deleted) must not
@@ -243,14 +249,19 @@ impl Ipam<'_> {
         Ok(usable)
     }
 
-    /// A block of this node with a free address: one it owns, else a newly claimed one
-    /// (libcalico-go `findOrClaimBlock`).
+    /// A block of this node with a free unreserved address: one it owns, else a newly
+    /// claimed one (libcalico-go `findOrClaimBlock`). A block with free addresses that are
+    /// all reserved is as full as any other.
     fn find_or_claim_block(
         &self,
         family: &mut FamilyRequest<'_>,
     ) -> Result<Versioned<IpamBlock>, NoBlock> {
         while let Some(affinity) = family.affine.pop_front() {
-            if let Some(block) = self.own_block_with_space(affinity)? {
+            // Wholly reserved: nothing to read it for.
+            if family.reserved.covers(&affinity.value.cidr) {
+                continue;
+            }
+            if let Some(block) = self.own_block_with_space(affinity, family.reserved)? {
                 return Ok(block);
             }
         }
@@ -281,7 +292,7 @@ impl Ipam<'_> {
                 match claimed {
                     Ok(block) => {
                         family.owned += 1;
-                        if block.value.free_count() == 0 {
+                        if family.reserved.free_count(&block.value) == 0 {
                             // Filled by another process of this node meanwhile.
                             break;
                         }
@@ -304,6 +315,7 @@ impl Ipam<'_> {
     fn own_block_with_space(
         &self,
         listed: Versioned<BlockAffinity>,
+        reserved: &Reservations,
     ) -> Result<Option<Versioned<IpamBlock>>, NoBlock> {
         let cidr = listed.value.cidr;
         let mut listed = Some(listed);
@@ -320,7 +332,7 @@ impl Ipam<'_> {
                 },
             };
             match self.block_from_affinity(affinity) {
-                Ok(block) if block.value.free_count() > 0 => return Ok(Some(block)),
+                Ok(block) if reserved.free_count(&block.value) > 0 => return Ok(Some(block)),
                 Ok(_) => return Ok(None),
                 Err(ClaimFailure::Conflict) => continue,
                 Err(e) => {
@@ -333,8 +345,9 @@ impl Ipam<'_> {
     }
 
     /// The first block, in this node's candidate order over the chosen pools, that does
-    /// not exist yet (and overlaps none that does) or is this node's with a free address;
-    /// with whether its block exists.
+    /// not exist yet (and overlaps none that does) or is this node's with a free address,
+    /// passing over blocks every address of which is reserved; with whether its block
+    /// exists.
     fn find_usable_block(&self, family: &FamilyRequest<'_>) -> Result<(IpNetwork, bool), NoBlock> {
         let ours = self.host_affinity();
         // Existing blocks by first address: (last address, block).
@@ -353,12 +366,15 @@ impl Ipam<'_> {
                 continue;
             };
             for cidr in candidates {
+                if family.reserved.covers(&cidr) {
+                    continue;
+                }
                 let first = to_u128(cidr.network());
                 let last = to_u128(cidr.broadcast());
                 match existing.get(&first) {
                     Some((_, block)) if block.cidr == cidr => {
                         if block.affinity.as_deref() == Some(ours.as_str())
-                            && block.free_count() > 0
+                            && family.reserved.free_count(block) > 0
                         {
                             return Ok((cidr, true));
                         }
@@ -410,34 +426,28 @@ impl Ipam<'_> {
                 if ips.len() >= num {
                     break;
                 }
-                if block.value.free_count() == 0 {
+                if family.reserved.free_count(&block.value) == 0 {
                     continue;
                 }
-                let got = self.assign_from_block(
-                    memo,
-                    block,
-                    num - ips.len(),
-                    family.handle,
-                    family.attrs,
-                    false,
-                )?;
+                let got = self.assign_from_block(memo, block, num - ips.len(), family, false)?;
                 ips.extend(got);
             }
         }
         Ok(())
     }
 
-    /// Up to `num` addresses from the head of the block's free list, recorded under one
-    /// attribute; the handle is counted before the block write and uncounted if it fails.
+    /// Up to `num` unreserved addresses from the head of the block's free list, recorded
+    /// under one attribute; the handle is counted before the block write and uncounted if
+    /// it fails.
     fn assign_from_block(
         &self,
         memo: &Memo,
         mut block: Versioned<IpamBlock>,
         num: usize,
-        handle: Option<&str>,
-        attrs: &BTreeMap<String, String>,
+        family: &FamilyRequest<'_>,
         check_affinity: bool,
     ) -> Result<Vec<IpNetwork>, IpamError> {
+        let (handle, attrs) = (family.handle, family.attrs);
         let cidr = block.value.cidr;
         let ours = self.host_affinity();
         for _ in 0..MAX_RETRIES {
@@ -448,7 +458,7 @@ impl Ipam<'_> {
                 });
             }
             let mut updated = block.value.clone();
-            let ordinals = allocate_from_head(&mut updated, num, handle, attrs);
+            let ordinals = allocate_from_head(&mut updated, num, handle, attrs, family.reserved);
             if ordinals.is_empty() {
                 return Ok(Vec::new());
             }
@@ -485,6 +495,10 @@ impl Ipam<'_> {
 
     /// Assigns exactly `ip` (libcalico-go `AssignIP`), claiming its block for this node if
     /// the block does not exist yet. Returns the address with its block's prefix length.
+    ///
+    /// IPReservations are not read: libcalico-go's `AssignIP` hands out a reserved address
+    /// when asked for it by name (reservations only keep `AutoAssign` away), so a workload
+    /// an operator pins to a reserved address with `IP=` or `ipAddrs` gets it here too.
     pub fn assign_ip(
         &self,
         ip: IpAddr,

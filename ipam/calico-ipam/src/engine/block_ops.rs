@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::reserved::Reservations;
 use crate::model::{AllocationAttribute, IpamBlock};
 use crate::names::sanitize_handle;
 
@@ -38,12 +39,14 @@ fn mark_allocated(block: &mut IpamBlock, ordinal: usize, attr: usize) {
 }
 
 /// Takes up to `num` ordinals from the head of `unallocated` (first out first, so a freed
-/// address is reused last). Returns the ordinals taken.
+/// address is reused last), passing over reserved addresses, which stay free where they
+/// are in the list (as libcalico-go keeps them). Returns the ordinals taken.
 pub fn allocate_from_head(
     block: &mut IpamBlock,
     num: usize,
     handle: Option<&str>,
     attrs: &BTreeMap<String, String>,
+    reserved: &Reservations,
 ) -> Vec<usize> {
     // Skip ordinals that are out of range or already allocated: a corrupt free list must
     // not hand an address out twice.
@@ -52,7 +55,7 @@ pub fn allocate_from_head(
     for &ordinal in &block.unallocated {
         let usable = block.allocations.get(ordinal).is_some_and(Option::is_none)
             && !taken.contains(&ordinal);
-        if taken.len() < num && usable {
+        if taken.len() < num && usable && !reserved.contains(block.ip_at(ordinal)) {
             taken.push(ordinal);
         } else if usable {
             keep.push(ordinal);
@@ -69,7 +72,8 @@ pub fn allocate_from_head(
     taken
 }
 
-/// Allocates exactly `ordinal`, wherever it sits in the free list. False if it is taken.
+/// Allocates exactly `ordinal`, wherever it sits in the free list, reserved or not (an
+/// explicit request is the operator's choice). False if it is taken.
 pub fn allocate_exact(
     block: &mut IpamBlock,
     ordinal: usize,
@@ -170,27 +174,39 @@ mod tests {
         BTreeMap::from([("pod".to_string(), pod.to_string())])
     }
 
+    fn none() -> Reservations {
+        Reservations::default()
+    }
+
+    fn reserving(cidrs: &[&str]) -> Reservations {
+        Reservations::new(&[crate::model::IpReservation {
+            name: "r".into(),
+            reserved_cidrs: cidrs.iter().map(|c| c.parse().expect("cidr")).collect(),
+            extra: Default::default(),
+        }])
+    }
+
     #[test]
     fn head_allocation_shares_one_attribute_and_records_sequence() {
         let mut b = block();
-        let got = allocate_from_head(&mut b, 3, Some("h1"), &attrs("a"));
+        let got = allocate_from_head(&mut b, 3, Some("h1"), &attrs("a"), &none());
         assert_eq!(got, [0, 1, 2]);
         assert_eq!(b.unallocated, [3, 4, 5, 6, 7]);
         assert_eq!(b.attributes.len(), 1);
         assert_eq!(b.allocations[..4], [Some(0), Some(0), Some(0), None]);
         assert_eq!(b.sequence_number_for_allocation.get("2"), Some(&100));
-        let more = allocate_from_head(&mut b, 10, Some("h2"), &attrs("b"));
+        let more = allocate_from_head(&mut b, 10, Some("h2"), &attrs("b"), &none());
         assert_eq!(more, [3, 4, 5, 6, 7]);
         assert_eq!(b.attributes.len(), 2);
-        assert!(allocate_from_head(&mut b, 1, Some("h3"), &attrs("c")).is_empty());
+        assert!(allocate_from_head(&mut b, 1, Some("h3"), &attrs("c"), &none()).is_empty());
         assert_eq!(b.attributes.len(), 2, "no attribute for nothing");
     }
 
     #[test]
     fn release_appends_to_tail_and_prunes_attributes() {
         let mut b = block();
-        allocate_from_head(&mut b, 2, Some("h1"), &attrs("a"));
-        allocate_from_head(&mut b, 2, Some("h2"), &attrs("b"));
+        allocate_from_head(&mut b, 2, Some("h1"), &attrs("a"), &none());
+        allocate_from_head(&mut b, 2, Some("h2"), &attrs("b"), &none());
         let h1 = ordinals_of_handle(&b, "h1");
         let freed = free_ordinals(&mut b, &h1);
         assert_eq!(freed, BTreeMap::from([("h1".to_string(), 2)]));
@@ -217,5 +233,30 @@ mod tests {
         assert!(!allocate_exact(&mut b, 8, Some("x"), &attrs("a")));
         assert_eq!(b.unallocated, [0, 1, 2, 3, 4, 6, 7]);
         assert_eq!(ordinals_of_handle(&b, "net.c1"), [5]);
+    }
+
+    #[test]
+    fn head_allocation_passes_over_reserved_addresses_and_keeps_them_in_place() {
+        let mut b = block();
+        // 10.0.0.0/30 and 10.0.0.5 reserved: 4, 6, 7 are all there is.
+        let r = reserving(&["10.0.0.0/30", "10.0.0.5/32"]);
+        assert_eq!(
+            allocate_from_head(&mut b, 2, Some("h1"), &attrs("a"), &r),
+            [4, 6]
+        );
+        assert_eq!(
+            b.unallocated,
+            [0, 1, 2, 3, 5, 7],
+            "reserved stay free, in order"
+        );
+        assert_eq!(
+            allocate_from_head(&mut b, 5, Some("h2"), &attrs("b"), &r),
+            [7]
+        );
+        assert!(allocate_from_head(&mut b, 1, Some("h3"), &attrs("c"), &r).is_empty());
+        assert_eq!(b.unallocated, [0, 1, 2, 3, 5]);
+        assert_eq!(b.attributes.len(), 2, "no attribute for nothing");
+        // Explicitly, a reserved address can still be had.
+        assert!(allocate_exact(&mut b, 5, Some("h4"), &attrs("d")));
     }
 }

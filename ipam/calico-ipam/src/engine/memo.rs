@@ -3,10 +3,13 @@
 //! path: pools, the IPAM config and node labels do not change in the milliseconds an
 //! operation takes (and when they do, the operation is no less right than one that read
 //! them a moment earlier), so each is read at most once per operation, and only if needed.
+//! IPReservations too: once per ADD for both families, where libcalico-go lists them once
+//! per family.
 
 use std::cell::{OnceCell, RefCell};
 use std::collections::BTreeMap;
 
+use super::reserved::Reservations;
 use super::{Ipam, IpamError};
 use crate::model::{IpPool, IpamConfig, IpamHandle};
 use crate::store::Versioned;
@@ -18,6 +21,7 @@ pub(super) struct Memo {
     /// Every IPPool, as `list_pools` returns them.
     pools: OnceCell<Vec<IpPool>>,
     config: OnceCell<IpamConfig>,
+    reservations: OnceCell<Reservations>,
     /// Node labels by node name (a release may look at another node's block).
     labels: RefCell<BTreeMap<String, Labels>>,
     /// The handle as this operation last read or wrote it: the next write of it can
@@ -88,6 +92,18 @@ impl Ipam<'_> {
             .borrow_mut()
             .insert(self.node.clone(), node.labels);
         Ok(())
+    }
+
+    /// Every IPReservation's CIDRs, listed once per operation.
+    pub(super) fn memo_reservations<'m>(
+        &self,
+        memo: &'m Memo,
+    ) -> Result<&'m Reservations, IpamError> {
+        if let Some(reservations) = memo.reservations.get() {
+            return Ok(reservations);
+        }
+        let listed = Reservations::new(&self.store.list_reservations()?);
+        Ok(memo.reservations.get_or_init(|| listed))
     }
 
     /// `node`'s labels (none when the store has no Node object for it, as the embedded

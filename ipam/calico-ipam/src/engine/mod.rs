@@ -30,6 +30,7 @@ mod handles;
 mod memo;
 mod pools;
 mod release;
+mod reserved;
 pub mod selector;
 
 use std::collections::BTreeMap;
@@ -41,6 +42,7 @@ use ipnetwork::IpNetwork;
 pub use candidates::{fnv1_32, BlockCandidates};
 pub use error::IpamError;
 pub use release::SeenAllocation;
+pub use reserved::Reservations;
 pub use selector::Selector;
 
 use crate::store::Store;

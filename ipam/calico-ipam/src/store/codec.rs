@@ -8,6 +8,7 @@
 //! /calico/ipam/v2/handle/<handleID>                         handle
 //! /calico/ipam/v2/config                                     IPAM config
 //! /calico/resources/v3/projectcalico.org/ippools/<name>      v3 resources
+//! /calico/resources/v3/projectcalico.org/ipreservations/<name>
 //! ```
 
 use std::collections::BTreeMap;
@@ -17,8 +18,8 @@ use serde_json::{json, Map, Value};
 
 use super::StoreError;
 use crate::model::{
-    AffinityState, AllocationAttribute, BlockAffinity, ClusterInformation, IpPool, IpamBlock,
-    IpamConfig, IpamHandle, Node,
+    AffinityState, AllocationAttribute, BlockAffinity, ClusterInformation, IpPool, IpReservation,
+    IpamBlock, IpamConfig, IpamHandle, Node,
 };
 
 const IPAM: &str = "/calico/ipam/v2";
@@ -84,6 +85,14 @@ pub fn pools_prefix() -> String {
 
 pub fn pool_key(name: &str) -> String {
     format!("{RESOURCES}/ippools/{name}")
+}
+
+pub fn reservations_prefix() -> String {
+    format!("{RESOURCES}/ipreservations/")
+}
+
+pub fn reservation_key(name: &str) -> String {
+    format!("{RESOURCES}/ipreservations/{name}")
 }
 
 pub fn node_key(name: &str) -> String {
@@ -497,6 +506,80 @@ pub fn cluster_information_from_object(
     })
 }
 
+// ---- IPReservations ------------------------------------------------------------------------
+
+/// One `reservedCIDRs` entry as libcalico-go's `ParseCIDROrIP` reads it: a CIDR reduced to
+/// its network (`10.0.0.5/24` is `10.0.0.0/24`), or a bare address as a /32 or /128.
+pub fn parse_reserved_cidr(text: &str) -> Option<IpNetwork> {
+    let text = text.trim();
+    if text.contains('/') {
+        let cidr: IpNetwork = text.parse().ok()?;
+        IpNetwork::new(cidr.network(), cidr.prefix()).ok()
+    } else {
+        text.parse::<std::net::IpAddr>().ok().map(IpNetwork::from)
+    }
+}
+
+/// An IPReservation's `spec`: the same in a v3 resource and in the CRD.
+pub fn reservation_spec(r: &IpReservation) -> Value {
+    let mut spec = Map::new();
+    let cidrs: Vec<String> = r.reserved_cidrs.iter().map(|c| c.to_string()).collect();
+    if !cidrs.is_empty() {
+        spec.insert("reservedCIDRs".into(), json!(cidrs));
+    }
+    with_extra(spec, &r.extra)
+}
+
+pub fn encode_reservation(r: &IpReservation) -> Vec<u8> {
+    to_bytes(json!({
+        "kind": "IPReservation",
+        "apiVersion": "projectcalico.org/v3",
+        "metadata": {"name": r.name},
+        "spec": reservation_spec(r),
+    }))
+}
+
+pub fn decode_reservation(key: &str, bytes: &[u8]) -> Result<IpReservation, StoreError> {
+    reservation_from_object(key, object(key, bytes)?)
+}
+
+/// A reservation from a v3 resource or its CRD. An entry that is neither a CIDR nor an
+/// address (validation keeps them out; an old writer may not have) is skipped with a
+/// warning, as libcalico-go skips it, rather than failing every ADD of the cluster.
+pub fn reservation_from_object(
+    key: &str,
+    object: Map<String, Value>,
+) -> Result<IpReservation, StoreError> {
+    let (metadata, mut spec) = split_resource(object);
+    let name = metadata
+        .get("name")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| key.rsplit('/').next().map(str::to_string))
+        .unwrap_or_default();
+    let entries: Vec<Value> = match take(&mut spec, "reservedCIDRs") {
+        Value::Null => Vec::new(),
+        Value::Array(items) => items,
+        _ => return Err(corrupt(key, "reservedCIDRs is not a list")),
+    };
+    let mut reserved_cidrs = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        match entry.as_str() {
+            Some(text) if text.trim().is_empty() => {}
+            Some(text) => match parse_reserved_cidr(text) {
+                Some(cidr) => reserved_cidrs.push(cidr),
+                None => log::warn!("{key}: ignoring malformed reserved CIDR {text:?}"),
+            },
+            None => log::warn!("{key}: ignoring reserved CIDR {entry} (not a string)"),
+        }
+    }
+    Ok(IpReservation {
+        name,
+        reserved_cidrs,
+        extra: spec,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -623,5 +706,36 @@ mod tests {
         )
         .expect("decodes");
         assert_eq!(n.labels.get("zone").map(String::as_str), Some("a"));
+    }
+
+    #[test]
+    fn reservations_as_v3_resources() {
+        let raw = br#"{"kind":"IPReservation","apiVersion":"projectcalico.org/v3",
+            "metadata":{"name":"gateways"},
+            "spec":{"reservedCIDRs":["10.0.0.5/24"," 10.0.1.7 ","fd00::1","bogus",""],
+                    "futureField":1}}"#;
+        let key = reservation_key("gateways");
+        assert_eq!(
+            key,
+            "/calico/resources/v3/projectcalico.org/ipreservations/gateways"
+        );
+        let r = decode_reservation(&key, raw).expect("decodes");
+        assert_eq!(r.name, "gateways");
+        assert_eq!(
+            r.reserved_cidrs,
+            [
+                cidr("10.0.0.0/24"),
+                cidr("10.0.1.7/32"),
+                cidr("fd00::1/128")
+            ]
+        );
+        assert!(r.extra.contains_key("futureField"));
+        let again = decode_reservation(&key, &encode_reservation(&r)).expect("decodes");
+        assert_eq!(again, r);
+        assert!(decode_reservation(&key, br#"{"spec":{"reservedCIDRs":"10.0.0.0/8"}}"#).is_err());
+        assert!(decode_reservation(&key, br#"{"spec":{}}"#)
+            .expect("decodes")
+            .reserved_cidrs
+            .is_empty());
     }
 }

@@ -6,8 +6,8 @@ use ipnetwork::IpNetwork;
 use super::{codec, in_use};
 use super::{Result, Revision, Store, Versioned};
 use crate::model::{
-    BlockAffinity, ClusterInformation, IpPool, IpamBlock, IpamConfig, IpamHandle, Node,
-    NodeTunnelAddresses, WorkloadAddresses,
+    BlockAffinity, ClusterInformation, IpPool, IpReservation, IpamBlock, IpamConfig, IpamHandle,
+    Node, NodeTunnelAddresses, WorkloadAddresses,
 };
 
 /// Raw keys and values with revisions. `create` fails with [`StoreError::AlreadyExists`],
@@ -117,6 +117,14 @@ impl<K: Kv> Store for KvStore<K> {
 
     fn has_calico_node(&self) -> bool {
         self.kv.has_calico_node()
+    }
+
+    fn list_reservations(&self) -> Result<Vec<IpReservation>> {
+        Ok(self
+            .list_decoded(&codec::reservations_prefix(), codec::decode_reservation)?
+            .into_iter()
+            .map(|v| v.value)
+            .collect())
     }
 
     fn get_node(&self, name: &str) -> Result<Option<Node>> {

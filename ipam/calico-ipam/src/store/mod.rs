@@ -17,8 +17,8 @@ pub mod memory;
 use ipnetwork::IpNetwork;
 
 use crate::model::{
-    BlockAffinity, ClusterInformation, IpPool, IpamBlock, IpamConfig, IpamHandle, Node,
-    NodeTunnelAddresses, WorkloadAddresses,
+    BlockAffinity, ClusterInformation, IpPool, IpReservation, IpamBlock, IpamConfig, IpamHandle,
+    Node, NodeTunnelAddresses, WorkloadAddresses,
 };
 
 /// An opaque version token: etcd's mod revision, a Kubernetes resourceVersion, a hash of a
@@ -93,6 +93,8 @@ pub trait Store {
     /// Creating pools is an operator's job; the `local` backend does it for the pools its
     /// config names.
     fn create_pool(&self, pool: &IpPool) -> Result<()>;
+    /// Every IPReservation. Only read: reservations are an operator's.
+    fn list_reservations(&self) -> Result<Vec<IpReservation>>;
     fn get_node(&self, name: &str) -> Result<Option<Node>>;
     /// Whether calico/node runs against this datastore: it registers a Node object for every
     /// node and keeps ClusterInformation's readiness. Not so in the single-node `local`

@@ -34,8 +34,8 @@ use serde_json::{json, Map, Value};
 use super::{in_use, Result, Revision, Store, StoreError, Versioned};
 use crate::k8s::{KubeClient, KubeError, KubeSettings, Preconditions};
 use crate::model::{
-    BlockAffinity, ClusterInformation, IpPool, IpamBlock, IpamConfig, IpamHandle, Node,
-    NodeTunnelAddresses, WorkloadAddresses,
+    BlockAffinity, ClusterInformation, IpPool, IpReservation, IpamBlock, IpamConfig, IpamHandle,
+    Node, NodeTunnelAddresses, WorkloadAddresses,
 };
 
 /// Where Calico's CRDs are served.
@@ -50,6 +50,7 @@ enum Kind {
     Handle,
     Config,
     ClusterInformation,
+    Reservation,
 }
 
 impl Kind {
@@ -61,6 +62,7 @@ impl Kind {
             Kind::Handle => "ipamhandles",
             Kind::Config => "ipamconfigs",
             Kind::ClusterInformation => "clusterinformations",
+            Kind::Reservation => "ipreservations",
         }
     }
 
@@ -72,6 +74,7 @@ impl Kind {
             Kind::Handle => "IPAMHandle",
             Kind::Config => "IPAMConfig",
             Kind::ClusterInformation => "ClusterInformation",
+            Kind::Reservation => "IPReservation",
         }
     }
 
@@ -358,6 +361,17 @@ impl Store for KubeStore {
             .create(&Kind::Pool.collection(), &object)
             .map(drop)
             .map_err(|e| store_error(e, "create", &Kind::Pool.what(&pool.name)))
+    }
+
+    /// A cluster whose API server does not serve the IPReservation CRD (404 on the
+    /// collection) has no reservations; libcalico-go would fail the ADD instead.
+    fn list_reservations(&self) -> Result<Vec<IpReservation>> {
+        let listed = match self.list(Kind::Reservation, None) {
+            Ok(listed) => listed,
+            Err(StoreError::NotFound(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        listed.iter().map(objects::reservation_from).collect()
     }
 
     /// The Kubernetes Node: its labels are what pool node selectors match.

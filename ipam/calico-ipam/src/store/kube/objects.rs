@@ -12,8 +12,8 @@ use serde_json::{json, Map, Value};
 
 use super::names::{self, AFFINITY_TYPE_LABEL, HOSTNAME_HASH_LABEL, IP_VERSION_LABEL};
 use crate::model::{
-    AffinityState, BlockAffinity, ClusterInformation, IpPool, IpamBlock, IpamConfig, IpamHandle,
-    Node,
+    AffinityState, BlockAffinity, ClusterInformation, IpPool, IpReservation, IpamBlock, IpamConfig,
+    IpamHandle, Node,
 };
 use crate::store::codec::{self, corrupt, take, take_bool, take_string, with_extra};
 use crate::store::StoreError;
@@ -322,6 +322,13 @@ fn convert_legacy_pool_fields(spec: &mut Map<String, Value>) {
             spec.insert("natOutgoing".into(), json!(true));
         }
     }
+}
+
+pub fn reservation_from(object: &Value) -> Result<IpReservation, StoreError> {
+    codec::reservation_from_object(
+        &format!("IPReservation {}", name_of(object)),
+        as_map(object),
+    )
 }
 
 pub fn node_from(object: &Value) -> Result<Node, StoreError> {

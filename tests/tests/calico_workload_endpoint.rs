@@ -72,6 +72,20 @@ impl Setup {
         }
     }
 
+    /// `policy.type: k8s` against an API server in the node holding namespace `ns`: the
+    /// plugin then reads the Pod for its endpoint.
+    fn with_k8s_policy(&mut self, ns: &str) -> NodeApiServer {
+        let api = NodeApiServer::start(self.node.netns.path());
+        let kubeconfig = api.kubeconfig(self.node.dir.path());
+        self.plugin["policy"] = json!({"type": "k8s"});
+        self.plugin["kubernetes"] = json!({"kubeconfig": kubeconfig});
+        api.put(
+            "namespaces",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        );
+        api
+    }
+
     /// ClusterInformation `default` as calico/node writes it.
     fn cluster_information(&self, ready: bool) {
         let ci = json!({
@@ -422,14 +436,7 @@ fn wep_with_k8s_policy_carries_the_pods_labels_service_account_and_ports() {
     // etcd-style datastore, but `policy.type: k8s`: the plugin reads the Pod from the API
     // server and the endpoint carries what Felix's policy needs from it.
     let mut s = Setup::new(Backend::Local);
-    let api = NodeApiServer::start(s.node.netns.path());
-    let kubeconfig = api.kubeconfig(s.node.dir.path());
-    s.plugin["policy"] = json!({"type": "k8s"});
-    s.plugin["kubernetes"] = json!({"kubeconfig": kubeconfig});
-    api.put(
-        "namespaces",
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
-    );
+    let api = s.with_k8s_policy("shop");
     api.put(
         "pods",
         json!({"apiVersion": "v1", "kind": "Pod",
@@ -514,14 +521,7 @@ fn wep_on_etcd_a_path_as_pod_namespace_is_refused_and_its_del_succeeds() {
 #[test]
 fn wep_with_k8s_policy_carries_floating_ips_and_allowed_source_prefixes() {
     let mut s = Setup::new(Backend::Local);
-    let api = NodeApiServer::start(s.node.netns.path());
-    let kubeconfig = api.kubeconfig(s.node.dir.path());
-    s.plugin["policy"] = json!({"type": "k8s"});
-    s.plugin["kubernetes"] = json!({"kubeconfig": kubeconfig});
-    api.put(
-        "namespaces",
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
-    );
+    let api = s.with_k8s_policy("shop");
     let put_pod = |name: &str, annotations: Value| {
         api.put(
             "pods",

@@ -18,3 +18,4 @@ pub mod readiness;
 pub mod refresh;
 pub mod store;
 pub mod timestamp;
+pub mod workload;

@@ -3,37 +3,26 @@
 //! when ClusterInformation `default` says `datastoreReady: true`; with a kubeconfig, the API
 //! server's `/version` must answer too. Nothing is written.
 
-use calico_ipam::store::kube::KubeStore;
-
 use crate::config::CalicoConf;
-use crate::{kdd, readiness, workload_endpoint, CalicoError};
+use crate::{datastore, CalicoError};
 
 /// What `-t` prints on failure, as Calico does; the cause goes into `details`.
 pub const FAILED: &str = "data store connection failed";
 
 pub fn run(stdin: &[u8]) -> Result<(), CalicoError> {
     let conf = CalicoConf::parse(stdin)?;
-    if conf.kubernetes_datastore() {
-        let store = KubeStore::new(kdd::connect(&conf)?);
-        readiness::check(&store)?;
-        if conf.kubernetes.kubeconfig.is_some() {
-            store
-                .client()
-                .version()
-                .map_err(|source| CalicoError::Kube {
-                    what: "GET /version".into(),
-                    source,
-                })?;
-        }
-        return Ok(());
-    }
-    if workload_endpoint::check_datastore(&conf)? {
-        Ok(())
-    } else {
-        Err(CalicoError::Config(
+    let Some(store) = datastore::open(&conf)? else {
+        return Err(CalicoError::Config(
             "the network configuration names no datastore: set datastore_type (kubernetes, \
              etcdv3 or local)"
                 .into(),
-        ))
+        ));
+    };
+    if let (Some(kube), Some(_)) = (store.kubernetes(), &conf.kubernetes.kubeconfig) {
+        kube.check_version().map_err(|source| CalicoError::Kube {
+            what: "GET /version".into(),
+            source,
+        })?;
     }
+    Ok(())
 }

@@ -9,13 +9,14 @@ pub mod annotations;
 pub mod config;
 pub mod connection_test;
 pub mod dataplane;
+pub mod datastore;
+pub mod endpoint;
 pub mod identity;
 pub mod ipam;
 pub mod kdd;
 pub mod pod_cidr;
 pub mod readiness;
 pub mod wep_name;
-pub mod workload_endpoint;
 
 use std::net::IpAddr;
 
@@ -30,6 +31,7 @@ use shared::spec::result::{CniResult, Interface, IpConfig};
 
 use calico_ipam::k8s::KubeError;
 use calico_ipam::store::StoreError;
+use calico_ipam::workload::{EndpointError, Removal};
 use config::CalicoConf;
 use dataplane::Plan;
 use identity::{Workload, INTERFACE_PREFIX_ENV};
@@ -79,8 +81,6 @@ pub enum CalicoError {
     Kube { what: String, source: KubeError },
     #[error("pod {0} not found")]
     PodNotFound(String),
-    #[error("error deleting endpoint: endpoint was modified before it could be deleted")]
-    EndpointModified,
     #[error("no podCidr for node {0}")]
     NoPodCidr(String),
     #[error("{0}")]
@@ -93,9 +93,13 @@ pub enum CalicoError {
     /// CNI_ARGS that cannot be used.
     #[error("{0}")]
     Args(String),
-    /// ClusterInformation readiness and the WorkloadEndpoint on etcd or `local`.
+    /// The workload's endpoint in the datastore (a WorkloadEndpoint on etcd or `local`, the
+    /// Pod's annotations on Kubernetes).
     #[error(transparent)]
-    Endpoint(#[from] workload_endpoint::WepError),
+    Endpoint(#[from] EndpointError),
+    /// The workload's identifiers cannot make a WorkloadEndpoint name.
+    #[error(transparent)]
+    EndpointName(#[from] wep_name::WepNameError),
     /// `ipAddrs` on a pod whose endpoint still holds addresses: releasing them failed.
     #[error("releasing the pod's previous addresses: {}", .0.msg)]
     PreviousAddresses(CniError),
@@ -152,10 +156,6 @@ impl From<CalicoError> for CniError {
                 C::Datastore,
                 "the pod is not in the API server: it was probably deleted meanwhile",
             ),
-            CalicoError::EndpointModified => (
-                C::TryAgainLater,
-                "the Pod kept changing between read and update; the runtime retries DEL",
-            ),
             CalicoError::NoPodCidr(_) => (
                 C::TryAgainLater,
                 "usePodCidr takes the node's spec.podCIDRs, which the controller manager \
@@ -175,7 +175,17 @@ impl From<CalicoError> for CniError {
                  pod's annotation",
             ),
             CalicoError::Args(_) => (C::InvalidEnvironment, ""),
-            CalicoError::Endpoint(e) => e.code_and_details(),
+            CalicoError::Endpoint(e) => endpoint_code(e),
+            CalicoError::EndpointName(e) if e.field == "node" => (
+                C::InvalidNetworkConfig,
+                "the node name is one segment of the WorkloadEndpoint name: set a nodename \
+                 that does not start or end with '-'",
+            ),
+            CalicoError::EndpointName(_) => (
+                C::InvalidEnvironment,
+                "the pod name, container id and interface name are segments of the \
+                 WorkloadEndpoint name and may not start or end with '-'",
+            ),
             CalicoError::PreviousAddresses(inner) => (inner.code, inner.details.as_str()),
             // The first failure decides the code; the message lists them all.
             CalicoError::Several(all) => (all.first().map(|f| f.code).unwrap_or(C::Internal), ""),
@@ -200,6 +210,52 @@ fn store_hint(error: &StoreError) -> &'static str {
              way until then"
         }
         _ => "the datastore refused the request or holds an unreadable ClusterInformation",
+    }
+}
+
+/// The code of a failed endpoint request, and what the operator should do.
+fn endpoint_code(error: &EndpointError) -> (ErrorCode, &'static str) {
+    use ErrorCode as C;
+    match error {
+        EndpointError::Config(_) => (C::InvalidNetworkConfig, ""),
+        EndpointError::Store {
+            source: StoreError::Unavailable(_),
+            ..
+        } => (
+            C::TryAgainLater,
+            "the datastore did not answer; check etcd_endpoints and that etcd is up; the \
+             runtime will retry",
+        ),
+        EndpointError::Store {
+            source: StoreError::Misconfigured(_),
+            ..
+        } => (
+            C::InvalidNetworkConfig,
+            "fix the etcd_* TLS settings of the network configuration; retries fail the same \
+             way until then",
+        ),
+        EndpointError::Store {
+            source: StoreError::Conflict(_),
+            ..
+        } => (
+            C::TryAgainLater,
+            "another writer kept changing the endpoint; the runtime will retry",
+        ),
+        EndpointError::Store { .. } => (
+            C::Datastore,
+            "the datastore refused the request or holds an unreadable object: fix or remove \
+             the key named above",
+        ),
+        EndpointError::Kube { source, .. } => kube_code(source),
+        EndpointError::PodNotFound(_) => (
+            C::Datastore,
+            "the pod is not in the API server: it was probably deleted meanwhile",
+        ),
+        EndpointError::Modified => (
+            C::TryAgainLater,
+            "the endpoint kept changing between read and update; the runtime retries DEL",
+        ),
+        EndpointError::Uid(_) => (C::IoFailure, ""),
     }
 }
 
@@ -364,25 +420,24 @@ impl Plugin for Calico {
         let netns = inv.netns()?;
         inv.conf.mtu()?;
         inv.route_destinations()?;
-        // On etcd or `local`: Calico must be ready, and the endpoint's name valid, before an
-        // address is taken.
-        let endpoint = workload_endpoint::Session::open_for_add(&inv.conf, req)?;
-
-        // With the Kubernetes API: readiness, the node's pod CIDRs, the pod's annotations.
-        let (kube, plan) = kdd::Session::open_for_add(&inv.conf, req)?;
+        // Calico must be ready, and the endpoint's name valid, before an address is taken.
+        let endpoints = datastore::open(&inv.conf)?;
+        let key = match &endpoints {
+            Some(_) => Some(endpoint::key_of(&inv.conf, req)?),
+            None => None,
+        };
+        // With the Kubernetes API: the node's pod CIDRs, the pod's annotations.
+        let plan = kdd::prepare_add(&inv.conf, req, endpoints.as_deref(), key.as_ref())?;
         inv.follow(&plan);
 
         let ipam_result = inv.ipam.obtain(&plan.addresses)?;
-        let pod_object = kube.as_ref().and_then(kdd::Session::pod_object);
-        let wired = wire(&inv, &netns, ipam_result)
-            .and_then(|result| match &endpoint {
-                Some(endpoint) => endpoint.write(&result, pod_object).map(|()| result),
-                None => Ok(result),
-            })
-            .and_then(|result| match &kube {
-                Some(kube) => kube.publish(&result).map(|()| result),
-                None => Ok(result),
-            });
+        let wired = wire(&inv, &netns, ipam_result).and_then(|result| {
+            if let (Some(endpoints), Some(key)) = (&endpoints, &key) {
+                let endpoint = endpoint::build(key, &inv.conf, req, &result, plan.pod.as_ref())?;
+                endpoints.publish(&endpoint)?;
+            }
+            Ok(result)
+        });
         match wired {
             Ok(result) => Ok(result),
             Err(e) => {
@@ -400,46 +455,76 @@ impl Plugin for Calico {
         }
     }
 
+    /// DEL in Calico's order (spec §5.3), every step tried that may be.
+    ///
+    /// A pod: the endpoint first, then the pod's interface, then its addresses. An endpoint
+    /// that cannot be read or removed stops DEL there: the pod might still be running, and
+    /// its addresses must not go to another pod while a stored endpoint claims them; the
+    /// runtime's retry gets further. A plain container: addresses, endpoint, interface,
+    /// and every failure is reported.
     fn del(&self, req: &Req) -> Result<Released, CalicoError> {
         let inv = Invocation::new(req)?;
         let mut released = Released::nothing();
-        // Kubernetes datastore: refused while Calico is not ready; the Pod's addresses are
-        // cleared before anything is torn down, and an unreadable Pod stops DEL here.
-        if let Some(kube) = kdd::Session::open_for_del(&inv.conf, req)? {
-            if kube.release()? {
-                released.add("the pod's podIP/podIPs annotations");
-            }
-        }
-        // The teardown adds what it removed; the steps run in the order `Session::del` picks.
-        let steps = std::cell::RefCell::new(Released::nothing());
-        let teardown = || {
-            if dataplane::teardown(req.env.netns.as_deref(), &req.env.ifname)? {
-                steps.borrow_mut().add(format!(
-                    "interface {} and its host-side veth",
-                    req.env.ifname
-                ));
+        let endpoints = datastore::open(&inv.conf)?;
+        // ADD could never have written an endpoint under an invalid name.
+        let key = endpoints.as_ref().and_then(|_| {
+            endpoint::key_of(&inv.conf, req)
+                .map_err(|e| log::info!("no endpoint to delete: {e}"))
+                .ok()
+        });
+        let mut failures: Vec<CniError> = Vec::new();
+        let release_endpoint = |released: &mut Released| -> Result<(), CalicoError> {
+            let (Some(endpoints), Some(key)) = (&endpoints, &key) else {
+                return Ok(());
+            };
+            match endpoints.release(key)? {
+                Removal::Deleted => released.add(endpoints.describe(key)),
+                Removal::Kept { owner } => log::info!(
+                    "{} belongs to container {owner}, not {}: left in place",
+                    endpoints.describe(key),
+                    key.container_id
+                ),
+                Removal::Absent => {}
             }
             Ok(())
         };
         // ADD refuses a config without an IPAM type, so such a config never took an address:
         // nothing to release, and no plugin to ask. The IPAM plugin's own DEL line says
         // which addresses it released.
-        let release = || {
+        let release_addresses = || {
             if inv.conf.ipam.plugin_type.is_empty() {
                 log::warn!("DEL: no ipam.type in the config; no address to release");
                 return Ok(());
             }
             inv.ipam(Command::Del).map_err(CalicoError::from)
         };
-        // On etcd or `local`: refused while Calico is not ready; the endpoint goes too.
-        let failures: Vec<CniError> = match workload_endpoint::Session::open(&inv.conf, req)? {
-            Some(endpoint) => endpoint.del(teardown, release, &mut released),
-            None => [teardown(), release()]
-                .into_iter()
-                .filter_map(|r| r.err().map(CniError::from))
-                .collect(),
-        };
-        released.merge(steps.into_inner());
+        let pod = matches!(
+            identity::Workload::from_args(&req.env.args, &req.env.container_id),
+            identity::Workload::Kubernetes { .. }
+        );
+        if pod {
+            release_endpoint(&mut released)?;
+        } else if let Err(e) = release_addresses() {
+            failures.push(e.into());
+        }
+        if !pod {
+            if let Err(e) = release_endpoint(&mut released) {
+                failures.push(e.into());
+            }
+        }
+        match dataplane::teardown(req.env.netns.as_deref(), &req.env.ifname) {
+            Ok(true) => released.add(format!(
+                "interface {} and its host-side veth",
+                req.env.ifname
+            )),
+            Ok(false) => {}
+            Err(e) => failures.push(e.into()),
+        }
+        if pod {
+            if let Err(e) = release_addresses() {
+                failures.push(e.into());
+            }
+        }
         if failures.is_empty() {
             Ok(released)
         } else {

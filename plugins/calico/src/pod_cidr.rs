@@ -87,17 +87,13 @@ pub struct PodCidrs {
 
 impl PodCidrs {
     /// From a Node object's `spec.podCIDRs`.
-    pub fn of_node(node_name: &str, node: &Value) -> Result<PodCidrs, CalicoError> {
-        let listed: Vec<&str> = node
-            .pointer("/spec/podCIDRs")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
+    pub fn of_node(node_name: &str, listed: &[String]) -> Result<PodCidrs, CalicoError> {
         if listed.is_empty() {
             return Err(CalicoError::NoPodCidr(node_name.to_string()));
         }
         let mut cidrs = PodCidrs::default();
         for text in listed {
+            let text = text.as_str();
             let net: IpNetwork = text.parse().map_err(|_| {
                 CalicoError::PodCidr(format!("node {node_name} has an invalid podCIDR {text:?}"))
             })?;
@@ -239,28 +235,23 @@ mod tests {
 
     #[test]
     fn node_pod_cidrs() {
-        let node = json!({"spec": {"podCIDR": "10.0.0.0/24",
-                                   "podCIDRs": ["10.0.0.0/24", "fd00::/64"]}});
+        let cidrs = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            PodCidrs::of_node("n", &node).expect("dual"),
+            PodCidrs::of_node("n", &cidrs(&["10.0.0.0/24", "fd00::/64"])).expect("dual"),
             PodCidrs {
                 v4: Some("10.0.0.0/24".into()),
                 v6: Some("fd00::/64".into())
             }
         );
-        let err = PodCidrs::of_node("n1", &json!({"spec": {}})).expect_err("none");
+        let err = PodCidrs::of_node("n1", &[]).expect_err("none");
         assert_eq!(err.to_string(), "no podCidr for node n1");
-        let err = PodCidrs::of_node(
-            "n",
-            &json!({"spec": {"podCIDRs": ["10.0.0.0/24", "10.1.0.0/24"]}}),
-        )
-        .expect_err("two v4");
+        let err =
+            PodCidrs::of_node("n", &cidrs(&["10.0.0.0/24", "10.1.0.0/24"])).expect_err("two v4");
         assert_eq!(
             err.to_string(),
             "ClusterCIDR contains two ranges of the same type"
         );
-        let err =
-            PodCidrs::of_node("n", &json!({"spec": {"podCIDRs": ["nope"]}})).expect_err("bad");
+        let err = PodCidrs::of_node("n", &cidrs(&["nope"])).expect_err("bad");
         assert!(err.to_string().contains("nope"), "{err}");
     }
 

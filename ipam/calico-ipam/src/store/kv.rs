@@ -28,30 +28,39 @@ pub trait Kv {
     }
 }
 
-/// A borrowed key-value store is one too (a [`KvStore`] over a `&dyn Kv` the caller keeps).
-impl<K: Kv + ?Sized> Kv for &K {
-    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Revision)>> {
-        (**self).get(key)
-    }
-    fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>, Revision)>> {
-        (**self).list(prefix)
-    }
-    fn create(&self, key: &str, value: &[u8]) -> Result<Revision> {
-        (**self).create(key, value)
-    }
-    fn update(&self, key: &str, value: &[u8], revision: &Revision) -> Result<Revision> {
-        (**self).update(key, value, revision)
-    }
-    fn delete(&self, key: &str, revision: &Revision) -> Result<()> {
-        (**self).delete(key, revision)
-    }
-    fn ping(&self) -> Result<()> {
-        (**self).ping()
-    }
-    fn has_calico_node(&self) -> bool {
-        (**self).has_calico_node()
-    }
+/// Forwards every call to the store a pointer holds.
+macro_rules! forward_kv {
+    ($pointer:ty) => {
+        impl<K: Kv + ?Sized> Kv for $pointer {
+            fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Revision)>> {
+                (**self).get(key)
+            }
+            fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>, Revision)>> {
+                (**self).list(prefix)
+            }
+            fn create(&self, key: &str, value: &[u8]) -> Result<Revision> {
+                (**self).create(key, value)
+            }
+            fn update(&self, key: &str, value: &[u8], revision: &Revision) -> Result<Revision> {
+                (**self).update(key, value, revision)
+            }
+            fn delete(&self, key: &str, revision: &Revision) -> Result<()> {
+                (**self).delete(key, revision)
+            }
+            fn ping(&self) -> Result<()> {
+                (**self).ping()
+            }
+            fn has_calico_node(&self) -> bool {
+                (**self).has_calico_node()
+            }
+        }
+    };
 }
+
+// A borrowed key-value store is one too (a [`KvStore`] over a `&dyn Kv` the caller keeps),
+// and so is a boxed one (the datastore a configuration names, opened at run time).
+forward_kv!(&K);
+forward_kv!(Box<K>);
 
 pub struct KvStore<K> {
     pub kv: K,

@@ -607,3 +607,169 @@ fn wep_with_k8s_policy_carries_floating_ips_and_allowed_source_prefixes() {
     assert!(out.stdout.contains("invalid CIDR"), "{}", out.describe());
     s.assert_nothing_left(&pod, "bad prefix");
 }
+
+const PROFILE_PREFIX: &str = "/calico/resources/v3/projectcalico.org/profiles/";
+
+impl Setup {
+    /// Every stored Profile: key → value.
+    fn profiles(&self) -> BTreeMap<String, Value> {
+        self.store
+            .snapshot()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(PROFILE_PREFIX))
+            .map(|(k, v)| {
+                let value = serde_json::from_str(&v).unwrap_or_else(|e| panic!("{k}: {e}"));
+                (k, value)
+            })
+            .collect()
+    }
+}
+
+/// Without `policy.type`, the endpoint's profile is the network's, and Felix drops the
+/// traffic of an endpoint whose profile does not exist: ADD creates it when it is missing,
+/// with Calico's rules for the first workload's orchestrator, and then leaves it alone (an
+/// operator's edits survive later ADDs); DEL never deletes it. With `policy.type: k8s` no
+/// network profile is written.
+fn the_network_profile_is_created_once_and_reused(backend: Backend) {
+    let s = Setup::new(backend);
+    s.cluster_information(true);
+    let key = format!("{PROFILE_PREFIX}{NET}");
+    let id = "wep00000000000000000000000000pro1";
+    let container = s.node.pod(id);
+    s.add(&container);
+    let profiles = s.profiles();
+    assert_eq!(profiles.keys().collect::<Vec<_>>(), [&key], "{profiles:?}");
+    let profile = strip_generated(profiles[&key].clone());
+    assert_eq!(
+        profile,
+        json!({
+            "kind": "Profile",
+            "apiVersion": "projectcalico.org/v3",
+            "metadata": {"name": NET},
+            "spec": {
+                "ingress": [{"action": "Allow",
+                             "source": {"selector": format!("has({NET})")},
+                             "destination": {}}],
+                "egress": [{"action": "Allow", "source": {}, "destination": {}}],
+                "labelsToApply": {NET: ""},
+            },
+        })
+    );
+
+    // An operator tightens it; the next workload's ADD reuses it untouched.
+    let mut edited = profiles[&key].clone();
+    edited["spec"]["egress"] = json!([{"action": "Deny", "source": {}, "destination": {}}]);
+    s.store.put(&key, &edited.to_string());
+    let pod = s
+        .node
+        .k8s_pod("wep00000000000000000000000000pro2", "ns-1", "web-0");
+    s.add(&pod);
+    assert_eq!(s.profiles()[&key], edited, "reused, not rewritten");
+
+    s.del(&pod, "DEL pod");
+    s.del(&container, "DEL container");
+    assert_eq!(s.profiles()[&key], edited, "DEL leaves the profile");
+    s.assert_nothing_left(&pod, "after DEL");
+    s.node.assert_nothing_left(&container, "after DEL");
+}
+
+#[test]
+fn wep_on_etcd_the_network_profile_is_created_once_and_reused() {
+    the_network_profile_is_created_once_and_reused(Backend::Etcd);
+}
+
+#[test]
+fn wep_on_local_the_network_profile_is_created_once_and_reused() {
+    the_network_profile_is_created_once_and_reused(Backend::Local);
+}
+
+#[test]
+fn wep_a_kubernetes_pods_network_profile_allows_all_ingress_and_k8s_policy_writes_none() {
+    let s = Setup::new(Backend::Local);
+    let pod = s
+        .node
+        .k8s_pod("wep00000000000000000000000000pro3", "ns-1", "web-0");
+    s.add(&pod);
+    let profile = s.profiles()[&format!("{PROFILE_PREFIX}{NET}")].clone();
+    assert_eq!(
+        profile["spec"]["ingress"],
+        json!([{"action": "Allow", "source": {}, "destination": {}}]),
+        "{profile}"
+    );
+    s.del(&pod, "DEL");
+    s.assert_nothing_left(&pod, "after DEL");
+
+    let mut s = Setup::new(Backend::Local);
+    let api = s.with_k8s_policy("shop");
+    api.put(
+        "pods",
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "cart", "namespace": "shop"},
+               "spec": {"nodeName": NODE, "containers": [{"name": "main", "image": "busybox"}]},
+               "status": {"phase": "Pending"}}),
+    );
+    let pod = s
+        .node
+        .k8s_pod("wep00000000000000000000000000pro4", "shop", "cart");
+    s.add(&pod);
+    assert_eq!(
+        s.profiles(),
+        BTreeMap::new(),
+        "kns.shop is kube-controllers'"
+    );
+    s.del(&pod, "DEL");
+    s.assert_nothing_left(&pod, "after DEL");
+}
+
+/// `ipAddrs` on etcd and `local`, as on the Kubernetes datastore: a fixed-address pod's new
+/// sandbox, wired before the old one's DEL came, releases the addresses its stored endpoint
+/// holds and takes them over; the old sandbox's late DEL then takes nothing from it.
+fn ip_addrs_take_over_the_previous_sandboxs_addresses(backend: Backend) {
+    let mut s = Setup::new(backend);
+    s.cluster_information(true);
+    let api = s.with_k8s_policy("db");
+    let fixed = "172.30.0.77";
+    api.put(
+        "pods",
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "pg-0", "namespace": "db",
+                            "annotations": {"cni.projectcalico.org/ipAddrs":
+                                            format!("[\"{fixed}\"]")}},
+               "spec": {"nodeName": NODE, "containers": [{"name": "main", "image": "busybox"}]},
+               "status": {"phase": "Pending"}}),
+    );
+    let old_id = "wep00000000000000000000000000old1";
+    let new_id = "wep00000000000000000000000000new1";
+    let old = s.node.k8s_pod(old_id, "db", "pg-0");
+    assert_eq!(addresses(&s.add(&old)), [format!("{fixed}/32")]);
+    let new = s.node.k8s_pod(new_id, "db", "pg-0");
+    let result = s.add(&new);
+    assert_eq!(addresses(&result), [format!("{fixed}/32")], "{result}");
+    let key = format!("{WEP_PREFIX}db/e2e--node-k8s-pg--0-eth0");
+    assert_eq!(s.endpoints()[&key]["spec"]["containerID"], new_id);
+    let handles = s.store.handles();
+    assert_eq!(
+        handles.keys().collect::<Vec<_>>(),
+        [&format!("{NET}.{new_id}")],
+        "the address moved to the new sandbox's handle: {handles:?}"
+    );
+
+    s.del(&old, "the old sandbox's late DEL");
+    assert_eq!(s.endpoints()[&key]["spec"]["containerID"], new_id);
+    assert_eq!(
+        s.store.handles().keys().collect::<Vec<_>>(),
+        [&format!("{NET}.{new_id}")]
+    );
+    s.del(&new, "DEL");
+    s.assert_nothing_left(&new, "after DEL");
+}
+
+#[test]
+fn wep_on_etcd_ip_addrs_take_over_the_previous_sandboxs_addresses() {
+    ip_addrs_take_over_the_previous_sandboxs_addresses(Backend::Etcd);
+}
+
+#[test]
+fn wep_on_local_ip_addrs_take_over_the_previous_sandboxs_addresses() {
+    ip_addrs_take_over_the_previous_sandboxs_addresses(Backend::Local);
+}

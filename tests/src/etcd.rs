@@ -16,6 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde_json::json;
+
 use crate::fixtures::unique_name;
 
 /// Overrides where the etcd binary is.
@@ -409,6 +413,63 @@ impl EtcdServer {
     pub fn log_tail(&self) -> String {
         self.cluster.log_tail(0)
     }
+}
+
+/// etcd's own users and roles, set up as an operator would for Calico: `root` (etcd will
+/// not enable authentication without it), and `user` with a role that may read and write
+/// the keys under `prefix` and nothing else; then authentication is switched on.
+pub fn enable_auth(
+    url: &str,
+    root_password: &str,
+    user: &str,
+    password: &str,
+    prefix: &str,
+) -> Result<(), String> {
+    use crate::ipam::etcd_post;
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    let steps = [
+        (
+            "/v3/auth/user/add",
+            json!({"name": "root", "password": root_password}),
+        ),
+        ("/v3/auth/role/add", json!({"name": "root"})),
+        (
+            "/v3/auth/user/grant",
+            json!({"user": "root", "role": "root"}),
+        ),
+        (
+            "/v3/auth/user/add",
+            json!({"name": user, "password": password}),
+        ),
+        ("/v3/auth/role/add", json!({"name": user})),
+        (
+            "/v3/auth/role/grant",
+            json!({"name": user, "perm": {"permType": "READWRITE",
+                   "key": B64.encode(prefix), "range_end": B64.encode(&end)}}),
+        ),
+        ("/v3/auth/user/grant", json!({"user": user, "role": user})),
+        ("/v3/auth/enable", json!({})),
+    ];
+    for (path, body) in steps {
+        etcd_post(url, path, &body)?;
+    }
+    Ok(())
+}
+
+/// A token for `user` on an etcd with authentication enabled.
+pub fn auth_token(url: &str, user: &str, password: &str) -> Result<String, String> {
+    let answer = crate::ipam::etcd_post(
+        url,
+        "/v3/auth/authenticate",
+        &json!({"name": user, "password": password}),
+    )?;
+    answer["token"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("no token in {answer}"))
 }
 
 #[cfg(test)]

@@ -661,6 +661,17 @@ fn local_snapshot(dir: &Path) -> BTreeMap<String, String> {
 
 /// One POST to etcd's JSON gateway, HTTP/1.0 so the answer is never chunked.
 pub fn etcd_post(endpoint: &str, path: &str, body: &Value) -> Result<Value, String> {
+    etcd_post_as(endpoint, path, body, None)
+}
+
+/// [`etcd_post`] with an auth token (from `/v3/auth/authenticate`), for an etcd with
+/// authentication enabled.
+pub fn etcd_post_as(
+    endpoint: &str,
+    path: &str,
+    body: &Value,
+    token: Option<&str>,
+) -> Result<Value, String> {
     let hostport = endpoint
         .strip_prefix("http://")
         .ok_or_else(|| format!("{endpoint}: only http:// endpoints"))?;
@@ -673,10 +684,13 @@ pub fn etcd_post(endpoint: &str, path: &str, body: &Value) -> Result<Value, Stri
         s.set_read_timeout(Some(ETCD_TIMEOUT))?;
         s.set_write_timeout(Some(ETCD_TIMEOUT))?;
         let body = body.to_string();
+        let auth = token
+            .map(|t| format!("Authorization: {t}\r\n"))
+            .unwrap_or_default();
         write!(
             s,
             "POST {path} HTTP/1.0\r\nHost: {hostport}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n{body}",
+             {auth}Content-Length: {}\r\n\r\n{body}",
             body.len()
         )?;
         let mut answer = String::new();
@@ -707,14 +721,24 @@ fn on_any<T>(endpoints: &str, f: impl Fn(&str) -> Result<T, String>) -> Result<T
 
 /// Every key with `prefix` → value text, read linearizably.
 pub fn etcd_range(endpoint: &str, prefix: &str) -> Result<BTreeMap<String, String>, String> {
+    etcd_range_as(endpoint, prefix, None)
+}
+
+/// [`etcd_range`] with an auth token.
+pub fn etcd_range_as(
+    endpoint: &str,
+    prefix: &str,
+    token: Option<&str>,
+) -> Result<BTreeMap<String, String>, String> {
     let mut end = prefix.as_bytes().to_vec();
     if let Some(last) = end.last_mut() {
         *last += 1;
     }
-    let answer = etcd_post(
+    let answer = etcd_post_as(
         endpoint,
         "/v3/kv/range",
         &json!({"key": B64.encode(prefix), "range_end": B64.encode(&end)}),
+        token,
     )?;
     let mut out = BTreeMap::new();
     for kv in answer["kvs"].as_array().into_iter().flatten() {

@@ -29,12 +29,7 @@ pub fn open(conf: &IpamNetConf) -> Result<Box<dyn Store>, DatastoreError> {
             &conf.local_data_dir(),
         )?)),
         Datastore::Etcd => {
-            let settings = EtcdSettings {
-                endpoints: conf.datastore.etcd_endpoints.clone(),
-                key_file: conf.datastore.etcd_key_file.clone(),
-                cert_file: conf.datastore.etcd_cert_file.clone(),
-                ca_cert_file: conf.datastore.etcd_ca_cert_file.clone(),
-            };
+            let settings = EtcdSettings::from(&conf.datastore);
             let config = EtcdConfig::from_conf_and_env(&settings)
                 .map_err(|e| DatastoreError::Config(e.to_string()))?;
             Ok(Box::new(
@@ -65,12 +60,7 @@ pub fn open_kv(conf: &DatastoreConf) -> Result<Box<dyn Kv>, DatastoreError> {
             Ok(Box::new(LocalKv::open(std::path::Path::new(dir))?))
         }
         Datastore::Etcd => {
-            let settings = EtcdSettings {
-                endpoints: conf.etcd_endpoints.clone(),
-                key_file: conf.etcd_key_file.clone(),
-                cert_file: conf.etcd_cert_file.clone(),
-                ca_cert_file: conf.etcd_ca_cert_file.clone(),
-            };
+            let settings = EtcdSettings::from(conf);
             let config = EtcdConfig::from_conf_and_env(&settings)
                 .map_err(|e| DatastoreError::Config(e.to_string()))?;
             Ok(Box::new(
@@ -115,4 +105,17 @@ pub fn ensure_pools(
         }
     }
     Ok(())
+}
+
+impl From<&DatastoreConf> for EtcdSettings {
+    fn from(conf: &DatastoreConf) -> EtcdSettings {
+        EtcdSettings {
+            endpoints: conf.etcd_endpoints.clone(),
+            key_file: conf.etcd_key_file.clone(),
+            cert_file: conf.etcd_cert_file.clone(),
+            ca_cert_file: conf.etcd_ca_cert_file.clone(),
+            scheme: conf.etcd_scheme.clone(),
+            authority: conf.etcd_authority.clone(),
+        }
+    }
 }

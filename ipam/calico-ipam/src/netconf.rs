@@ -28,6 +28,12 @@ pub struct DatastoreConf {
     pub etcd_cert_file: Option<String>,
     #[serde(default)]
     pub etcd_ca_cert_file: Option<String>,
+    /// `http` or `https`: for `etcd_authority`, and endpoints written without one.
+    #[serde(default)]
+    pub etcd_scheme: Option<String>,
+    /// `host:port` of the one etcd, when `etcd_endpoints` is not given (older configs).
+    #[serde(default)]
+    pub etcd_authority: Option<String>,
     /// Ours: the directory of the `local` datastore.
     #[serde(default)]
     pub local_data_dir: Option<String>,

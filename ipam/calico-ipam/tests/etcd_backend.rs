@@ -818,6 +818,7 @@ fn tls_with_client_certificates() {
         key_file: path(pki.client_key()),
         cert_file: path(pki.client_cert()),
         ca_cert_file: path(pki.ca()),
+        ..Default::default()
     };
     let config = EtcdConfig::from_conf_and(&settings, |_| None).expect("config");
     let kv = EtcdKv::new(&config).expect("client");
@@ -907,4 +908,93 @@ fn sockets_to_port(port: u16) -> usize {
                 .is_some_and(|r| r.ends_with(&remote))
         })
         .count()
+}
+
+/// A client for `url` as `user` (the config's environment holds the credentials).
+fn kv_as(url: &str, user: &str, password: &str) -> EtcdKv {
+    let settings = EtcdSettings {
+        endpoints: Some(url.to_string()),
+        ..Default::default()
+    };
+    let (user, password) = (user.to_string(), password.to_string());
+    let config = EtcdConfig::from_conf_and(&settings, move |name| match name {
+        "ETCD_USERNAME" => Some(user.clone()),
+        "ETCD_PASSWORD" => Some(password.clone()),
+        _ => None,
+    })
+    .expect("config");
+    EtcdKv::new(&config).expect("client")
+}
+
+/// etcd with its own authentication on, as operators run it: the plugin's user may touch
+/// `/calico/` only. The right credentials read and write there; refused credentials, or
+/// none, are the configuration's problem (never a retry), named by user and never by
+/// password; a token etcd no longer accepts is replaced once, transparently.
+#[test]
+fn etcd_authentication_with_users_and_roles() {
+    let server = etcd();
+    let url = server.client_url();
+    let password = "pw-7f3a91c2";
+    cni_tests::etcd::enable_auth(&url, "root-pw", "calico", password, "/calico/")
+        .expect("enable auth");
+
+    let kv = kv_as(&url, "calico", password);
+    let rev = kv.create("/calico/auth/a", b"1").expect("create as calico");
+    kv.update("/calico/auth/a", b"2", &rev).expect("update");
+    assert_eq!(
+        kv.get("/calico/auth/a").expect("get").map(|(v, _)| v),
+        Some(b"2".to_vec())
+    );
+    // The role's range is enforced by etcd, and its refusal reported as such.
+    let outside = kv.create("/elsewhere", b"x").expect_err("outside the role");
+    assert!(
+        outside.to_string().contains("permission denied"),
+        "{outside}"
+    );
+
+    let wrong = kv_as(&url, "calico", "not-the-password")
+        .get("/calico/auth/a")
+        .expect_err("wrong password");
+    let text = wrong.to_string();
+    assert!(matches!(wrong, StoreError::Misconfigured(_)), "{wrong:?}");
+    assert!(
+        text.contains("\"calico\"") && text.contains("ETCD_PASSWORD"),
+        "{text}"
+    );
+    assert!(!text.contains("not-the-password"), "{text}");
+
+    let anonymous = kv_for(vec![url.clone()])
+        .get("/calico/auth/a")
+        .expect_err("no credentials");
+    assert!(
+        matches!(anonymous, StoreError::Misconfigured(_)),
+        "{anonymous:?}"
+    );
+    assert!(
+        anonymous.to_string().contains("ETCD_USERNAME"),
+        "{anonymous}"
+    );
+
+    // Switching authentication off and on again revokes every token: the client's next
+    // request is refused once, and it authenticates again.
+    let root = cni_tests::etcd::auth_token(&url, "root", "root-pw").expect("root token");
+    cni_tests::ipam::etcd_post_as(&url, "/v3/auth/disable", &json!({}), Some(&root))
+        .expect("disable");
+    cni_tests::ipam::etcd_post(&url, "/v3/auth/enable", &json!({})).expect("enable");
+    let rev = kv
+        .get("/calico/auth/a")
+        .expect("read after the token was revoked")
+        .map(|(_, rev)| rev)
+        .expect("still there");
+    kv.delete("/calico/auth/a", &rev).expect("delete");
+}
+
+/// Credentials for an etcd without authentication: etcd says so, and the client goes on
+/// without a token, as etcd's own client does.
+#[test]
+fn credentials_for_an_etcd_without_authentication_are_not_an_error() {
+    let server = etcd();
+    let kv = kv_as(&server.client_url(), "calico", "whatever");
+    kv.create("/calico/plain", b"1").expect("create");
+    assert!(kv.get("/calico/plain").expect("get").is_some());
 }

@@ -58,6 +58,33 @@ pub struct EtcdSettings {
     pub key_file: Option<String>,
     pub cert_file: Option<String>,
     pub ca_cert_file: Option<String>,
+    /// `etcd_scheme`: `http` or `https`, for `etcd_authority` and endpoints without one.
+    pub scheme: Option<String>,
+    /// `etcd_authority`: `host:port`, the older single-endpoint spelling.
+    pub authority: Option<String>,
+}
+
+/// `ETCD_USERNAME` / `ETCD_PASSWORD`: etcd's own authentication (its users and roles). The
+/// password never appears in a message, a log line or a `Debug` print.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    password: String,
+}
+
+impl Credentials {
+    pub fn new(username: String, password: String) -> Credentials {
+        Credentials { username, password }
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Where etcd is and how to talk to it.
@@ -74,10 +101,19 @@ pub struct EtcdConfig {
     pub connect_timeout: Duration,
     /// The whole of one request to one endpoint.
     pub timeout: Duration,
+    /// etcd users and roles: every request carries the token these earn.
+    pub credentials: Option<Credentials>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdConfigError {
+    #[error(
+        "invalid etcd_scheme {0:?}: use http or https (or leave it out: https when TLS files \
+         are configured)"
+    )]
+    BadScheme(String),
+    #[error("ETCD_PASSWORD is set but ETCD_USERNAME is not: etcd authenticates a named user")]
+    PasswordWithoutUser,
     #[error("invalid etcd endpoint {0:?}: only http:// and https:// URLs are supported")]
     BadEndpoint(String),
     #[error("etcd_cert_file and etcd_key_file must be given together")]
@@ -102,13 +138,21 @@ impl EtcdConfig {
             ca_cert_file: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: DEFAULT_TIMEOUT,
+            credentials: None,
         }
     }
 
     /// The configuration Calico would use: each network-config value that is set wins;
     /// otherwise `ETCD_ENDPOINTS`, `ETCD_KEY_FILE`, `ETCD_CERT_FILE`, `ETCD_CA_CERT_FILE`
     /// from this process's environment (Calico exports the config values to the
-    /// environment and reads the environment, so both sources apply).
+    /// environment and reads the environment, so both sources apply). `ETCD_USERNAME` and
+    /// `ETCD_PASSWORD` come from the environment only: Calico's network configuration has
+    /// no key for them, and a password is better kept out of a world-readable conflist.
+    ///
+    /// Without endpoints, `etcd_authority` (`host:port`, with `etcd_scheme`) names the one
+    /// etcd, as it did in Calico's older releases; Calico's current client accepts both keys
+    /// and ignores them, falling back to `127.0.0.1:2379`, which on a node whose config
+    /// names an authority is never what the operator meant.
     pub fn from_conf_and_env(conf: &EtcdSettings) -> Result<EtcdConfig, EtcdConfigError> {
         EtcdConfig::from_conf_and(conf, |name| std::env::var(name).ok())
     }
@@ -128,9 +172,16 @@ impl EtcdConfig {
             return Err(EtcdConfigError::HalfClientCert);
         }
         // An endpoint without a scheme is TLS when TLS files are configured, as etcd's Go
-        // client does it.
-        let tls = key_file.is_some() || ca_cert_file.is_some();
-        let listed = pick(&conf.endpoints, "ETCD_ENDPOINTS").unwrap_or_default();
+        // client does it, unless etcd_scheme says otherwise.
+        let tls = match non_empty(conf.scheme.clone()).as_deref().map(str::trim) {
+            None => key_file.is_some() || ca_cert_file.is_some(),
+            Some("https") => true,
+            Some("http") => false,
+            Some(other) => return Err(EtcdConfigError::BadScheme(other.to_string())),
+        };
+        let listed = pick(&conf.endpoints, "ETCD_ENDPOINTS")
+            .or_else(|| non_empty(conf.authority.clone()))
+            .unwrap_or_default();
         let mut endpoints = listed
             .split(',')
             .map(str::trim)
@@ -140,10 +191,22 @@ impl EtcdConfig {
         if endpoints.is_empty() {
             endpoints.push(DEFAULT_ENDPOINT.to_string());
         }
+        let credentials = match (
+            non_empty(env("ETCD_USERNAME")),
+            env("ETCD_PASSWORD").filter(|p| !p.is_empty()),
+        ) {
+            (Some(user), password) => Some(Credentials::new(
+                user.trim().to_string(),
+                password.unwrap_or_default(),
+            )),
+            (None, Some(_)) => return Err(EtcdConfigError::PasswordWithoutUser),
+            (None, None) => None,
+        };
         Ok(EtcdConfig {
             key_file,
             cert_file,
             ca_cert_file,
+            credentials,
             ..EtcdConfig::new(endpoints)
         })
     }
@@ -279,7 +342,40 @@ enum Failure {
     /// The member's certificate failed verification (not signed by the CA we were given,
     /// not for this host, expired): nothing was sent, and retrying will not change it.
     Untrusted(String),
+    /// etcd refused the auth token (expired, or issued before a restart): a new one may do.
+    TokenRejected(String),
 }
+
+/// Why a round of requests over the endpoints ended without an answer.
+enum Unanswered {
+    Store(StoreError),
+    /// The token was refused: authenticate again, then retry.
+    TokenRejected(String),
+}
+
+impl From<StoreError> for Unanswered {
+    fn from(e: StoreError) -> Unanswered {
+        Unanswered::Store(e)
+    }
+}
+
+/// The auth token of this invocation, earned on its first request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    /// Not asked for yet (or refused since).
+    Unknown,
+    /// No credentials configured, or etcd's authentication is disabled.
+    NotNeeded,
+    Bearer(String),
+}
+
+/// What etcd says (its `rpctypes` error texts) when...
+const AUTH_NOT_ENABLED: &str = "authentication is not enabled";
+const AUTH_FAILED: &str = "authentication failed";
+const INVALID_TOKEN: &str = "invalid auth token";
+const USER_EMPTY: &str = "user name is empty";
+/// gRPC `UNAUTHENTICATED`.
+const GRPC_UNAUTHENTICATED: i32 = 16;
 
 fn classify(e: ureq::Error) -> Failure {
     use ureq::Error as E;
@@ -321,6 +417,8 @@ pub struct EtcdKv {
     current: AtomicUsize,
     /// One request's bound; each request also stops at the invocation's deadline.
     timeout: Duration,
+    credentials: Option<Credentials>,
+    token: std::sync::Mutex<Token>,
 }
 
 impl EtcdKv {
@@ -356,6 +454,11 @@ impl EtcdKv {
             ca_cert_file: config.ca_cert_file.clone(),
             current: AtomicUsize::new(0),
             timeout: config.timeout,
+            token: std::sync::Mutex::new(match config.credentials {
+                Some(_) => Token::Unknown,
+                None => Token::NotNeeded,
+            }),
+            credentials: config.credentials.clone(),
         })
     }
 
@@ -368,8 +471,10 @@ impl EtcdKv {
         &self.endpoints
     }
 
-    /// One gateway call, failing over between endpoints. `repeatable` says whether the
-    /// request may be sent again after an ambiguous failure (reads: yes; writes: no).
+    /// One gateway call, failing over between endpoints, with the auth token when etcd
+    /// wants one. `repeatable` says whether the request may be sent again after an
+    /// ambiguous failure (reads: yes; writes: no). A refused token is never a write that
+    /// happened, so the call is repeated once with a new one.
     fn call(
         &self,
         op: &'static str,
@@ -383,6 +488,118 @@ impl EtcdKv {
             key: key.to_string(),
             reason: e.to_string(),
         })?;
+        let mut renewed = false;
+        loop {
+            let token = self.token()?;
+            match self.over_endpoints(op, key, path, &body, repeatable, token.as_deref()) {
+                Ok(bytes) => return Ok(bytes),
+                Err(Unanswered::Store(e)) => return Err(e),
+                Err(Unanswered::TokenRejected(_)) if !renewed && self.credentials.is_some() => {
+                    self.set_token(Token::Unknown);
+                    renewed = true;
+                }
+                Err(Unanswered::TokenRejected(reason)) => {
+                    return Err(StoreError::Denied(format!(
+                        "etcd refused the auth token ({reason}){}",
+                        match &self.credentials {
+                            Some(c) =>
+                                format!(" even after user {:?} authenticated again", c.username),
+                            None => String::new(),
+                        }
+                    )))
+                }
+            }
+        }
+    }
+
+    fn set_token(&self, token: Token) {
+        match self.token.lock() {
+            Ok(mut t) => *t = token,
+            Err(poisoned) => *poisoned.into_inner() = token,
+        }
+    }
+
+    /// The token to send: earned from `/v3/auth/authenticate` on first use.
+    fn token(&self) -> Result<Option<String>> {
+        let current = match self.token.lock() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let token = match current {
+            Token::NotNeeded => return Ok(None),
+            Token::Bearer(t) => return Ok(Some(t)),
+            Token::Unknown => self.authenticate()?,
+        };
+        self.set_token(token.clone());
+        Ok(match token {
+            Token::Bearer(t) => Some(t),
+            _ => None,
+        })
+    }
+
+    /// Trades the credentials for a token. etcd without authentication enabled needs none
+    /// (etcd's own client goes on without one too); refused credentials are the
+    /// configuration's problem, and the message names the user, never the password.
+    fn authenticate(&self) -> Result<Token> {
+        let Some(credentials) = &self.credentials else {
+            return Ok(Token::NotNeeded);
+        };
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Authenticated {
+            token: String,
+        }
+        let body = json!({"name": credentials.username, "password": credentials.password});
+        // Serialising two strings cannot fail.
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let user = &credentials.username;
+        let what = format!("user {user:?}");
+        match self.over_endpoints(
+            "authenticate",
+            &what,
+            "/v3/auth/authenticate",
+            &body,
+            true,
+            None,
+        ) {
+            Ok(bytes) => {
+                let answer: Authenticated = Self::decode("authenticate", &what, &bytes)?;
+                if answer.token.is_empty() {
+                    // Simple tokens are never empty; an empty one would be refused anyway.
+                    return Ok(Token::NotNeeded);
+                }
+                Ok(Token::Bearer(answer.token))
+            }
+            Err(Unanswered::Store(StoreError::Refused { reason, .. }))
+                if reason.contains(AUTH_NOT_ENABLED) =>
+            {
+                log::debug!("etcd has authentication disabled: {user:?} goes without a token");
+                Ok(Token::NotNeeded)
+            }
+            Err(Unanswered::Store(StoreError::Refused { reason, .. }))
+                if reason.contains(AUTH_FAILED) =>
+            {
+                Err(StoreError::Misconfigured(format!(
+                    "etcd refused the credentials of user {user:?} ({reason}): check \
+                     ETCD_USERNAME and ETCD_PASSWORD in the plugin's environment against \
+                     the user etcd has (`etcdctl user get {user}`)"
+                )))
+            }
+            Err(Unanswered::Store(e)) => Err(e),
+            Err(Unanswered::TokenRejected(reason)) => Err(StoreError::Denied(reason)),
+        }
+    }
+
+    /// One request, tried on each endpoint in turn from the one that answered last.
+    fn over_endpoints(
+        &self,
+        op: &'static str,
+        key: &str,
+        path: &str,
+        body: &[u8],
+        repeatable: bool,
+        token: Option<&str>,
+    ) -> std::result::Result<Vec<u8>, Unanswered> {
         let n = self.endpoints.len();
         let start = self.current.load(Ordering::Relaxed) % n;
         let mut errors = Vec::new();
@@ -395,7 +612,7 @@ impl EtcdKv {
                 ));
                 break;
             }
-            let failure = match self.send(endpoint, path, &body) {
+            let failure = match self.send(endpoint, path, body, token) {
                 Ok(bytes) => {
                     self.current.store(i, Ordering::Relaxed);
                     return Ok(bytes);
@@ -413,24 +630,34 @@ impl EtcdKv {
                 Failure::Unknown(e) => {
                     return Err(StoreError::Unavailable(format!(
                         "{endpoint}: {e} (the outcome of {op} of {key} is unknown)"
-                    )))
+                    ))
+                    .into())
+                }
+                Failure::TokenRejected(reason) => {
+                    return Err(Unanswered::TokenRejected(format!("{endpoint}: {reason}")))
+                }
+                Failure::Answered(reason) if reason.contains(USER_EMPTY) => {
+                    return Err(StoreError::Misconfigured(format!(
+                        "etcd at {endpoint} requires authentication ({reason}): set \
+                         ETCD_USERNAME and ETCD_PASSWORD in the plugin's environment"
+                    ))
+                    .into())
                 }
                 Failure::Answered(reason) => {
                     return Err(StoreError::Refused {
                         op,
                         key: key.to_string(),
                         reason: format!("{endpoint}: {reason}"),
-                    })
+                    }
+                    .into())
                 }
             }
         }
         let errors = errors.join("; ");
         if untrusted {
-            return Err(StoreError::Misconfigured(self.untrusted_message(&errors)));
+            return Err(StoreError::Misconfigured(self.untrusted_message(&errors)).into());
         }
-        Err(StoreError::Unavailable(format!(
-            "no etcd endpoint answered: {errors}"
-        )))
+        Err(StoreError::Unavailable(format!("no etcd endpoint answered: {errors}")).into())
     }
 
     /// No member answered and at least one presented a certificate that failed
@@ -452,11 +679,22 @@ impl EtcdKv {
         }
     }
 
-    fn send(&self, endpoint: &str, path: &str, body: &[u8]) -> Result<Vec<u8>, Failure> {
-        let mut response = self
+    fn send(
+        &self,
+        endpoint: &str,
+        path: &str,
+        body: &[u8],
+        token: Option<&str>,
+    ) -> Result<Vec<u8>, Failure> {
+        let mut request = self
             .agent
             .post(format!("{endpoint}{path}"))
-            .content_type("application/json")
+            .content_type("application/json");
+        if let Some(token) = token {
+            // etcd's gateway takes the token as it is, without a `Bearer` prefix.
+            request = request.header("Authorization", token);
+        }
+        let mut response = request
             .config()
             .timeout_global(Some(shared::deadline::capped(self.timeout)))
             .build()
@@ -482,6 +720,9 @@ impl EtcdKv {
                 shared::redact::quoted(&err.message, shared::redact::QUOTE_MAX)
             )
         };
+        if err.code == GRPC_UNAUTHENTICATED || err.message.contains(INVALID_TOKEN) {
+            return Err(Failure::TokenRejected(reason));
+        }
         // "no leader", "request timed out": this member cannot serve now; for a write the
         // proposal may still be applied later, so it is not a clean refusal.
         if err.code == GRPC_UNAVAILABLE || status == 503 {
@@ -709,6 +950,61 @@ mod tests {
         assert!(matches!(
             EtcdConfig::from_conf_and(&half, env(&[])),
             Err(EtcdConfigError::HalfClientCert)
+        ));
+    }
+
+    #[test]
+    fn authority_and_scheme_name_the_one_etcd_when_no_endpoints_are_listed() {
+        let conf = EtcdSettings {
+            authority: Some("etcd.example:4001".into()),
+            scheme: Some("https".into()),
+            ..Default::default()
+        };
+        let c = EtcdConfig::from_conf_and(&conf, env(&[])).expect("config");
+        assert_eq!(c.endpoints, ["https://etcd.example:4001"]);
+        let plain = EtcdSettings {
+            authority: Some("10.0.0.3:2379".into()),
+            ..Default::default()
+        };
+        let c = EtcdConfig::from_conf_and(&plain, env(&[])).expect("config");
+        assert_eq!(c.endpoints, ["http://10.0.0.3:2379"]);
+        // Endpoints win over the authority, and the scheme applies to those without one.
+        let both = EtcdSettings {
+            endpoints: Some("e1:2379,http://e2:2379".into()),
+            scheme: Some("https".into()),
+            ..conf.clone()
+        };
+        let c = EtcdConfig::from_conf_and(&both, env(&[])).expect("config");
+        assert_eq!(c.endpoints, ["https://e1:2379", "http://e2:2379"]);
+        let bad = EtcdSettings {
+            scheme: Some("grpc".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            EtcdConfig::from_conf_and(&bad, env(&[])),
+            Err(EtcdConfigError::BadScheme(s)) if s == "grpc"
+        ));
+    }
+
+    #[test]
+    fn credentials_come_from_the_environment_and_never_print_the_password() {
+        let c = EtcdConfig::from_conf_and(
+            &EtcdSettings::default(),
+            env(&[("ETCD_USERNAME", "calico"), ("ETCD_PASSWORD", "s3cr3t-pw")]),
+        )
+        .expect("config");
+        let credentials = c.credentials.clone().expect("credentials");
+        assert_eq!(credentials.username, "calico");
+        let printed = format!("{c:?}");
+        assert!(
+            printed.contains("calico") && !printed.contains("s3cr3t-pw"),
+            "{printed}"
+        );
+        let none = EtcdConfig::from_conf_and(&EtcdSettings::default(), env(&[])).expect("config");
+        assert_eq!(none.credentials, None);
+        assert!(matches!(
+            EtcdConfig::from_conf_and(&EtcdSettings::default(), env(&[("ETCD_PASSWORD", "x")])),
+            Err(EtcdConfigError::PasswordWithoutUser)
         ));
     }
 

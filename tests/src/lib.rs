@@ -17,6 +17,7 @@ pub mod cache;
 pub mod cnitool;
 pub mod config;
 pub mod conflist;
+pub mod dns;
 pub mod etcd;
 pub mod exec;
 pub mod fixtures;

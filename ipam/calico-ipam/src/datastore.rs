@@ -116,6 +116,7 @@ impl From<&DatastoreConf> for EtcdSettings {
             ca_cert_file: conf.etcd_ca_cert_file.clone(),
             scheme: conf.etcd_scheme.clone(),
             authority: conf.etcd_authority.clone(),
+            discovery_srv: conf.etcd_discovery_srv.clone(),
         }
     }
 }

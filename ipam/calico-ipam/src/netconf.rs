@@ -34,6 +34,9 @@ pub struct DatastoreConf {
     /// `host:port` of the one etcd, when `etcd_endpoints` is not given (older configs).
     #[serde(default)]
     pub etcd_authority: Option<String>,
+    /// A domain whose `_etcd-client-ssl._tcp` / `_etcd-client._tcp` SRV records list etcd.
+    #[serde(default)]
+    pub etcd_discovery_srv: Option<String>,
     /// Ours: the directory of the `local` datastore.
     #[serde(default)]
     pub local_data_dir: Option<String>,

@@ -33,7 +33,10 @@ use ureq::unversioned::transport::{Connector as _, TcpConnector};
 use super::kv::{Kv, KvStore};
 use super::{Result, Revision, StoreError};
 
+mod srv;
 mod tls;
+
+pub use srv::NAMESERVER_ENV as DISCOVERY_NAMESERVER_ENV;
 
 /// Calico's client default when no endpoint is configured.
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
@@ -62,6 +65,8 @@ pub struct EtcdSettings {
     pub scheme: Option<String>,
     /// `etcd_authority`: `host:port`, the older single-endpoint spelling.
     pub authority: Option<String>,
+    /// `etcd_discovery_srv`: a domain whose SRV records list the members.
+    pub discovery_srv: Option<String>,
 }
 
 /// `ETCD_USERNAME` / `ETCD_PASSWORD`: etcd's own authentication (its users and roles). The
@@ -114,6 +119,13 @@ pub enum EtcdConfigError {
     BadScheme(String),
     #[error("ETCD_PASSWORD is set but ETCD_USERNAME is not: etcd authenticates a named user")]
     PasswordWithoutUser,
+    #[error(
+        "multiple discovery or bootstrap options specified, use either etcd_endpoints or \
+         etcd_discovery_srv"
+    )]
+    EndpointsAndDiscovery,
+    #[error("etcd discovery: {0}")]
+    Discovery(#[from] srv::SrvError),
     #[error("invalid etcd endpoint {0:?}: only http:// and https:// URLs are supported")]
     BadEndpoint(String),
     #[error("etcd_cert_file and etcd_key_file must be given together")]
@@ -179,9 +191,17 @@ impl EtcdConfig {
             Some("http") => false,
             Some(other) => return Err(EtcdConfigError::BadScheme(other.to_string())),
         };
-        let listed = pick(&conf.endpoints, "ETCD_ENDPOINTS")
-            .or_else(|| non_empty(conf.authority.clone()))
-            .unwrap_or_default();
+        let listed = pick(&conf.endpoints, "ETCD_ENDPOINTS");
+        let discovery = pick(&conf.discovery_srv, "ETCD_DISCOVERY_SRV");
+        let listed = match (listed, discovery) {
+            (Some(_), Some(_)) => return Err(EtcdConfigError::EndpointsAndDiscovery),
+            (Some(listed), None) => listed,
+            (None, Some(domain)) => {
+                let resolver = srv::nameserver(env(srv::NAMESERVER_ENV).as_deref())?;
+                srv::discover(&domain, resolver)?.join(",")
+            }
+            (None, None) => non_empty(conf.authority.clone()).unwrap_or_default(),
+        };
         let mut endpoints = listed
             .split(',')
             .map(str::trim)

@@ -96,7 +96,14 @@ pub trait EndpointStore {
 /// etcd keeps working with a minimal config and no request waits on a connect timeout.
 pub fn kind(conf: &DatastoreConf) -> Result<Option<Datastore>, EndpointError> {
     let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
-    if !set(&conf.datastore_type) && !set(&conf.etcd_endpoints) && !set(&conf.etcd_authority) {
+    let etcd_named = [
+        &conf.etcd_endpoints,
+        &conf.etcd_authority,
+        &conf.etcd_discovery_srv,
+    ]
+    .into_iter()
+    .any(set);
+    if !set(&conf.datastore_type) && !etcd_named {
         return Ok(None);
     }
     conf.kind().map(Some).map_err(EndpointError::Config)

@@ -9,6 +9,7 @@ mod report;
 mod result_cache;
 mod show;
 mod table;
+pub mod upgrade;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -160,11 +161,76 @@ fn parse_go_bool(text: &str) -> Result<bool, String> {
 /// The process's own arguments: Calico's `calico-ipam -v` (the version, as installers and
 /// operators ask it), else a command.
 pub fn run_from_args() -> i32 {
-    if std::env::args_os().nth(1).is_some_and(|a| a == "-v") {
-        println!("{}", env!("CARGO_PKG_VERSION"));
-        return 0;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("-v") => {
+            println!("{}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        // Calico's Go flag parser takes one dash or two.
+        Some("-upgrade" | "--upgrade") => match run_upgrade(&args[1..]) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("calico-ipam -upgrade: {e}");
+                1
+            }
+        },
+        _ => run(Cli::parse()),
     }
-    run(Cli::parse())
+}
+
+/// `-upgrade [--config <network configuration>]`. Without `--config` the datastore comes
+/// from the environment, as Calico's `upgrade-ipam` init container gives it:
+/// `DATASTORE_TYPE` (default `kubernetes`), `KUBECONFIG`, the `ETCD_*` variables, and the
+/// node from `KUBERNETES_NODE_NAME`; the network is `k8s-pod-network`.
+fn run_upgrade(args: &[String]) -> Result<i32, String> {
+    let conf = match args {
+        [] => upgrade_config_from_env()?,
+        [flag, path] if flag == "--config" || flag == "-config" => load_config(Path::new(path))?,
+        _ => {
+            return Err(format!(
+                "unexpected arguments {args:?}: use -upgrade [--config <file>]"
+            ))
+        }
+    };
+    let mut node_conf = conf.node.clone();
+    node_conf.nodename_file_optional = true;
+    let node = node_conf.resolve().map_err(|e| e.to_string())?;
+    let store = datastore::open(&conf).map_err(|e| e.to_string())?;
+    let data_dir = std::env::var(upgrade::DATA_DIR_ENV)
+        .ok()
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| upgrade::DEFAULT_DATA_DIR.to_string());
+    let _lock = crate::lock::HostLock::acquire(&conf.lock_file());
+    let outcome = upgrade::migrate(store.as_ref(), &node, &conf.name, Path::new(&data_dir))?;
+    for (ip, handle) in &outcome.migrated {
+        println!("migrated {ip} to handle {handle}");
+    }
+    for ip in &outcome.stale {
+        println!("removed {ip}: no workload uses it");
+    }
+    for failure in &outcome.failed {
+        eprintln!("calico-ipam -upgrade: {failure}");
+    }
+    Ok(if outcome.failed.is_empty() { 0 } else { 1 })
+}
+
+fn upgrade_config_from_env() -> Result<IpamNetConf, String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let mut conf = serde_json::json!({
+        "name": "k8s-pod-network",
+        "type": "calico-ipam",
+        "datastore_type": var("DATASTORE_TYPE").unwrap_or_else(|| "kubernetes".into()),
+        "ipam": {"type": "calico-ipam"},
+    });
+    if let Some(kubeconfig) = var("KUBECONFIG") {
+        conf["kubernetes"] = serde_json::json!({"kubeconfig": kubeconfig});
+    }
+    if let Some(node) = var("KUBERNETES_NODE_NAME").or_else(|| var("NODENAME")) {
+        conf["nodename"] = serde_json::json!(node);
+    }
+    let doc = shared::gojson::Document::from_value(shared::gojson::Value::from_json(&conf));
+    doc.decode().map_err(|e| e.to_string())
 }
 
 /// Runs a command; returns the process exit code.

@@ -125,6 +125,7 @@ fn migrates_host_local_state(backend: Backend) {
         .collect();
     assert!(
         attrs.iter().any(|a| a["secondary"]["namespace"] == "shop"
+            && a["secondary"]["pod"] == "web-1"
             && a["secondary"]["node"] == NODE
             && a["handle_id"] == format!("{NET}.up-c1")),
         "{block}"

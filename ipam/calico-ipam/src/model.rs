@@ -228,6 +228,9 @@ pub struct WorkloadAddresses {
     pub namespace: String,
     /// The WorkloadEndpoint's name (on Kubernetes, the one Calico derives from the pod).
     pub name: String,
+    /// The pod's name: the Pod's own on Kubernetes, an endpoint's `spec.pod` (empty outside
+    /// Kubernetes).
+    pub pod: String,
     pub ips: Vec<IpAddr>,
 }
 

@@ -124,15 +124,17 @@ pub fn migrate(
     let mut outcome = Outcome::default();
     let found =
         records(&dir, &mut outcome.failed).map_err(|e| format!("{}: {e}", dir.display()))?;
-    // Which workload uses each address: the pod (or endpoint) the attributes name.
+    // Which workload uses each address: the pod the attributes name (a plain container's
+    // endpoint has none: its name stands in).
     let users: HashMap<IpAddr, (String, String)> = store
         .list_workload_addresses()
         .map_err(|e| format!("listing the workloads: {e}"))?
         .into_iter()
         .flat_map(|w| {
-            w.ips
-                .into_iter()
-                .map(move |ip| (ip, (w.namespace.clone(), w.name.clone())))
+            w.ips.into_iter().map(move |ip| {
+                let pod = if w.pod.is_empty() { &w.name } else { &w.pod };
+                (ip, (w.namespace.clone(), pod.clone()))
+            })
         })
         .collect();
     let ipam = Ipam::new(store, node);

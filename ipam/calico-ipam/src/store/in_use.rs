@@ -77,6 +77,7 @@ pub fn from_workload_endpoint(key: &str, bytes: &[u8]) -> Result<WorkloadAddress
     Ok(WorkloadAddresses {
         namespace: or("namespace", key_namespace),
         name: or("name", key_name),
+        pod: text(&object, &["spec", "pod"]).to_string(),
         ips: addresses(key, networks)?,
     })
 }
@@ -151,6 +152,7 @@ pub fn from_pod(pod: &Value) -> Result<Option<WorkloadAddresses>, StoreError> {
     };
     Ok(Some(WorkloadAddresses {
         namespace,
+        pod: name.clone(),
         name,
         ips,
     }))

@@ -19,6 +19,8 @@ fn sample() -> Value {
         "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico",
         "datastore_type": "etcdv3", "etcd_endpoints": "https://127.0.0.1:2379",
         "etcd_key_file": "/k", "etcd_cert_file": "/c", "etcd_ca_cert_file": "/ca",
+        "etcd_scheme": "https", "etcd_authority": "127.0.0.1:2379",
+        "etcd_discovery_srv": "example.test",
         "local_data_dir": "/var/lib/calico/x",
         "nodename": "n1", "nodename_file": "/f", "nodename_file_optional": true,
         "hostname": "h1", "ipam_lock_file": "/l",

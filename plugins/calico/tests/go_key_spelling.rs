@@ -19,6 +19,8 @@ fn sample() -> Value {
         "nodename_file": "/f", "hostname": "h1",
         "etcd_endpoints": "https://127.0.0.1:2379", "etcd_key_file": "/k",
         "etcd_cert_file": "/c", "etcd_ca_cert_file": "/ca", "local_data_dir": "/d",
+        "etcd_scheme": "https", "etcd_authority": "127.0.0.1:2379",
+        "etcd_discovery_srv": "example.test",
         "mtu": 1440, "mtu_file": "/m", "require_mtu_file": true, "num_queues": 2,
         "device_type": "veth",
         "ipam": {"type": "calico-ipam", "routes": [{"dst": "0.0.0.0/0"}]},

@@ -11,15 +11,13 @@
 //! /calico/resources/v3/projectcalico.org/ipreservations/<name>
 //! ```
 
-use std::collections::BTreeMap;
-
 use ipnetwork::IpNetwork;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
-use super::StoreError;
+use super::{wire, StoreError};
 use crate::model::{
-    AffinityState, AllocationAttribute, BlockAffinity, ClusterInformation, IpPool, IpReservation,
-    IpamBlock, IpamConfig, IpamHandle, Node,
+    AffinityState, BlockAffinity, ClusterInformation, IpPool, IpReservation, IpamBlock, IpamConfig,
+    IpamHandle, Node,
 };
 
 const IPAM: &str = "/calico/ipam/v2";
@@ -131,66 +129,23 @@ fn object(key: &str, bytes: &[u8]) -> Result<Map<String, Value>, StoreError> {
     }
 }
 
-/// Takes `field` out of `map` (so what remains is what we do not model).
-pub(super) fn take(map: &mut Map<String, Value>, field: &str) -> Value {
-    map.remove(field).unwrap_or(Value::Null)
+/// A serde model from an object's fields; what does not fit is corrupt.
+pub(super) fn from_map<T: serde::de::DeserializeOwned>(
+    key: &str,
+    m: Map<String, Value>,
+) -> Result<T, StoreError> {
+    serde_json::from_value(Value::Object(m)).map_err(|e| corrupt(key, e))
 }
 
-pub(super) fn take_bool(map: &mut Map<String, Value>, field: &str) -> bool {
-    match take(map, field) {
-        Value::Bool(b) => b,
-        // BlockAffinity's `deleted` is a string in the CRDs; accept that spelling too.
-        Value::String(s) => s.eq_ignore_ascii_case("true"),
-        _ => false,
-    }
-}
-
-pub(super) fn take_string(map: &mut Map<String, Value>, field: &str) -> Option<String> {
-    match take(map, field) {
-        Value::String(s) => Some(s),
-        _ => None,
-    }
-}
-
-fn to_bytes(value: Value) -> Vec<u8> {
-    // Serialising a Value cannot fail.
-    serde_json::to_vec(&value).unwrap_or_default()
-}
-
-pub(super) fn with_extra(mut known: Map<String, Value>, extra: &Map<String, Value>) -> Value {
-    for (k, v) in extra {
-        known.entry(k.clone()).or_insert_with(|| v.clone());
-    }
-    Value::Object(known)
+/// A model's JSON. Plain data with string keys: encoding cannot fail.
+pub(super) fn to_vec<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
 }
 
 // ---- blocks --------------------------------------------------------------------------------
 
 pub fn encode_block(block: &IpamBlock) -> Vec<u8> {
-    let attributes: Vec<Value> = block
-        .attributes
-        .iter()
-        .map(|a| {
-            let mut m = Map::new();
-            m.insert("handle_id".into(), json!(a.handle_id));
-            m.insert("secondary".into(), json!(a.secondary));
-            with_extra(m, &a.extra)
-        })
-        .collect();
-    let mut m = Map::new();
-    m.insert("cidr".into(), json!(block.cidr.to_string()));
-    m.insert("affinity".into(), json!(block.affinity));
-    m.insert("strictAffinity".into(), json!(false));
-    m.insert("allocations".into(), json!(block.allocations));
-    m.insert("unallocated".into(), json!(block.unallocated));
-    m.insert("attributes".into(), Value::Array(attributes));
-    m.insert("deleted".into(), json!(block.deleted));
-    m.insert("sequenceNumber".into(), json!(block.sequence_number));
-    m.insert(
-        "sequenceNumberForAllocation".into(),
-        json!(block.sequence_number_for_allocation),
-    );
-    to_bytes(with_extra(m, &block.extra))
+    to_vec(&wire::EtcdBlock::of(block))
 }
 
 /// A block read from its key. The key and the block's `cidr` must agree: the engine
@@ -213,70 +168,36 @@ pub fn decode_block(key: &str, bytes: &[u8]) -> Result<IpamBlock, StoreError> {
 
 /// A block from its JSON fields: the etcd value, or an IPAMBlock CRD's `spec` (the same
 /// fields, camelCase alike; only `affinity_claim_time` differs, and it stays in `extra`).
-pub fn block_from_object(key: &str, mut m: Map<String, Value>) -> Result<IpamBlock, StoreError> {
-    let cidr: IpNetwork = take_string(&mut m, "cidr")
+pub fn block_from_object(key: &str, m: Map<String, Value>) -> Result<IpamBlock, StoreError> {
+    let fields: wire::BlockIn = from_map(key, m)?;
+    let cidr: IpNetwork = fields
+        .cidr
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| corrupt(key, "missing or invalid cidr"))?;
-    let affinity = take_string(&mut m, "affinity");
-    let allocations: Vec<Option<usize>> =
-        serde_json::from_value(take(&mut m, "allocations")).map_err(|e| corrupt(key, e))?;
-    let unallocated: Vec<usize> = match take(&mut m, "unallocated") {
-        Value::Null => Vec::new(),
-        v => serde_json::from_value(v).map_err(|e| corrupt(key, e))?,
-    };
-    let attributes = match take(&mut m, "attributes") {
-        Value::Null => Vec::new(),
-        Value::Array(list) => list
-            .into_iter()
-            .map(|a| {
-                let Value::Object(mut a) = a else {
-                    return Err(corrupt(key, "an attribute is not an object"));
-                };
-                let handle_id = take_string(&mut a, "handle_id");
-                let secondary: BTreeMap<String, String> = match take(&mut a, "secondary") {
-                    Value::Null => BTreeMap::new(),
-                    v => serde_json::from_value(v).map_err(|e| corrupt(key, e))?,
-                };
-                Ok(AllocationAttribute {
-                    handle_id,
-                    secondary,
-                    extra: a,
-                })
-            })
-            .collect::<Result<_, _>>()?,
-        _ => return Err(corrupt(key, "attributes is not a list")),
-    };
-    let sequence_number = take(&mut m, "sequenceNumber").as_u64().unwrap_or(0);
-    let sequence_number_for_allocation = match take(&mut m, "sequenceNumberForAllocation") {
-        Value::Null => BTreeMap::new(),
-        v => serde_json::from_value(v).map_err(|e| corrupt(key, e))?,
-    };
-    let deleted = take_bool(&mut m, "deleted");
-    // Always written false; not carried.
-    m.remove("strictAffinity");
-    if allocations.len() != crate::model::block_len(&cidr) {
+    if fields.allocations.len() != crate::model::block_len(&cidr) {
         return Err(corrupt(key, "allocations do not match the block size"));
     }
     Ok(IpamBlock {
         cidr,
-        affinity,
-        allocations,
-        unallocated,
-        attributes,
-        sequence_number,
-        sequence_number_for_allocation,
-        deleted,
-        extra: m,
+        affinity: fields.affinity,
+        allocations: fields.allocations,
+        unallocated: fields.unallocated,
+        attributes: fields.attributes.into_iter().map(Into::into).collect(),
+        sequence_number: fields.sequence_number,
+        sequence_number_for_allocation: fields.sequence_number_for_allocation,
+        deleted: fields.deleted,
+        extra: fields.extra,
     })
 }
 
 // ---- affinities ----------------------------------------------------------------------------
 
 pub fn encode_affinity(a: &BlockAffinity) -> Vec<u8> {
-    let mut m = Map::new();
-    m.insert("state".into(), json!(a.state.as_str()));
-    m.insert("deleted".into(), json!(a.deleted));
-    to_bytes(with_extra(m, &a.extra))
+    to_vec(&wire::EtcdAffinity {
+        state: a.state.as_str(),
+        deleted: a.deleted,
+        extra: wire::unknown(&a.extra, &["state", "deleted"]),
+    })
 }
 
 /// The node, type and CIDR live in the key; the value holds the state.
@@ -289,8 +210,8 @@ pub fn decode_affinity(key: &str, bytes: &[u8]) -> Result<BlockAffinity, StoreEr
         return Err(corrupt(key, "not an affinity key"));
     };
     let cidr = cidr_from_key(cidr).ok_or_else(|| corrupt(key, "invalid block in key"))?;
-    let mut m = object(key, bytes)?;
-    let state_text = take_string(&mut m, "state").unwrap_or_default();
+    let fields: wire::EtcdAffinityIn = from_map(key, object(key, bytes)?)?;
+    let state_text = fields.state.unwrap_or_default();
     let state = AffinityState::parse(&state_text)
         .ok_or_else(|| corrupt(key, format!("unknown affinity state {state_text:?}")))?;
     Ok(BlockAffinity {
@@ -298,18 +219,21 @@ pub fn decode_affinity(key: &str, bytes: &[u8]) -> Result<BlockAffinity, StoreEr
         node: node.to_string(),
         cidr,
         state,
-        deleted: take_bool(&mut m, "deleted"),
-        extra: m,
+        deleted: fields.deleted,
+        extra: fields.extra,
     })
 }
 
 // ---- handles -------------------------------------------------------------------------------
 
 pub fn encode_handle(h: &IpamHandle) -> Vec<u8> {
-    let mut m = Map::new();
-    m.insert("block".into(), json!(h.block));
-    m.insert("deleted".into(), json!(h.deleted));
-    to_bytes(with_extra(m, &h.extra))
+    // The handle ID is the key's, not the value's.
+    to_vec(&wire::HandleOut {
+        handle_id: None,
+        block: &h.block,
+        deleted: h.deleted,
+        extra: wire::unknown(&h.extra, wire::HANDLE_FIELDS),
+    })
 }
 
 pub fn decode_handle(key: &str, bytes: &[u8]) -> Result<IpamHandle, StoreError> {
@@ -317,46 +241,33 @@ pub fn decode_handle(key: &str, bytes: &[u8]) -> Result<IpamHandle, StoreError> 
         .strip_prefix(&handles_prefix())
         .ok_or_else(|| corrupt(key, "not a handle key"))?
         .to_string();
-    let mut m = object(key, bytes)?;
-    let block: BTreeMap<String, u64> = match take(&mut m, "block") {
-        Value::Null => BTreeMap::new(),
-        v => serde_json::from_value(v).map_err(|e| corrupt(key, e))?,
-    };
+    let fields: wire::HandleIn = from_map(key, object(key, bytes)?)?;
     Ok(IpamHandle {
         handle_id,
-        block,
-        deleted: take_bool(&mut m, "deleted"),
-        extra: m,
+        block: fields.block,
+        deleted: fields.deleted,
+        extra: fields.extra,
     })
 }
 
 // ---- IPAM config ---------------------------------------------------------------------------
 
-/// All fields omitted when zero, as libcalico-go writes it.
 pub fn encode_ipam_config(c: &IpamConfig) -> Vec<u8> {
-    let mut m = Map::new();
-    if c.strict_affinity {
-        m.insert("strict_affinity".into(), json!(true));
-    }
-    if c.auto_allocate_blocks {
-        m.insert("auto_allocate_blocks".into(), json!(true));
-    }
-    if c.max_blocks_per_host != 0 {
-        m.insert("maxBlocksPerHost".into(), json!(c.max_blocks_per_host));
-    }
-    to_bytes(with_extra(m, &c.extra))
+    to_vec(&wire::EtcdIpamConfig {
+        strict_affinity: c.strict_affinity,
+        auto_allocate_blocks: c.auto_allocate_blocks,
+        max_blocks_per_host: c.max_blocks_per_host,
+        extra: wire::unknown(&c.extra, wire::ETCD_IPAM_CONFIG_FIELDS),
+    })
 }
 
 pub fn decode_ipam_config(key: &str, bytes: &[u8]) -> Result<IpamConfig, StoreError> {
-    let mut m = object(key, bytes)?;
+    let fields: wire::EtcdIpamConfig = from_map(key, object(key, bytes)?)?;
     Ok(IpamConfig {
-        strict_affinity: take_bool(&mut m, "strict_affinity"),
-        auto_allocate_blocks: take_bool(&mut m, "auto_allocate_blocks"),
-        // Beyond u32 is a limit no host reaches, not 0 (no limit) or a small number.
-        max_blocks_per_host: take(&mut m, "maxBlocksPerHost")
-            .as_u64()
-            .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
-        extra: m,
+        strict_affinity: fields.strict_affinity,
+        auto_allocate_blocks: fields.auto_allocate_blocks,
+        max_blocks_per_host: fields.max_blocks_per_host,
+        extra: fields.extra,
     })
 }
 
@@ -371,45 +282,34 @@ fn spec_of(key: &str, bytes: &[u8]) -> Result<MetadataAndSpec, StoreError> {
 
 /// A resource's `metadata` and `spec` (empty when absent).
 fn split_resource(mut m: Map<String, Value>) -> MetadataAndSpec {
-    let metadata = match take(&mut m, "metadata") {
-        Value::Object(o) => o,
+    let mut part = |name: &str| match m.remove(name) {
+        Some(Value::Object(o)) => o,
         _ => Map::new(),
     };
-    let spec = match take(&mut m, "spec") {
-        Value::Object(o) => o,
-        _ => Map::new(),
-    };
-    (metadata, spec)
+    (part("metadata"), part("spec"))
 }
 
 /// An IPPool's `spec` as calicoctl writes it: the same in a v3 resource and in the CRD.
 pub fn pool_spec(p: &IpPool) -> Value {
-    let mut spec = Map::new();
-    spec.insert("cidr".into(), json!(p.cidr.to_string()));
-    spec.insert("blockSize".into(), json!(p.block_size));
-    if p.disabled {
-        spec.insert("disabled".into(), json!(true));
-    }
-    if !p.node_selector.is_empty() {
-        spec.insert("nodeSelector".into(), json!(p.node_selector));
-    }
-    if !p.allowed_uses.is_empty() {
-        spec.insert("allowedUses".into(), json!(p.allowed_uses));
-    }
-    if !p.assignment_mode.is_empty() {
-        spec.insert("assignmentMode".into(), json!(p.assignment_mode));
-    }
-    with_extra(spec, &p.extra)
+    let spec = wire::PoolSpecOut {
+        cidr: p.cidr.to_string(),
+        block_size: p.block_size,
+        disabled: p.disabled,
+        node_selector: &p.node_selector,
+        allowed_uses: &p.allowed_uses,
+        assignment_mode: &p.assignment_mode,
+        extra: wire::unknown(&p.extra, wire::POOL_FIELDS),
+    };
+    serde_json::to_value(spec).unwrap_or(Value::Null)
 }
 
 pub fn encode_pool(p: &IpPool) -> Vec<u8> {
-    let spec = pool_spec(p);
-    to_bytes(json!({
-        "kind": "IPPool",
-        "apiVersion": "projectcalico.org/v3",
-        "metadata": {"name": p.name},
-        "spec": spec,
-    }))
+    to_vec(&wire::ResourceOut {
+        kind: "IPPool",
+        api_version: "projectcalico.org/v3",
+        metadata: wire::NameOnly { name: &p.name },
+        spec: pool_spec(p),
+    })
 }
 
 pub fn decode_pool(key: &str, bytes: &[u8]) -> Result<IpPool, StoreError> {
@@ -421,43 +321,35 @@ pub fn pool_from_object(key: &str, object: Map<String, Value>) -> Result<IpPool,
     pool_from_resource(key, split_resource(object))
 }
 
-fn pool_from_resource(
-    key: &str,
-    (metadata, mut spec): MetadataAndSpec,
-) -> Result<IpPool, StoreError> {
+fn pool_from_resource(key: &str, (metadata, spec): MetadataAndSpec) -> Result<IpPool, StoreError> {
+    let metadata: wire::MetadataIn = from_map(key, metadata)?;
+    let spec: wire::PoolSpecIn = from_map(key, spec)?;
     let name = metadata
-        .get("name")
-        .and_then(Value::as_str)
-        .map(str::to_string)
+        .name
         .or_else(|| key.rsplit('/').next().map(str::to_string))
         .unwrap_or_default();
-    let cidr: IpNetwork = take_string(&mut spec, "cidr")
+    let cidr: IpNetwork = spec
+        .cidr
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| corrupt(key, "missing or invalid cidr"))?;
-    let block_size = match take(&mut spec, "blockSize").as_u64() {
+    let block_size = match spec.block_size.as_u64() {
         // A size beyond every family's stays out of range, so the pool is left unused, rather
         // than wrapping to another size (256 would be 0, 282 would be 26).
         Some(n) if n > 0 => u8::try_from(n).unwrap_or(u8::MAX),
         _ if cidr.is_ipv4() => IpPool::DEFAULT_BLOCK_SIZE_V4,
         _ => IpPool::DEFAULT_BLOCK_SIZE_V6,
     };
-    let allowed_uses = match take(&mut spec, "allowedUses") {
-        Value::Null => Vec::new(),
-        v => serde_json::from_value(v).map_err(|e| corrupt(key, e))?,
-    };
     // A pool being deleted is as good as gone.
-    let deleting = metadata
-        .get("deletionTimestamp")
-        .is_some_and(|v| !v.is_null());
+    let deleting = !metadata.deletion_timestamp.is_null();
     Ok(IpPool {
         name,
         cidr,
         block_size,
-        disabled: take_bool(&mut spec, "disabled") || deleting,
-        node_selector: take_string(&mut spec, "nodeSelector").unwrap_or_default(),
-        allowed_uses,
-        assignment_mode: take_string(&mut spec, "assignmentMode").unwrap_or_default(),
-        extra: spec,
+        disabled: spec.disabled || deleting,
+        node_selector: spec.node_selector.unwrap_or_default(),
+        allowed_uses: spec.allowed_uses,
+        assignment_mode: spec.assignment_mode.unwrap_or_default(),
+        extra: spec.extra,
     })
 }
 
@@ -468,19 +360,10 @@ pub fn decode_node(key: &str, bytes: &[u8]) -> Result<Node, StoreError> {
 /// A node's name and labels from a Calico v3 Node or a Kubernetes Node (same metadata).
 pub fn node_from_object(key: &str, object: Map<String, Value>) -> Result<Node, StoreError> {
     let (metadata, _spec) = split_resource(object);
-    let labels = match metadata.get("labels") {
-        Some(v) if !v.is_null() => {
-            serde_json::from_value(v.clone()).map_err(|e| corrupt(key, e))?
-        }
-        _ => BTreeMap::new(),
-    };
+    let metadata: wire::MetadataIn = from_map(key, metadata)?;
     Ok(Node {
-        name: metadata
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-        labels,
+        name: metadata.name.unwrap_or_default(),
+        labels: metadata.labels,
     })
 }
 
@@ -495,14 +378,11 @@ pub fn decode_cluster_information(
 pub fn cluster_information_from_object(
     object: Map<String, Value>,
 ) -> Result<ClusterInformation, StoreError> {
-    let (_metadata, mut spec) = split_resource(object);
-    let datastore_ready = match take(&mut spec, "datastoreReady") {
-        Value::Bool(b) => Some(b),
-        _ => None,
-    };
+    let (_metadata, spec) = split_resource(object);
+    let spec: wire::ClusterInformationSpecIn = from_map("ClusterInformation default", spec)?;
     Ok(ClusterInformation {
-        datastore_ready,
-        extra: spec,
+        datastore_ready: spec.datastore_ready,
+        extra: spec.extra,
     })
 }
 
@@ -522,21 +402,20 @@ pub fn parse_reserved_cidr(text: &str) -> Option<IpNetwork> {
 
 /// An IPReservation's `spec`: the same in a v3 resource and in the CRD.
 pub fn reservation_spec(r: &IpReservation) -> Value {
-    let mut spec = Map::new();
-    let cidrs: Vec<String> = r.reserved_cidrs.iter().map(|c| c.to_string()).collect();
-    if !cidrs.is_empty() {
-        spec.insert("reservedCIDRs".into(), json!(cidrs));
-    }
-    with_extra(spec, &r.extra)
+    let spec = wire::ReservationSpecOut {
+        reserved_cidrs: r.reserved_cidrs.iter().map(|c| c.to_string()).collect(),
+        extra: wire::unknown(&r.extra, &["reservedCIDRs"]),
+    };
+    serde_json::to_value(spec).unwrap_or(Value::Null)
 }
 
 pub fn encode_reservation(r: &IpReservation) -> Vec<u8> {
-    to_bytes(json!({
-        "kind": "IPReservation",
-        "apiVersion": "projectcalico.org/v3",
-        "metadata": {"name": r.name},
-        "spec": reservation_spec(r),
-    }))
+    to_vec(&wire::ResourceOut {
+        kind: "IPReservation",
+        api_version: "projectcalico.org/v3",
+        metadata: wire::NameOnly { name: &r.name },
+        spec: reservation_spec(r),
+    })
 }
 
 pub fn decode_reservation(key: &str, bytes: &[u8]) -> Result<IpReservation, StoreError> {
@@ -550,20 +429,15 @@ pub fn reservation_from_object(
     key: &str,
     object: Map<String, Value>,
 ) -> Result<IpReservation, StoreError> {
-    let (metadata, mut spec) = split_resource(object);
+    let (metadata, spec) = split_resource(object);
+    let metadata: wire::MetadataIn = from_map(key, metadata)?;
+    let spec: wire::ReservationSpecIn = from_map(key, spec)?;
     let name = metadata
-        .get("name")
-        .and_then(Value::as_str)
-        .map(str::to_string)
+        .name
         .or_else(|| key.rsplit('/').next().map(str::to_string))
         .unwrap_or_default();
-    let entries: Vec<Value> = match take(&mut spec, "reservedCIDRs") {
-        Value::Null => Vec::new(),
-        Value::Array(items) => items,
-        _ => return Err(corrupt(key, "reservedCIDRs is not a list")),
-    };
-    let mut reserved_cidrs = Vec::with_capacity(entries.len());
-    for entry in &entries {
+    let mut reserved_cidrs = Vec::with_capacity(spec.reserved_cidrs.len());
+    for entry in &spec.reserved_cidrs {
         match entry.as_str() {
             Some(text) if text.trim().is_empty() => {}
             Some(text) => match parse_reserved_cidr(text) {
@@ -576,13 +450,14 @@ pub fn reservation_from_object(
     Ok(IpReservation {
         name,
         reserved_cidrs,
-        extra: spec,
+        extra: spec.extra,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn cidr(s: &str) -> IpNetwork {
         s.parse().expect("cidr")

@@ -13,6 +13,7 @@ pub mod kube;
 pub mod kv;
 pub mod local;
 pub mod memory;
+pub mod wire;
 
 use ipnetwork::IpNetwork;
 

@@ -5,8 +5,6 @@
 //! Fields a newer Calico writes that the model does not know travel in `extra` and are
 //! written back untouched.
 
-use std::collections::BTreeMap;
-
 use ipnetwork::IpNetwork;
 use serde_json::{json, Map, Value};
 
@@ -15,8 +13,8 @@ use crate::model::{
     AffinityState, BlockAffinity, ClusterInformation, IpPool, IpReservation, IpamBlock, IpamConfig,
     IpamHandle, Node,
 };
-use crate::store::codec::{self, corrupt, take, take_bool, take_string, with_extra};
-use crate::store::StoreError;
+use crate::store::codec::{self, corrupt};
+use crate::store::{wire, StoreError};
 
 /// The API group and version of Calico's CRDs.
 pub const API_VERSION: &str = "crd.projectcalico.org/v1";
@@ -48,6 +46,11 @@ fn resource(kind: &str, name: &str, labels: Option<Value>, spec: Value) -> Value
         "metadata": metadata,
         "spec": spec,
     })
+}
+
+/// A spec model as JSON. Plain data with string keys: encoding cannot fail.
+fn to_value<T: serde::Serialize>(spec: &T) -> Value {
+    serde_json::to_value(spec).unwrap_or(Value::Null)
 }
 
 /// `metadata.name` of an object (empty when missing).
@@ -84,40 +87,11 @@ fn as_map(object: &Value) -> Map<String, Value> {
 /// `secondary` omitted when empty (Go's `omitempty`), `strictAffinity` always present
 /// (deprecated, but required by the CRD), `sequenceNumberForAllocation` always an object.
 pub fn block(block: &IpamBlock) -> Value {
-    let attributes: Vec<Value> = block
-        .attributes
-        .iter()
-        .map(|a| {
-            let mut m = Map::new();
-            if let Some(handle) = &a.handle_id {
-                m.insert("handle_id".into(), json!(handle));
-            }
-            if !a.secondary.is_empty() {
-                m.insert("secondary".into(), json!(a.secondary));
-            }
-            with_extra(m, &a.extra)
-        })
-        .collect();
-    let mut spec = Map::new();
-    spec.insert("cidr".into(), json!(block.cidr.to_string()));
-    if let Some(affinity) = &block.affinity {
-        spec.insert("affinity".into(), json!(affinity));
-    }
-    spec.insert("allocations".into(), json!(block.allocations));
-    spec.insert("unallocated".into(), json!(block.unallocated));
-    spec.insert("attributes".into(), Value::Array(attributes));
-    spec.insert("sequenceNumber".into(), json!(block.sequence_number));
-    spec.insert(
-        "sequenceNumberForAllocation".into(),
-        json!(block.sequence_number_for_allocation),
-    );
-    spec.insert("deleted".into(), json!(block.deleted));
-    spec.insert("strictAffinity".into(), json!(false));
     resource(
         "IPAMBlock",
         &names::block_name(&block.cidr),
         None,
-        with_extra(spec, &block.extra),
+        to_value(&wire::CrdBlockSpec::of(block)),
     )
 }
 
@@ -151,17 +125,19 @@ pub fn affinity_labels(a: &BlockAffinity) -> Value {
 
 /// The affinity's spec; `deleted` is a string in this CRD (`"true"` / `"false"`).
 pub fn affinity(a: &BlockAffinity) -> Value {
-    let mut spec = Map::new();
-    spec.insert("state".into(), json!(a.state.as_str()));
-    spec.insert("node".into(), json!(a.node));
-    spec.insert("type".into(), json!(a.affinity_type));
-    spec.insert("cidr".into(), json!(a.cidr.to_string()));
-    spec.insert("deleted".into(), json!(a.deleted.to_string()));
+    let spec = wire::CrdAffinitySpec {
+        state: a.state.as_str(),
+        node: &a.node,
+        affinity_type: &a.affinity_type,
+        cidr: a.cidr.to_string(),
+        deleted: a.deleted.to_string(),
+        extra: wire::unknown(&a.extra, wire::AFFINITY_FIELDS),
+    };
     resource(
         "BlockAffinity",
         &names::affinity_name(&a.node, &a.cidr),
         Some(affinity_labels(a)),
-        with_extra(spec, &a.extra),
+        to_value(&spec),
     )
 }
 
@@ -189,25 +165,24 @@ fn affinity_deleted(key: &str, value: Value) -> Result<bool, StoreError> {
 
 pub fn affinity_from(object: &Value) -> Result<BlockAffinity, StoreError> {
     let key = format!("BlockAffinity {}", name_of(object));
-    let mut spec = spec_of(object);
-    let cidr: IpNetwork = take_string(&mut spec, "cidr")
+    let fields: wire::AffinityIn = codec::from_map(&key, spec_of(object))?;
+    let cidr: IpNetwork = fields
+        .cidr
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| corrupt(&key, "missing or invalid cidr"))?;
-    let state_text = take_string(&mut spec, "state").unwrap_or_default();
+    let state_text = fields.state.unwrap_or_default();
     let state = AffinityState::parse(&state_text)
         .ok_or_else(|| corrupt(&key, format!("unknown affinity state {state_text:?}")))?;
-    let node = take_string(&mut spec, "node").unwrap_or_default();
-    let affinity_type = take_string(&mut spec, "type")
-        .filter(|t| !t.is_empty())
-        .unwrap_or_else(|| "host".to_string());
-    let deleted = affinity_deleted(&key, take(&mut spec, "deleted"))?;
     Ok(BlockAffinity {
-        affinity_type,
-        node,
+        affinity_type: fields
+            .affinity_type
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "host".to_string()),
+        node: fields.node.unwrap_or_default(),
         cidr,
         state,
-        deleted,
-        extra: spec,
+        deleted: affinity_deleted(&key, fields.deleted)?,
+        extra: fields.extra,
     })
 }
 
@@ -224,33 +199,32 @@ pub fn marked_deleted(object: &Value) -> bool {
 
 /// Named after the lower-cased handle ID; `spec.handleID` keeps its spelling.
 pub fn handle(h: &IpamHandle) -> Value {
-    let mut spec = Map::new();
-    spec.insert("handleID".into(), json!(h.handle_id));
-    spec.insert("block".into(), json!(h.block));
-    spec.insert("deleted".into(), json!(h.deleted));
+    let spec = wire::HandleOut {
+        handle_id: Some(&h.handle_id),
+        block: &h.block,
+        deleted: h.deleted,
+        extra: wire::unknown(&h.extra, wire::HANDLE_FIELDS),
+    };
     resource(
         "IPAMHandle",
         &names::handle_name(&h.handle_id),
         None,
-        with_extra(spec, &h.extra),
+        to_value(&spec),
     )
 }
 
 pub fn handle_from(object: &Value) -> Result<IpamHandle, StoreError> {
     let key = format!("IPAMHandle {}", name_of(object));
-    let mut spec = spec_of(object);
-    let handle_id = take_string(&mut spec, "handleID")
+    let fields: wire::HandleIn = codec::from_map(&key, spec_of(object))?;
+    let handle_id = fields
+        .handle_id
         .filter(|h| !h.is_empty())
         .ok_or_else(|| corrupt(&key, "missing handleID"))?;
-    let block: BTreeMap<String, u64> = match take(&mut spec, "block") {
-        Value::Null => BTreeMap::new(),
-        v => serde_json::from_value(v).map_err(|e| corrupt(&key, e))?,
-    };
     Ok(IpamHandle {
         handle_id,
-        block,
-        deleted: take_bool(&mut spec, "deleted"),
-        extra: spec,
+        block: fields.block,
+        deleted: fields.deleted,
+        extra: fields.extra,
     })
 }
 
@@ -259,23 +233,22 @@ pub fn handle_from(object: &Value) -> Result<IpamHandle, StoreError> {
 /// `strictAffinity` and `autoAllocateBlocks` always (the CRD requires both),
 /// `maxBlocksPerHost` only when set.
 pub fn ipam_config(c: &IpamConfig) -> Value {
-    let mut spec = Map::new();
-    spec.insert("strictAffinity".into(), json!(c.strict_affinity));
-    spec.insert("autoAllocateBlocks".into(), json!(c.auto_allocate_blocks));
-    if c.max_blocks_per_host != 0 {
-        spec.insert("maxBlocksPerHost".into(), json!(c.max_blocks_per_host));
-    }
-    resource("IPAMConfig", DEFAULT_NAME, None, with_extra(spec, &c.extra))
+    let spec = wire::CrdIpamConfigSpec {
+        strict_affinity: c.strict_affinity,
+        auto_allocate_blocks: c.auto_allocate_blocks,
+        max_blocks_per_host: c.max_blocks_per_host,
+        extra: wire::unknown(&c.extra, wire::CRD_IPAM_CONFIG_FIELDS),
+    };
+    resource("IPAMConfig", DEFAULT_NAME, None, to_value(&spec))
 }
 
 pub fn ipam_config_from(object: &Value) -> Result<IpamConfig, StoreError> {
-    let mut spec = spec_of(object);
-    let max = take(&mut spec, "maxBlocksPerHost").as_u64().unwrap_or(0);
+    let spec: wire::CrdIpamConfigSpec = codec::from_map("IPAMConfig default", spec_of(object))?;
     Ok(IpamConfig {
-        strict_affinity: take_bool(&mut spec, "strictAffinity"),
-        auto_allocate_blocks: take_bool(&mut spec, "autoAllocateBlocks"),
-        max_blocks_per_host: u32::try_from(max).unwrap_or(u32::MAX),
-        extra: spec,
+        strict_affinity: spec.strict_affinity,
+        auto_allocate_blocks: spec.auto_allocate_blocks,
+        max_blocks_per_host: spec.max_blocks_per_host,
+        extra: spec.extra,
     })
 }
 
@@ -342,6 +315,8 @@ pub fn cluster_information_from(object: &Value) -> Result<ClusterInformation, St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Map;
+    use std::collections::BTreeMap;
 
     fn cidr(s: &str) -> IpNetwork {
         s.parse().expect("cidr")

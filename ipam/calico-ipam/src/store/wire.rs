@@ -497,12 +497,9 @@ pub struct ReservationSpecOut {
 
 /// ClusterInformation's spec: only `datastoreReady` is read.
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ClusterInformationSpecIn {
-    #[serde(
-        default,
-        rename = "datastoreReady",
-        deserialize_with = "lenient::maybe_flag"
-    )]
+    #[serde(default, deserialize_with = "lenient::maybe_flag")]
     pub datastore_ready: Option<bool>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,

@@ -205,8 +205,11 @@ impl KubeClient {
             .body(bytes)
             .map_err(|e| KubeError::Config(format!("bad request {method} {path}: {e}")))?;
         self.round_trips.set(self.round_trips.get() + 1);
-        log::debug!("kubernetes: {method} {path}");
-        let (status, answer) = self.exchange(method, path, request)?;
+        let sent = request.body().len();
+        let exchanged = self.exchange(method, path, request);
+        let received = exchanged.as_ref().map_or(0, |(_, answer)| answer.len());
+        crate::store::meter("kubernetes", method, path, sent, received);
+        let (status, answer) = exchanged?;
         if !status.is_success() {
             return Err(self.error_of(method, path, api_error(status, &answer)));
         }

@@ -634,6 +634,7 @@ impl EtcdKv {
             }
             let failure = match self.send(endpoint, path, body, token) {
                 Ok(bytes) => {
+                    super::meter("etcd", path, key, body.len(), bytes.len());
                     self.current.store(i, Ordering::Relaxed);
                     return Ok(bytes);
                 }

@@ -186,7 +186,9 @@ impl Kv for LocalKv {
     fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Revision)>> {
         let path = self.path_of("get", key)?;
         let _lock = self.lock()?;
-        Ok(read("get", key, &path)?.map(|bytes| {
+        let found = read("get", key, &path)?;
+        super::meter("local", "get", key, 0, found.as_ref().map_or(0, Vec::len));
+        Ok(found.map(|bytes| {
             let revision = revision_of(&bytes);
             (bytes, revision)
         }))
@@ -213,12 +215,15 @@ impl Kv for LocalKv {
         let _lock = self.lock()?;
         let mut found = Vec::new();
         walk(&start, base, prefix, &mut found)?;
+        let read: usize = found.iter().map(|(k, v, _)| k.len() + v.len()).sum();
+        super::meter("local", "list", prefix, 0, read);
         found.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(found)
     }
 
     fn create(&self, key: &str, value: &[u8]) -> Result<Revision> {
         let path = self.path_of("create", key)?;
+        super::meter("local", "create", key, value.len(), 0);
         let _lock = self.lock()?;
         if read("create", key, &path)?.is_some() {
             return Err(StoreError::AlreadyExists(key.to_string()));
@@ -228,6 +233,7 @@ impl Kv for LocalKv {
 
     fn update(&self, key: &str, value: &[u8], revision: &Revision) -> Result<Revision> {
         let path = self.path_of("update", key)?;
+        super::meter("local", "update", key, value.len(), 0);
         let _lock = self.lock()?;
         self.check("update", key, &path, revision)?;
         self.write("update", key, &path, value, true)
@@ -235,6 +241,7 @@ impl Kv for LocalKv {
 
     fn delete(&self, key: &str, revision: &Revision) -> Result<()> {
         let path = self.path_of("delete", key)?;
+        super::meter("local", "delete", key, 0, 0);
         let _lock = self.lock()?;
         self.check("delete", key, &path, revision)?;
         let parent = parent_of(&path);

@@ -147,3 +147,10 @@ pub trait Store {
     fn update_handle(&self, handle: &IpamHandle, revision: &Revision) -> Result<Revision>;
     fn delete_handle(&self, handle_id: &str, revision: &Revision) -> Result<()>;
 }
+
+/// The log line of one datastore request, at debug level: what each ADD and DEL costs the
+/// datastore is counted from these (one line per request, bytes each way), by the tests that
+/// check it does not grow with the cluster and by `scripts/bench.sh`.
+pub fn meter(store: &str, request: &str, key: &str, sent: usize, received: usize) {
+    log::debug!("{store}: {request} {key}: {sent} bytes sent, {received} received");
+}

@@ -9,6 +9,7 @@ use shared::skel::{Attachment, Plugin, Released, Request};
 use shared::spec::error::{CniError, ErrorCode};
 use shared::spec::result::{CniResult, IpConfig};
 
+use crate::block_hint;
 use crate::datastore::{self, DatastoreError};
 use crate::engine::{AutoAssign, Ipam, IpamError};
 use crate::lock::HostLock;
@@ -319,7 +320,7 @@ impl Plugin for CalicoIpam {
         // for pool names in the config, for the local store's pool creation, and for the
         // engine, whichever needs them first.
         let mut pools = None;
-        let request = AutoAssign {
+        let mut request = AutoAssign {
             num4: usize::from(ctx.conf.assign_v4()),
             num6: usize::from(ctx.conf.assign_v6()),
             handle_id: handle.clone(),
@@ -328,6 +329,7 @@ impl Plugin for CalicoIpam {
             pools6: ctx.resolve_pools(&ctx.conf.ipam.ipv6_pools, false, &mut pools)?,
             max_blocks_per_host: 0,
             usage: "Workload".to_string(),
+            prefer: Vec::new(),
         };
         if ctx.conf.datastore() == Ok(Datastore::Local) {
             let listed = match pools.take() {
@@ -353,6 +355,8 @@ impl Plugin for CalicoIpam {
             }
         }
         let _lock = HostLock::acquire(&ctx.conf.lock_file());
+        let hint = block_hint::path_for(&ctx.conf.lock_file());
+        request.prefer = block_hint::read(&hint, &ctx.node);
         let ipam = ctx.ipam();
         let assigned = match pools {
             Some(pools) => ipam.auto_assign_with_pools(&request, pools),
@@ -387,9 +391,12 @@ impl Plugin for CalicoIpam {
             }
             return Err(IpamPluginError::Short { family, detail });
         }
-        Ok(result_of(
-            assigned.ipv4.into_iter().chain(assigned.ipv6).collect(),
-        ))
+        let addresses: Vec<IpNetwork> = assigned.ipv4.into_iter().chain(assigned.ipv6).collect();
+        let used = block_hint::blocks_of(&addresses);
+        if used != request.prefer {
+            block_hint::write(&hint, &ctx.node, &used);
+        }
+        Ok(result_of(addresses))
     }
 
     fn del(&self, req: &Req) -> Result<Released, IpamPluginError> {

@@ -3,6 +3,7 @@
 //! on any [`store::Store`]: an embedded single-node store, a real etcd, or (with the
 //! Kubernetes datastore) Calico's CRDs, with the same objects Calico itself reads and writes.
 
+pub mod block_hint;
 pub mod cli;
 pub mod cni;
 pub mod datastore;

@@ -151,7 +151,9 @@ impl Ipam<'_> {
             .filter(|u| !u.is_empty())
             .unwrap_or(USE_WORKLOAD);
         let pools = self.qualified_pools(memo, v4, requested, usage)?;
-        let affine = self.affine_blocks(memo, v4, &pools.chosen, &pools.enabled)?;
+        let mut affine = self.affine_blocks(memo, v4, &pools.chosen, &pools.enabled)?;
+        // Stable: the preferred first, the rest in list order, as Calico walks them.
+        affine.sort_by_key(|a| !req.prefer.contains(&a.value.cidr));
         let config = self.memo_config(memo)?;
         // Listed once the request is known to be servable (libcalico-go lists them first,
         // so a request refused for its pools costs it one more round trip than us).

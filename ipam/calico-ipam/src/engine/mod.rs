@@ -81,6 +81,10 @@ pub struct AutoAssign {
     pub max_blocks_per_host: u32,
     /// `Workload`, `Tunnel`, `LoadBalancer`.
     pub usage: String,
+    /// Blocks to try before the node's others: those its last request assigned from, so
+    /// a request reads the one block it will use, not every full block listed before it.
+    /// Only blocks affine to the node are tried; the others here are passed over.
+    pub prefer: Vec<IpNetwork>,
 }
 
 impl Default for AutoAssign {
@@ -94,6 +98,7 @@ impl Default for AutoAssign {
             pools6: Vec::new(),
             max_blocks_per_host: 0,
             usage: USE_WORKLOAD.to_string(),
+            prefer: Vec::new(),
         }
     }
 }

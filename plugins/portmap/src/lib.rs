@@ -133,7 +133,13 @@ fn iptables_change(
             }
             Err(e) => return Err(firewall(family, what, e)),
         };
-        let script = build(&iptables::NatTable::parse(&saved));
+        let table = iptables::NatTable::parse(&saved);
+        log::debug!(
+            "{}: {} rules read",
+            iptables::tool(family),
+            table.rules.len()
+        );
+        let script = build(&table);
         if script.is_empty() {
             return Ok(true);
         }
@@ -197,11 +203,47 @@ fn wanted(req: &Req, prev: &CniResult) -> Result<Wanted, PortmapError> {
     })
 }
 
-fn del_iptables(network: &str, id: &str) -> Result<(), PortmapError> {
+/// What DEL knows of the rules ADD made, from its own config: enough to remove them
+/// without reading anyone else's. DEL works without it, from the table.
+struct Known {
+    settings: Settings,
+    mappings: Vec<Mapping>,
+    /// The families the container has an address in, when DEL was given a prevResult.
+    families: Option<Vec<Family>>,
+}
+
+impl Known {
+    /// `None` when the config says nothing usable: DEL never fails on what it only uses
+    /// to go faster.
+    fn of(req: &Req, settings: &Settings) -> Option<Known> {
+        let mappings = config::mappings(&req.conf.runtime_config.port_mappings).ok()?;
+        let families = req.prev_result.as_ref().map(|prev| {
+            config::container_ips(prev, &req.env.ifname)
+                .iter()
+                .map(|ip| Family::of(&ip.ip()))
+                .collect()
+        });
+        Some(Known {
+            settings: settings.clone(),
+            mappings,
+            families,
+        })
+    }
+
+    /// The mappings ADD wrote entry rules for in `family`.
+    fn mappings_in(&self, family: Family) -> &[Mapping] {
+        match &self.families {
+            Some(families) if !families.contains(&family) => &[],
+            _ => &self.mappings,
+        }
+    }
+}
+
+fn del_iptables(network: &str, id: &str, known: Option<&Known>) -> Result<(), PortmapError> {
     let mut usable = false;
     let mut errors = Vec::new();
     for family in [Family::V4, Family::V6] {
-        match del_iptables_family(family, network, id) {
+        match del_iptables_family(family, network, id, known) {
             Ok(done) => usable |= done,
             Err(e) => errors.push(e),
         }
@@ -217,12 +259,36 @@ fn del_iptables(network: &str, id: &str) -> Result<(), PortmapError> {
     Ok(())
 }
 
-/// DEL for one family, in time proportional to the container's own rules: from the entry
-/// rules alone ([`iptables::del_plan`]). When that cannot be done (no `CNI-HOSTPORT-DNAT`,
-/// an unusable family, a reference from elsewhere), from the whole table as before.
-fn del_iptables_family(family: Family, network: &str, id: &str) -> Result<bool, PortmapError> {
+/// DEL for one family, in time proportional to the container's own rules: blind from what
+/// DEL knows ([`iptables::del_blind_script`]), which reads nothing; else from the entry
+/// rules alone ([`iptables::del_plan`]). When neither can be done (no
+/// `CNI-HOSTPORT-DNAT`, an unusable family, a reference from elsewhere), from the whole
+/// table as before.
+fn del_iptables_family(
+    family: Family,
+    network: &str,
+    id: &str,
+    known: Option<&Known>,
+) -> Result<bool, PortmapError> {
+    let tool = iptables::tool(family);
+    let blind = known.and_then(|k| {
+        iptables::del_blind_script(&k.settings, network, id, family, k.mappings_in(family))
+    });
+    if let Some(script) = blind {
+        match iptables::restore(family, &script.render()) {
+            Ok(()) => {
+                log::debug!("{tool}: 0 rules read");
+                return Ok(true);
+            }
+            Err(e @ ToolError::TimedOut { .. }) => {
+                return Err(firewall(family, "could not teardown dnat", e))
+            }
+            Err(e) => log::debug!("{tool}: the rules are not as DEL's config says ({e}): listing"),
+        }
+    }
     if let Ok(listing) = iptables::list_chain(family, iptables::rules::TOP_CHAIN) {
         let top = iptables::NatTable::parse_listing(&listing);
+        log::debug!("{}: {} rules read", iptables::tool(family), top.rules.len());
         let Some(plan) = iptables::del_plan(&top, network, id) else {
             return Ok(true);
         };
@@ -243,14 +309,40 @@ fn del_iptables_family(family: Family, network: &str, id: &str) -> Result<bool, 
     })
 }
 
+/// ADD for one family: blind first ([`iptables::add_blind_script`]), which reads nothing and
+/// applies on a node already set up; from the whole table when it does not apply.
+fn add_iptables_family(
+    settings: &Settings,
+    c: &Container,
+    mappings: &[Mapping],
+) -> Result<(), PortmapError> {
+    let family = c.family();
+    let blind = iptables::add_blind_script(settings, c, mappings).render();
+    log::debug!("{} restore:\n{blind}", iptables::tool(family));
+    match iptables::restore(family, &blind) {
+        Ok(()) => {
+            log::debug!("{}: 0 rules read", iptables::tool(family));
+            return Ok(());
+        }
+        Err(e @ ToolError::TimedOut { .. }) => {
+            return Err(firewall(family, "could not set up dnat", e))
+        }
+        Err(e) => log::debug!(
+            "the node is not set up or the container has rules ({e}): reading the table"
+        ),
+    }
+    iptables_change(family, "could not set up dnat", false, |t| {
+        iptables::add_script(t, settings, c, mappings)
+    })
+    .map(drop)
+}
+
 /// The nftables session is returned to be dropped last (see `nft_netlink::Session`).
 fn add_rules(w: &Wanted) -> Result<Option<nftables::Session>, PortmapError> {
     match w.settings.backend {
         Backend::Iptables => {
             for c in &w.containers {
-                iptables_change(c.family(), "could not set up dnat", false, |t| {
-                    iptables::add_script(t, &w.settings, c, &w.mappings)
-                })?;
+                add_iptables_family(&w.settings, c, &w.mappings)?;
             }
             Ok(None)
         }
@@ -260,9 +352,14 @@ fn add_rules(w: &Wanted) -> Result<Option<nftables::Session>, PortmapError> {
     }
 }
 
-fn del_rules(backend: Backend, network: &str, id: &str) -> Result<(), PortmapError> {
+fn del_rules(
+    backend: Backend,
+    network: &str,
+    id: &str,
+    known: Option<&Known>,
+) -> Result<(), PortmapError> {
     match backend {
-        Backend::Iptables => del_iptables(network, id),
+        Backend::Iptables => del_iptables(network, id, known),
         Backend::Nftables => nftables_change("could not teardown dnat", |listed| {
             nftables::del_script(listed, id)
         })
@@ -276,7 +373,7 @@ fn del_everywhere(network: &str, id: &str) -> Result<(), PortmapError> {
     let mut errors = Vec::new();
     let mut any = false;
     for backend in [Backend::Iptables, Backend::Nftables] {
-        match del_rules(backend, network, id) {
+        match del_rules(backend, network, id, None) {
             Ok(()) => any = true,
             Err(e) => errors.push(e),
         }
@@ -315,9 +412,17 @@ impl Plugin for Portmap {
             Ok(committed) => committed,
             Err(e) => {
                 // One family may have gone in before the other failed: take it out again.
-                if let Err(undo) =
-                    del_rules(w.settings.backend, &req.conf.name, &req.env.container_id)
-                {
+                let known = Known {
+                    settings: w.settings.clone(),
+                    mappings: w.mappings.clone(),
+                    families: Some(w.containers.iter().map(Container::family).collect()),
+                };
+                if let Err(undo) = del_rules(
+                    w.settings.backend,
+                    &req.conf.name,
+                    &req.env.container_id,
+                    Some(&known),
+                ) {
                     log::warn!("undoing a failed ADD: {undo}");
                 }
                 return Err(e);
@@ -349,10 +454,12 @@ impl Plugin for Portmap {
 
     fn del(&self, req: &Req) -> Result<Released, PortmapError> {
         let id = &req.env.container_id;
-        // Mappings and prevResult are not needed: the firewall state says what is ours.
+        // Mappings and prevResult are not needed, the firewall state says what is ours;
+        // with them, DEL need not read other containers' rules.
         let backend = match Settings::parse(req.config) {
             Ok(settings) => {
-                del_rules(settings.backend, &req.conf.name, id)?;
+                let known = Known::of(req, &settings);
+                del_rules(settings.backend, &req.conf.name, id, known.as_ref())?;
                 match settings.backend {
                     Backend::Iptables => "iptables",
                     Backend::Nftables => "nftables",

@@ -59,6 +59,17 @@ impl Script {
         self.changes.push(format!("-X {chain}"));
     }
 
+    /// `-N`: fails the whole restore when the chain exists.
+    fn create_chain(&mut self, chain: &str) {
+        self.changes.push(format!("-N {chain}"));
+    }
+
+    /// `-C`: fails the whole restore when the rule is missing.
+    fn assert_present(&mut self, rule: &Rule) {
+        self.changes
+            .push(format!("-C {} {}", rule.chain, rule.spec));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.declare.is_empty() && self.changes.is_empty()
     }
@@ -121,6 +132,35 @@ pub fn add_script(
         script.delete(rule);
     }
     script.declare(&chain);
+    for rule in entry_rules(settings, container, mappings) {
+        script.append(&rule);
+    }
+    for rule in dnat_rules(settings, container, mappings) {
+        script.append(&rule);
+    }
+    script
+}
+
+/// ADD for one family on a node already set up, read from nothing: the restore checks
+/// (`-C`) every shared rule, creates the container's chain (`-N`, which fails when it
+/// exists) and appends its entry and DNAT rules. It applies only when the node's skeleton
+/// is whole and the container has no chain yet, which is every ADD but a node's first and
+/// a repeated one; otherwise it fails, changing nothing, and the caller plans from the
+/// table ([`add_script`]). A container without a chain has no entry rules either: ADD
+/// writes both in one transaction and DEL removes both in one.
+///
+/// iptables-restore reads only the chains the checks name, so the cost does not grow
+/// with the other containers' rules as a save of the whole table does.
+pub fn add_blind_script(
+    settings: &Settings,
+    container: &Container,
+    mappings: &[Mapping],
+) -> Script {
+    let mut script = Script::default();
+    for shared in shared_rules(settings).1 {
+        script.assert_present(&shared.rule);
+    }
+    script.create_chain(&dnat_chain(&container.network, &container.id));
     for rule in entry_rules(settings, container, mappings) {
         script.append(&rule);
     }
@@ -196,6 +236,44 @@ pub fn del_plan(top: &NatTable, network: &str, container_id: &str) -> Option<Del
         flush_first,
         script,
     })
+}
+
+/// DEL for one family read from nothing: the container's chains emptied and deleted with
+/// the entry rules ADD wrote for `mappings` (none when the container had no address in
+/// this family, or DEL was not told its mappings). It fails, changing nothing, when one of
+/// those rules is missing or anything else still jumps to the chains; the caller then
+/// plans from the entry rules listed ([`del_plan`]). A chain left by a crash before its
+/// entry rules existed cannot be: ADD makes both in one transaction.
+///
+/// `None` for a container so large that its chain must be emptied first (see
+/// [`FLUSH_FIRST_ENTRIES`]): emptying it before knowing the entry rules are there could
+/// leave an empty chain behind when they are not.
+pub fn del_blind_script(
+    settings: &Settings,
+    network: &str,
+    container_id: &str,
+    family: Family,
+    mappings: &[Mapping],
+) -> Option<Script> {
+    let chains = [
+        dnat_chain(network, container_id),
+        legacy_snat_chain(network, container_id),
+    ];
+    let entries = rules::entry_rules_of(settings, network, container_id, family, mappings);
+    if entries.len() > FLUSH_FIRST_ENTRIES {
+        return None;
+    }
+    let mut script = Script::default();
+    for chain in &chains {
+        script.declare(chain);
+    }
+    for rule in &entries {
+        script.delete(rule);
+    }
+    for chain in &chains {
+        script.delete_chain(chain);
+    }
+    Some(script)
 }
 
 /// `(network, container id)` from an entry rule's comment, when it was not cut short.
@@ -427,6 +505,77 @@ COMMIT
         )
         .unwrap_err()
         .contains("not found"));
+    }
+
+    /// The lines of a rendered script that begin with `prefix`.
+    fn lines_with(script: &Script, prefix: &str) -> Vec<String> {
+        script
+            .render()
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn blind_add_checks_the_skeleton_and_adds_what_a_planned_add_would() {
+        let set_up = applied(&add_script(
+            &NatTable::default(),
+            &settings(),
+            &container("c1"),
+            &mappings(),
+        ));
+        let c2 = container("c2");
+        let blind = add_blind_script(&settings(), &c2, &mappings());
+        let planned = add_script(&set_up, &settings(), &c2, &mappings());
+        // The same rules appended as when planned from the table...
+        assert_eq!(lines_with(&blind, "-A "), lines_with(&planned, "-A "));
+        // ...but nothing declared (which would flush an existing chain): the chain is
+        // created, failing when it exists, and every shared rule must be there.
+        assert!(lines_with(&blind, ":").is_empty(), "{}", blind.render());
+        assert_eq!(
+            lines_with(&blind, "-N "),
+            vec![format!("-N {}", dnat_chain("net", "c2"))]
+        );
+        let checked = lines_with(&blind, "-C ");
+        let shared = shared_rules(&settings()).1;
+        assert_eq!(checked.len(), shared.len());
+        for s in shared {
+            assert!(
+                checked.contains(&format!("-C {} {}", s.rule.chain, s.rule.spec)),
+                "{checked:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn blind_del_is_what_the_entry_rules_listed_would_plan() {
+        let table = applied(&add_script(
+            &NatTable::default(),
+            &settings(),
+            &container("c1"),
+            &mappings(),
+        ));
+        let blind = del_blind_script(&settings(), "net", "c1", Family::V4, &mappings())
+            .expect("two entry rules");
+        let listed = del_plan(&table, "net", "c1").expect("c1 has entry rules");
+        assert_eq!(blind.render(), listed.script.render());
+        // No mappings (no address in the family): only chains, which fail when referenced.
+        let none = del_blind_script(&settings(), "net", "c1", Family::V6, &[])
+            .expect("nothing to empty first")
+            .render();
+        assert!(!none.contains("-D "), "{none}");
+        assert_eq!(none.matches("-X ").count(), 2, "{none}");
+        // A chain too large to empty with its entry rules in one transaction: no blind DEL.
+        let many: Vec<Mapping> = (1..=1000)
+            .map(|p| Mapping {
+                host_port: p,
+                container_port: p,
+                protocol: Protocol::Tcp,
+                host_ip: None,
+            })
+            .collect();
+        assert!(del_blind_script(&settings(), "net", "c1", Family::V4, &many).is_none());
     }
 
     #[test]

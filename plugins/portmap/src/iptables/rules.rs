@@ -133,8 +133,19 @@ pub fn entry_comment(network: &str, id: &str) -> String {
 /// per protocol (sorted), ports in input order, at most 15 per rule. Every mapping counts,
 /// whatever its hostIP's family (the chain sorts them out).
 pub fn entry_rules(settings: &Settings, c: &Container, mappings: &[Mapping]) -> Vec<Rule> {
-    let chain = dnat_chain(&c.network, &c.id);
-    let comment = quote(&entry_comment(&c.network, &c.id));
+    entry_rules_of(settings, &c.network, &c.id, c.family(), mappings)
+}
+
+/// [`entry_rules`] from what DEL knows: they do not depend on the container's address.
+pub fn entry_rules_of(
+    settings: &Settings,
+    network: &str,
+    id: &str,
+    family: Family,
+    mappings: &[Mapping],
+) -> Vec<Rule> {
+    let chain = dnat_chain(network, id);
+    let comment = quote(&entry_comment(network, id));
     let mut protocols: Vec<Protocol> = mappings.iter().map(|m| m.protocol).collect();
     protocols.sort();
     protocols.dedup();
@@ -151,7 +162,7 @@ pub fn entry_rules(settings: &Settings, c: &Container, mappings: &[Mapping]) -> 
                 proto.as_str(),
                 group.join(",")
             );
-            for token in settings.conditions(c.family()) {
+            for token in settings.conditions(family) {
                 spec.push(' ');
                 spec.push_str(&quote(token));
             }

@@ -1,0 +1,194 @@
+//! What one pod's ADD and DEL read does not grow with the node: the same rules read (none,
+//! on a node already set up), and no tool that reads a whole table or chain run, on a node
+//! with no other pod and on one holding 1,000 other pods' mappings in both families, on
+//! the iptables backend. The count is the plugin's own (its debug log says how many rules
+//! each step read); the tools it runs are recorded through wrappers. Needs root.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use cni_tests::fixtures::{plugin_dir, run_plugin_in};
+use cni_tests::portmap::{assert_ok, bare_node, call, conf, nat_both, ours};
+use cni_tests::portmap::{two_mappings, POD_V4, POD_V6};
+use cni_tests::{TestDir, TestNetns};
+use serde_json::{json, Value};
+
+const OTHER_PODS: usize = 1000;
+
+const TOOLS: [&str; 6] = [
+    "iptables",
+    "ip6tables",
+    "iptables-save",
+    "ip6tables-save",
+    "iptables-restore",
+    "ip6tables-restore",
+];
+
+/// A directory of wrappers, one per iptables tool, that append their name and arguments
+/// to `log` and run the real tool found further along PATH.
+fn recording_tools(dir: &Path, log: &Path) -> String {
+    let real = std::env::var("PATH").unwrap_or_default();
+    for tool in TOOLS {
+        let script = format!(
+            "#!/bin/sh\necho \"{tool} $*\" >> '{}'\nPATH='{real}' exec {tool} \"$@\"\n",
+            log.display()
+        );
+        let path = dir.join(tool);
+        fs::write(&path, script).expect("write wrapper");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod wrapper");
+    }
+    format!("{}:{real}", dir.display())
+}
+
+/// One call of our portmap, logging at debug level, with the iptables tools recorded:
+/// the rules it says it read and the tool invocations.
+fn measured(node: &TestNetns, command: &str, id: &str, conf: &Value) -> (usize, Vec<String>) {
+    let dir = TestDir::new().expect("dir");
+    let log = dir.path().join("tools.log");
+    let path = recording_tools(&dir.subdir("bin").expect("bin dir"), &log);
+    let plugins = plugin_dir().display().to_string();
+    let vars = [
+        ("CNI_COMMAND", command),
+        ("CNI_CONTAINERID", id),
+        ("CNI_NETNS", "/run/netns/pod"),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", plugins.as_str()),
+        ("PATH", path.as_str()),
+    ];
+    let mut conf = conf.clone();
+    conf["log_level"] = json!("debug");
+    let stdin = serde_json::to_vec(&conf).expect("encode config");
+    let out = run_plugin_in(Some(node.path()), &ours(), &vars, &stdin).expect("run portmap");
+    let stderr = out.stderr_str();
+    assert_eq!(
+        out.code,
+        Some(0),
+        "{command} {id}: {}\n{stderr}",
+        out.stdout_str()
+    );
+    let read: usize = stderr
+        .lines()
+        .filter_map(|l| {
+            l.split(" rules read")
+                .next()
+                .filter(|_| l.contains(" rules read"))
+        })
+        .filter_map(|head| head.rsplit(' ').next()?.parse::<usize>().ok())
+        .sum();
+    let tools = fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    (read, tools)
+}
+
+/// Copies of `seed`'s rules, as `iptables-save` printed them, for `count` other pods: each
+/// its own chain, container id and host ports.
+fn others(saved: &str, seed_chain: &str, count: usize) -> String {
+    let seed: Vec<&str> = saved
+        .lines()
+        .filter(|l| l.contains(seed_chain) && l.starts_with("-A "))
+        .collect();
+    assert!(!seed.is_empty(), "the seed pod's rules:\n{saved}");
+    let mut out = String::from("*nat\n");
+    for i in 0..count {
+        let chain = format!("CNI-DN-{i:021x}");
+        out.push_str(&format!(":{chain} - [0:0]\n"));
+    }
+    for i in 0..count {
+        let chain = format!("CNI-DN-{i:021x}");
+        for line in &seed {
+            let line = line
+                .replace(seed_chain, &chain)
+                .replace("pmseed0001", &format!("pmother{i:04}"))
+                .replace("8080", &(20_000 + i).to_string())
+                .replace("5353", &(40_000 + i).to_string());
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    out.push_str("COMMIT\n");
+    out
+}
+
+/// The seed pod's chain: the one its entry rules jump to.
+fn chain_of(saved: &str, id: &str) -> String {
+    saved
+        .lines()
+        .find(|l| l.contains(&format!("id: \\\"{id}\\\"")))
+        .and_then(|l| l.rsplit("-j ").next())
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no entry rule of {id}:\n{saved}"))
+}
+
+/// Rules read and tools run by an ADD and a DEL of one pod on `node` as it is.
+fn add_and_del(node: &TestNetns, id: &str, conf: &Value) -> (usize, Vec<String>) {
+    let before = nat_both(node);
+    let (add_read, mut tools) = measured(node, "ADD", id, conf);
+    let (del_read, del_tools) = measured(node, "DEL", id, conf);
+    tools.extend(del_tools);
+    assert_eq!(
+        nat_both(node),
+        before,
+        "DEL of {id} leaves the table as it was"
+    );
+    (add_read + del_read, tools)
+}
+
+#[test]
+fn one_pods_add_and_del_read_no_rule_of_a_thousand_other_pods() {
+    let node = bare_node();
+    let pods = [POD_V4, POD_V6];
+    let conf = conf("1.0.0", &json!({}), &two_mappings(), &pods);
+    // The node's first pod sets up the shared chains; it is then gone.
+    assert_ok(
+        &call(&node, &ours(), "ADD", "pmseed0001", &conf),
+        "ADD seed",
+    );
+    let saved = [
+        ("iptables-save", "iptables-restore"),
+        ("ip6tables-save", "ip6tables-restore"),
+    ]
+    .map(|(save, restore)| {
+        let text = node.exec_checked(&[save, "-t", "nat"]).expect("save");
+        (text, restore)
+    });
+    assert_ok(
+        &call(&node, &ours(), "DEL", "pmseed0001", &conf),
+        "DEL seed",
+    );
+
+    let (small_read, small_tools) = add_and_del(&node, "pmprobe001", &conf);
+
+    let dir = TestDir::new().expect("dir");
+    for (i, (text, restore)) in saved.iter().enumerate() {
+        let chain = chain_of(text, "pmseed0001");
+        let script = dir.path().join(format!("others-{i}.rules"));
+        fs::write(&script, others(text, &chain, OTHER_PODS)).expect("write rules");
+        let path = script.display().to_string();
+        node.exec_checked(&[restore, "--noflush", &path])
+            .expect("load the other pods' rules");
+    }
+    let loaded = nat_both(&node);
+    assert_eq!(
+        loaded.matches("id: \\\"pmother").count(),
+        2 * 2 * OTHER_PODS,
+        "two entry rules per pod and family"
+    );
+
+    let (large_read, large_tools) = add_and_del(&node, "pmprobe001", &conf);
+    assert_eq!(
+        (small_read, large_read),
+        (0, 0),
+        "rules read with 0 and {OTHER_PODS} other pods"
+    );
+    assert_eq!(small_tools, large_tools, "the same tools at both sizes");
+    for tool in &large_tools {
+        assert!(
+            !tool.contains("-save") && !tool.contains(" -S ") && !tool.contains(" -L"),
+            "a tool read a table or chain: {tool}\n{large_tools:#?}"
+        );
+    }
+}

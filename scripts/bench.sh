@@ -13,6 +13,8 @@
 #                                the Kubernetes datastore (the tests' fake API server, plain
 #                                HTTP), one raw etcd transaction round trip for scale, and
 #                                the API requests one ADD and one DEL make
+#   scripts/bench.sh portmap-scale  the same ADD and DEL with 0 and with 1,000 other pods'
+#                                mappings on the node (also part of `portmap`)
 #   scripts/bench.sh bandwidth   bandwidth ADD and DEL (TBF both ways, IFB) on a veth pair
 #   scripts/bench.sh chain       the whole chain through cnitool, calico + calico-ipam + portmap
 #                                + bandwidth against ptp + host-local + portmap + bandwidth:
@@ -171,6 +173,46 @@ if [ "$what" = all ] || [ "$what" = portmap ]; then
     done
 fi
 
+if [ "$what" = all ] || [ "$what" = portmap ] || [ "$what" = portmap-scale ]; then
+    # Scale: one pod's ADD and DEL (2 mappings, dual stack) in a node namespace of its own
+    # per variant, first with no other pod, then with 1,000 other pods' mappings (2 each,
+    # both families) in the same backend, written by our portmap (the reference's iptables
+    # rules and ours are the same text).
+    # portmap_conf BACKEND TCP-PORT UDP-PORT V4-HOST V6-HOST: a direct portmap config.
+    portmap_conf() {
+        printf '{"cniVersion":"1.0.0","name":"bench","type":"portmap","backend":"%s","runtimeConfig":{"portMappings":[{"hostPort":%d,"containerPort":80,"protocol":"tcp"},{"hostPort":%d,"containerPort":53,"protocol":"udp"}]},"prevResult":{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":"/run/netns/pod"}],"ips":[{"address":"10.252.0.%d/24","interface":0},{"address":"fd00:252::%x/64","interface":0}]}}' "$@"
+    }
+    pods=${SCALE_PODS:-1000}
+    for variant in "ours iptables" "ours nftables" "ref iptables"; do
+        read -r side backend <<<"$variant"
+        dir=${!side} conf="$out/portmap-scale-$side-$backend.json"
+        portmap_conf "$backend" 8080 5353 5 5 >"$conf"
+        node="bench-pms-$side-$backend-$tag"
+        new_netns "$node"
+        ip -n "$node" link set lo up
+        ip -n "$node" link add pm0 type veth peer name pm1
+        ip -n "$node" link set pm0 up
+        ip -n "$node" link set pm1 up
+        ip -n "$node" route add 10.252.0.0/24 dev pm0
+        ip -n "$node" -6 route add fd00:252::/64 dev pm0
+        vars=(bench-pm "/run/netns/$node" eth0 "$dir")
+        for size in 0 "$pods"; do
+            for i in $(seq 1 "$size"); do
+                portmap_conf "$backend" $((20000 + i)) $((40000 + i)) $((i % 240 + 10)) $((i + 16)) \
+                    | ip netns exec "$node" env CNI_COMMAND=ADD "CNI_CONTAINERID=other-$i" \
+                        "CNI_NETNS=/run/netns/$node" CNI_IFNAME=eth0 "CNI_PATH=$ours" "$ours/portmap" >/dev/null
+            done
+            label="$side portmap ($backend, $size other pods)"
+            ip netns exec "$node" bash -c "$(declare -f measure cni again); hf=$hf runs=${SCALE_RUNS:-100} out=$out
+                measure portmap-scale-add '$label ADD' '$conf' '$(again DEL "${vars[@]}" "$dir/portmap" "$conf")' \
+                    $(cni ADD "${vars[@]}") '$dir/portmap'
+                measure portmap-scale-del '$label DEL' '$conf' \
+                    '$(again DEL "${vars[@]}" "$dir/portmap" "$conf"); $(again ADD "${vars[@]}" "$dir/portmap" "$conf")' \
+                    $(cni DEL "${vars[@]}") '$dir/portmap'"
+        done
+    done
+fi
+
 if [ "$what" = all ] || [ "$what" = bandwidth ]; then
     # A node namespace with one veth pair per side to a pod namespace; the plugin shapes both
     # directions (TBF on the host veth, IFB with its TBF). DEL removes only the IFB (the
@@ -282,6 +324,67 @@ PY
         n=$(env $(cni $verb rtt /run/netns/none eth0 "$ours") "$ours/calico-ipam" <"$debug_conf" 2>&1 >/dev/null \
             | grep -c 'kubernetes: ' || true)
         echo "calico-ipam $verb on the Kubernetes datastore: $n API requests" | tee -a "$out/round-trips.txt"
+    done
+    # Scale: the same ADD and DEL for node `scale` on a datastore holding only that node
+    # (its block with 40 addresses), then once it also holds 500 other nodes' blocks and 15
+    # more full blocks of the node (1,000 addresses held): the layout of
+    # ipam/calico-ipam/tests/cluster_growth.rs, written by the grow_cluster example.
+    cargo build --release -q -p calico-ipam --example grow_cluster
+    grow=$PWD/target/release/examples/grow_cluster
+    python3 - "$endpoint" <<'PY'
+import base64, http.client, json, sys, urllib.parse
+url = urllib.parse.urlparse(sys.argv[1])
+c = http.client.HTTPConnection(url.hostname, url.port, timeout=5)
+b64 = lambda s: base64.b64encode(s.encode()).decode()
+def put(key, value):
+    c.request("POST", "/v3/kv/put", json.dumps({"key": b64(key), "value": b64(json.dumps(value))})); c.getresponse().read()
+put("/calico/resources/v3/projectcalico.org/ippools/scale", {"kind": "IPPool", "apiVersion": "projectcalico.org/v3",
+    "metadata": {"name": "scale"}, "spec": {"cidr": "10.0.0.0/16", "blockSize": 26}})
+put("/calico/resources/v3/projectcalico.org/nodes/scale", {"kind": "Node", "apiVersion": "projectcalico.org/v3",
+    "metadata": {"name": "scale"}, "spec": {}})
+PY
+    rm -rf "$out/kube-scale" && mkdir -p "$out/kube-scale"
+    "$ours/fake-apiserver" "$out/kube-scale" --node scale --pool 10.0.0.0/16 >"$out/kube-scale/url" &
+    kube_scale_pid=$!
+    trap 'cleanup; kill $etcd_pid $kube_pid $kube_scale_pid 2>/dev/null' EXIT
+    until [ -s "$out/kube-scale/url" ]; do sleep 0.1; done
+    for backend in local etcdv3 kubernetes; do
+        conf="$out/cipam-scale-$backend.json"
+        if [ "$backend" = local ]; then
+            rm -rf "$out/cipam-scale-local"
+            place="$out/cipam-scale-local"
+            store="\"datastore_type\":\"local\",\"local_data_dir\":\"$place\""
+        elif [ "$backend" = kubernetes ]; then
+            place="$out/kube-scale/kubeconfig"
+            store="\"datastore_type\":\"kubernetes\",\"kubernetes\":{\"kubeconfig\":\"$place\"}"
+        else
+            place=$endpoint
+            store="\"datastore_type\":\"etcdv3\",\"etcd_endpoints\":\"$endpoint\""
+        fi
+        printf '{"cniVersion":"1.0.0","name":"bench","%s,"ipam_lock_file":"%s","nodename":"scale","nodename_file_optional":true,"ipam":{"type":"calico-ipam","ipv4_pools":["10.0.0.0/16"]}}' \
+            "${store#\"}" "$out/ipam-scale-$backend.lock" >"$conf"
+        vars=(bench /run/netns/none eth0 "$ours")
+        env $(cni ADD warm /run/netns/none eth0 "$ours") "$ours/calico-ipam" <"$conf" >/dev/null
+        for size in "1 node" "501 nodes"; do
+            if [ "$size" = "1 node" ]; then step=fill; else step=grow; fi
+            "$grow" "$step" "$backend" "$place" scale
+            measure "calico-ipam-scale-$backend" "ours calico-ipam ADD ($backend, $size)" "$conf" \
+                "$(again DEL "${vars[@]}" "$ours/calico-ipam" "$conf")" \
+                $(cni ADD "${vars[@]}") "$ours/calico-ipam"
+            measure "calico-ipam-scale-$backend" "ours calico-ipam DEL ($backend, $size)" "$conf" \
+                "$(again DEL "${vars[@]}" "$ours/calico-ipam" "$conf"); $(again ADD "${vars[@]}" "$ours/calico-ipam" "$conf")" \
+                $(cni DEL "${vars[@]}") "$ours/calico-ipam"
+            sed 's/^{/{"log_level":"debug",/' "$conf" >"$conf.debug"
+            for verb in ADD DEL; do
+                lines=$(env $(cni $verb meter /run/netns/none eth0 "$ours") "$ours/calico-ipam" <"$conf.debug" 2>&1 >/dev/null \
+                    | grep ' bytes sent, ' || true)
+                n=$(printf '%s' "$lines" | grep -c . || true)
+                bytes=$(printf '%s\n' "$lines" | sed -n 's/.*: \([0-9]*\) bytes sent, \([0-9]*\) received.*/\1 \2/p' \
+                    | awk '{s+=$1; r+=$2} END {print s+0, r+0}')
+                echo "calico-ipam $verb ($backend, $size): $n requests, ${bytes% *} bytes sent, ${bytes#* } received" \
+                    | tee -a "$out/round-trips.txt"
+            done
+        done
     done
 fi
 

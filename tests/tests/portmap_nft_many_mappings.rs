@@ -71,8 +71,16 @@ fn rules_of_the_shared_layout_are_removed_too() {
     let small = conf("1.0.0", &nftables, &two_mappings(), &[POD_V4]);
     assert_ok(&call(&node, &ours(), "ADD", SMALL, &small), "ADD small");
     let before = nft_ruleset(&node);
+    // The layout of an earlier version: no marker of the skeleton either.
+    let marker = before
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("chain skeleton_"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|hex| format!("skeleton_{hex}"))
+        .unwrap_or_else(|| panic!("no skeleton marker:\n{before}"));
     let legacy = format!(
-        "add rule ip cni_hostport hostports tcp dport 7000 dnat to 10.9.0.6:70 comment \"{OLD}\"\n\
+        "delete chain ip cni_hostport {marker}\n\
+         add rule ip cni_hostport hostports tcp dport 7000 dnat to 10.9.0.6:70 comment \"{OLD}\"\n\
          add rule ip cni_hostport masquerading ip saddr 10.9.0.6 ip daddr 10.9.0.6 masquerade comment \"{OLD}\"\n"
     );
     let dir = TestDir::new().expect("dir");
@@ -89,5 +97,21 @@ fn rules_of_the_shared_layout_are_removed_too() {
     let rules = nft_ruleset(&node);
     assert!(!rules.contains("dport 7000"), "{rules}");
     assert_ok(&call(&node, &ours(), "DEL", OLD, &old), "DEL");
-    assert_eq!(nft_ruleset(&node), before);
+    // The marker is written again after the container's chain: the same chains, in
+    // another order.
+    assert_eq!(
+        chains_in_any_order(&nft_ruleset(&node)),
+        chains_in_any_order(&before)
+    );
+}
+
+/// A ruleset of one table: its blank-line-separated blocks (its chains, the table's end
+/// cut off the last), sorted.
+fn chains_in_any_order(ruleset: &str) -> Vec<&str> {
+    let mut blocks: Vec<&str> = ruleset
+        .split("\n\n")
+        .map(|b| b.trim_end_matches("\n}\n"))
+        .collect();
+    blocks.sort_unstable();
+    blocks
 }

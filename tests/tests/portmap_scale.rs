@@ -1,15 +1,16 @@
-//! What one pod's ADD and DEL read does not grow with the node: the same rules read (none,
-//! on a node already set up), and no tool that reads a whole table or chain run, on a node
-//! with no other pod and on one holding 1,000 other pods' mappings in both families, on
-//! the iptables backend. The count is the plugin's own (its debug log says how many rules
-//! each step read); the tools it runs are recorded through wrappers. Needs root.
+//! What one pod's ADD and DEL read does not grow with the node: on a node with no other pod
+//! and on one holding 1,000 other pods' mappings in both families, on iptables the same
+//! rules read (none, on a node already set up) and no tool run that reads a whole table or
+//! chain; on nftables, ADD reads the same (the hook chains' two rules per family). The
+//! count is the plugin's own (its debug log says how many chains and rules each step
+//! read); the tools it runs are recorded through wrappers. Needs root.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use cni_tests::fixtures::{plugin_dir, run_plugin_in};
-use cni_tests::portmap::{assert_ok, bare_node, call, conf, nat_both, ours};
+use cni_tests::portmap::{assert_ok, bare_node, call, conf, nat_both, nft_ruleset, ours};
 use cni_tests::portmap::{two_mappings, POD_V4, POD_V6};
 use cni_tests::{TestDir, TestNetns};
 use serde_json::{json, Value};
@@ -67,14 +68,16 @@ fn measured(node: &TestNetns, command: &str, id: &str, conf: &Value) -> (usize, 
         "{command} {id}: {}\n{stderr}",
         out.stdout_str()
     );
+    // "<tool>: N rules read", or on nftables "nftables: N chains and M rules read".
+    let number_before = |line: &str, what: &str| -> usize {
+        line.split_once(what)
+            .and_then(|(head, _)| head.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
     let read: usize = stderr
         .lines()
-        .filter_map(|l| {
-            l.split(" rules read")
-                .next()
-                .filter(|_| l.contains(" rules read"))
-        })
-        .filter_map(|head| head.rsplit(' ').next()?.parse::<usize>().ok())
+        .filter(|l| l.contains(" rules read"))
+        .map(|l| number_before(l, " chains and") + number_before(l, " rules read"))
         .sum();
     let tools = fs::read_to_string(&log)
         .unwrap_or_default()
@@ -191,4 +194,101 @@ fn one_pods_add_and_del_read_no_rule_of_a_thousand_other_pods() {
             "a tool read a table or chain: {tool}\n{large_tools:#?}"
         );
     }
+}
+
+/// `count` other pods in the nftables layout, both families: each its chain with two DNAT
+/// rules, the jump to it and its masquerade rules, as our portmap writes them.
+fn nft_others(count: usize) -> String {
+    let mut out = String::new();
+    for i in 0..count {
+        let id = format!("pmother{i:04}");
+        let (tcp, udp) = (20_000 + i, 40_000 + i);
+        for (family, addr, local) in [
+            ("ip", "10.9.0.6", Some("127.0.0.1")),
+            ("ip6", "fd09::6", None),
+        ] {
+            let to = if family == "ip" {
+                addr.to_string()
+            } else {
+                format!("[{addr}]")
+            };
+            let t = format!("{family} cni_hostport");
+            out.push_str(&format!("add chain {t} pod_{id}\n"));
+            out.push_str(&format!(
+                "add rule {t} pod_{id} tcp dport {tcp} dnat to {to}:80 comment \"{id}\"\n"
+            ));
+            out.push_str(&format!(
+                "add rule {t} pod_{id} udp dport {udp} dnat to {to}:53 comment \"{id}\"\n"
+            ));
+            out.push_str(&format!(
+                "add rule {t} hostports jump pod_{id} comment \"{id}\"\n"
+            ));
+            for saddr in [Some(addr), local].into_iter().flatten() {
+                out.push_str(&format!(
+                    "add rule {t} masquerading {family} saddr {saddr} {family} daddr {addr} masquerade comment \"{id}\"\n"
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The chains and rules an ADD reads, and what DEL reads, on `node` as it is.
+fn nft_add_and_del(node: &TestNetns, id: &str, conf: &Value) -> (usize, usize) {
+    let before = nft_ruleset(node);
+    let (add_read, _) = measured(node, "ADD", id, conf);
+    let (del_read, _) = measured(node, "DEL", id, conf);
+    assert_eq!(
+        nft_ruleset(node),
+        before,
+        "DEL of {id} leaves the ruleset as it was"
+    );
+    (add_read, del_read)
+}
+
+#[test]
+fn on_nftables_one_pods_add_reads_nothing_of_a_thousand_other_pods() {
+    let node = bare_node();
+    let pods = [POD_V4, POD_V6];
+    let conf = conf(
+        "1.0.0",
+        &json!({"backend": "nftables"}),
+        &two_mappings(),
+        &pods,
+    );
+    assert_ok(
+        &call(&node, &ours(), "ADD", "pmseed0001", &conf),
+        "ADD seed",
+    );
+    assert_ok(
+        &call(&node, &ours(), "DEL", "pmseed0001", &conf),
+        "DEL seed",
+    );
+
+    let (small_add, small_del) = nft_add_and_del(&node, "pmprobe001", &conf);
+
+    let dir = TestDir::new().expect("dir");
+    let script = dir.path().join("others.nft");
+    fs::write(&script, nft_others(OTHER_PODS)).expect("write rules");
+    node.exec_checked(&["nft", "-f", &script.display().to_string()])
+        .expect("load the other pods' rules");
+    assert_eq!(
+        nft_ruleset(&node).matches("jump pod_pmother").count(),
+        2 * OTHER_PODS,
+        "a jump per pod and family"
+    );
+
+    let (large_add, large_del) = nft_add_and_del(&node, "pmprobe001", &conf);
+    eprintln!(
+        "nftables: ADD read {small_add} then {large_add} chains and rules; \
+         DEL {small_del} then {large_del}"
+    );
+    assert_eq!(
+        small_add, large_add,
+        "ADD reads with 0 and {OTHER_PODS} other pods"
+    );
+    assert!(
+        small_add <= 4,
+        "the hook chains' rules, both families: {small_add}"
+    );
 }

@@ -165,6 +165,11 @@ fn nftables_change(
     for _ in 0..ATTEMPTS {
         // The containers' own chains are not read: a change empties or deletes them whole.
         let listed = session.list(&[]).map_err(fail)?;
+        log::debug!(
+            "nftables: {} chains and {} rules read",
+            listed.chains.len(),
+            listed.rules.len()
+        );
         let ops = build(&listed);
         if ops.is_empty() {
             return Ok(Some(session));
@@ -176,6 +181,49 @@ fn nftables_change(
         }
     }
     Err(fail(last))
+}
+
+/// ADD on nftables when the node is set up and the container is new: per family, a
+/// lookup of the skeleton's marker and of the container's chain and the hook chains' rules,
+/// then one transaction of additions only ([`nftables::add_only_script`]), which leaves the
+/// kernel nothing to release after a grace period. `None` when that does not apply, or
+/// failed having changed nothing: the caller lists and plans.
+fn nftables_add_only(w: &Wanted) -> Result<Option<nftables::Session>, PortmapError> {
+    let what = "could not set up dnat";
+    let fail = |e: ToolError| tool_error(what, e);
+    let mut session = nftables::Session::open().map_err(fail)?;
+    let mut read = 0;
+    for c in &w.containers {
+        let family = c.family();
+        let marker = nftables::skeleton_marker(&w.settings, family);
+        if !session.has_chain(family, &marker).map_err(fail)?
+            || session
+                .has_chain(family, &nftables::pod_chain(&c.id))
+                .map_err(fail)?
+        {
+            return Ok(None);
+        }
+        // The hooks are what traffic goes through: each must still hold its one rule.
+        for hook in [nftables::Hook::Prerouting, nftables::Hook::Output] {
+            let rules = session.rules_of(family, hook.name()).map_err(fail)?;
+            read += rules.len();
+            if rules.len() != 1 {
+                return Ok(None);
+            }
+        }
+    }
+    let ops = nftables::add_only_script(&w.settings, &w.containers, &w.mappings);
+    match session.apply(&ops) {
+        Ok(()) => {
+            log::debug!("nftables: 0 chains and {read} rules read");
+            Ok(Some(session))
+        }
+        Err(e @ ToolError::TimedOut { .. }) => Err(fail(e)),
+        Err(e) => {
+            log::debug!("nftables: the skeleton is not as its marker says ({e}): listing");
+            Ok(None)
+        }
+    }
 }
 
 /// What ADD and CHECK work from.
@@ -346,9 +394,14 @@ fn add_rules(w: &Wanted) -> Result<Option<nftables::Session>, PortmapError> {
             }
             Ok(None)
         }
-        Backend::Nftables => nftables_change("could not set up dnat", |listed| {
-            nftables::add_script(listed, &w.settings, &w.containers, &w.mappings)
-        }),
+        Backend::Nftables => {
+            if let Some(session) = nftables_add_only(w)? {
+                return Ok(Some(session));
+            }
+            nftables_change("could not set up dnat", |listed| {
+                nftables::add_script(listed, &w.settings, &w.containers, &w.mappings)
+            })
+        }
     }
 }
 

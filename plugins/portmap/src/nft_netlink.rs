@@ -633,6 +633,23 @@ fn dump_request(family: u8, seq: u32, what: Dump) -> Vec<u8> {
     out
 }
 
+/// The request for chain `name` of our table alone (`NFT_MSG_GETCHAIN` without a dump):
+/// the kernel answers with the chain, or ENOENT.
+fn chain_request(family: u8, seq: u32, name: &str) -> Vec<u8> {
+    let mut a = Attrs::default();
+    a.str(NFTA_CHAIN_TABLE, TABLE).str(NFTA_CHAIN_NAME, name);
+    let len = HEADER + NFGENMSG + a.0.len();
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(&(len as u32).to_ne_bytes());
+    out.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETCHAIN).to_ne_bytes());
+    out.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    out.extend_from_slice(&seq.to_ne_bytes());
+    out.extend_from_slice(&0u32.to_ne_bytes());
+    out.extend_from_slice(&[family, 0, 0, 0]);
+    out.extend_from_slice(&a.0);
+    out
+}
+
 /// One NETLINK_NETFILTER socket for everything an invocation does: the listing and the
 /// transaction.
 ///
@@ -697,6 +714,50 @@ impl Session {
             out.chains
                 .extend(names.into_iter().map(|name| (family, name)));
         }
+        Ok(out)
+    }
+
+    /// Whether our table in `family` has chain `name`: one lookup, whatever else the
+    /// table holds.
+    pub fn has_chain(&mut self, family: Family, name: &str) -> Result<bool, String> {
+        let seq = self.next_seq(1);
+        let Some(socket) = &self.socket else {
+            return Ok(false);
+        };
+        let fail = |e: io::Error| format!("nf_tables chain {name} ({}): {e}", family.name());
+        socket
+            .send(&chain_request(nfproto(family), seq, name), 0)
+            .map_err(fail)?;
+        loop {
+            let (datagram, _) = socket.recv_from_full().map_err(fail)?;
+            for (kind, reply_seq, payload) in messages(&datagram) {
+                if reply_seq != seq {
+                    continue;
+                }
+                match kind {
+                    k if k == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWCHAIN => return Ok(true),
+                    NLMSG_ERROR => match error_code(payload) {
+                        0 => {}
+                        libc::ENOENT => return Ok(false),
+                        errno => return Err(fail(io::Error::from_raw_os_error(errno))),
+                    },
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// The rules of our chain `name` in `family` alone; none when it does not exist.
+    pub fn rules_of(&mut self, family: Family, name: &str) -> Result<Vec<Listed>, String> {
+        let seq = self.next_seq(1);
+        let mut out = Vec::new();
+        let Some(socket) = &self.socket else {
+            return Ok(out);
+        };
+        dump_family(socket, nfproto(family), seq, Dump::Rules(name), &mut |p| {
+            out.extend(parse_rule(p));
+        })
+        .map_err(|e| format!("nf_tables dump of {name} ({}): {e}", family.name()))?;
         Ok(out)
     }
 

@@ -350,6 +350,63 @@ fn delete_into(
 
 const BOTH: [Family; 2] = [Family::V4, Family::V6];
 
+/// What the name of the skeleton's marker chain starts with.
+const MARKER_PREFIX: &str = "skeleton_";
+
+/// The skeleton's marker: an empty chain named after what the skeleton depends on (the
+/// hook conditions, whether there is masquerading, this layout's version), created in the
+/// transaction that writes the skeleton when no rule of the shared layout is left. An ADD
+/// that finds the marker of its own settings knows the skeleton is as it would write it,
+/// and that nothing of an earlier layout needs removing, without reading or rewriting it: rewriting
+/// it (flushing the hook chains) is a change the kernel must release after an RCU grace
+/// period, which the invocation would wait for on exit.
+pub fn skeleton_marker(settings: &Settings, family: Family) -> String {
+    use sha2::Digest;
+    let mut digest = sha2::Sha256::new();
+    digest.update(b"v1\0");
+    digest.update(settings.conditions(family).join(" ").as_bytes());
+    digest.update(if settings.snat { b"\0snat" } else { b"\0none" });
+    let hex: String = digest.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{MARKER_PREFIX}{hex}")
+}
+
+/// Whether rules of the shared layout (a container's DNAT rules among everyone's, from
+/// before each container had a chain) are left in `family` once container `id`'s are
+/// deleted: a rule of `hostip_hostports`, or one of `hostports` with no chain of its
+/// container to jump to.
+fn shared_layout_left(existing: &Listing, family: Family, id: &str) -> bool {
+    existing.rules.iter().any(|r| {
+        let Some(comment) = &r.comment else {
+            return false;
+        };
+        r.family == family
+            && comment != id
+            && (r.chain == "hostip_hostports"
+                || (r.chain == "hostports" && !existing.has_chain(family, &pod_chain(comment))))
+    })
+}
+
+/// ADD on a node whose skeleton carries this config's marker, for a container with no
+/// chain yet: only additions (the container's chain, its rules, the jump to it and its
+/// masquerade rules), so the transaction leaves the kernel nothing to release. Where the
+/// skeleton is not what the marker says after all, a rule's chain is missing and the
+/// transaction fails whole.
+pub fn add_only_script(
+    settings: &Settings,
+    containers: &[Container],
+    mappings: &[Mapping],
+) -> Vec<Op> {
+    containers
+        .iter()
+        .flat_map(|c| container_ops(settings, c, mappings))
+        // A new chain has nothing to flush.
+        .filter(|op| !matches!(op, Op::Flush { .. }))
+        .collect()
+}
+
 /// ADD: the skeleton of each table the container needs (hooks rewritten with the current
 /// conditions), the container's previous rules deleted, its new ones added.
 pub fn add_script(
@@ -405,6 +462,25 @@ pub fn add_script(
                 family,
                 name: "masquerading".into(),
                 hook: Some(Hook::Postrouting),
+            });
+        }
+        let marker = skeleton_marker(settings, family);
+        // Kept only while no rule of the shared layout is left: ADD-only would leave
+        // such rules of a container added again in place.
+        let keep = !shared_layout_left(existing, family, &c.id);
+        for (f, name) in &existing.chains {
+            if *f == family && name.starts_with(MARKER_PREFIX) && (*name != marker || !keep) {
+                out.push(Op::DelChain {
+                    family,
+                    name: name.clone(),
+                });
+            }
+        }
+        if keep {
+            out.push(Op::AddChain {
+                family,
+                name: marker,
+                hook: None,
             });
         }
     }
@@ -598,6 +674,23 @@ impl Session {
         }
     }
 
+    /// Whether our table in `family` has chain `name`, by one lookup. Through nft, which
+    /// has no such lookup, never: the caller then lists.
+    pub fn has_chain(&mut self, family: Family, name: &str) -> Result<bool, ToolError> {
+        match &mut self.0 {
+            Some(netlink) => Ok(netlink.has_chain(family, name)?),
+            None => Ok(false),
+        }
+    }
+
+    /// The rules of our chain `name` in `family` alone (none through nft).
+    pub fn rules_of(&mut self, family: Family, name: &str) -> Result<Vec<Listed>, ToolError> {
+        match &mut self.0 {
+            Some(netlink) => Ok(netlink.rules_of(family, name)?),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Applies `ops` as one transaction.
     pub fn apply(&mut self, ops: &[Op]) -> Result<(), ToolError> {
         match &mut self.0 {
@@ -728,7 +821,11 @@ mod tests {
     fn add_script_renders_the_whole_transaction() {
         let c = container("10.0.0.2/24");
         let existing = Listing {
-            chains: vec![(Family::V4, "pod_c1".into())],
+            chains: vec![
+                (Family::V4, "pod_c1".into()),
+                // The marker of other settings: the skeleton is rewritten, and marked anew.
+                (Family::V4, "skeleton_0123456789abcdef".into()),
+            ],
             rules: vec![Listed {
                 family: Family::V4,
                 chain: "hostports".into(),
@@ -736,6 +833,7 @@ mod tests {
                 comment: Some("c1".into()),
             }],
         };
+        let marker = skeleton_marker(&settings(true), Family::V4);
         let script = render(&add_script(
             &existing,
             &settings(true),
@@ -758,6 +856,8 @@ mod tests {
              flush chain ip cni_hostport output\n\
              add rule ip cni_hostport output fib daddr type local jump hostports_all\n\
              add chain ip cni_hostport masquerading { type nat hook postrouting priority 100 ; }\n\
+             delete chain ip cni_hostport skeleton_0123456789abcdef\n\
+             add chain ip cni_hostport {marker}\n\
              delete rule ip cni_hostport hostports handle 9\n\
              add chain ip cni_hostport pod_c1\n\
              flush chain ip cni_hostport pod_c1\n\
@@ -765,6 +865,55 @@ mod tests {
              add rule ip cni_hostport hostports jump pod_c1 comment \"c1\"\n\
              add rule ip cni_hostport masquerading ip saddr 10.0.0.2 ip daddr 10.0.0.2 masquerade comment \"c1\"\n\
              add rule ip cni_hostport masquerading ip saddr 127.0.0.1 ip daddr 10.0.0.2 masquerade comment \"c1\"\n"
+                .replace("{marker}", &marker)
+        );
+    }
+
+    #[test]
+    fn add_only_adds_the_containers_chain_and_rules_and_nothing_else() {
+        let c4 = container("10.0.0.2/24");
+        let c6 = container("fd00::2/64");
+        let containers = [c4.clone(), c6.clone()];
+        let ops = add_only_script(&settings(true), &containers, &mappings());
+        assert!(
+            ops.iter()
+                .all(|op| matches!(op, Op::AddRule { .. } | Op::AddChain { hook: None, .. })),
+            "{}",
+            render(&ops)
+        );
+        let chains: Vec<&Op> = ops
+            .iter()
+            .filter(|op| matches!(op, Op::AddChain { .. }))
+            .collect();
+        assert_eq!(chains.len(), 2, "the container's chain in each family");
+        // The same rules as a planned ADD writes for the container.
+        let rules = |ops: &[Op]| -> Vec<String> {
+            ops.iter()
+                .filter(|op| matches!(op, Op::AddRule { .. }))
+                .map(Op::text)
+                .collect()
+        };
+        let planned: Vec<Op> = [c4, c6]
+            .iter()
+            .flat_map(|c| container_ops(&settings(true), c, &mappings()))
+            .collect();
+        assert_eq!(rules(&ops), rules(&planned));
+    }
+
+    #[test]
+    fn the_marker_names_the_settings_the_skeleton_was_written_with() {
+        let plain = settings(true);
+        let mut conditioned = settings(true);
+        conditioned.conditions_v4 = vec!["ip saddr 10.0.0.0/8".into()];
+        let marker = skeleton_marker(&plain, Family::V4);
+        assert!(marker.starts_with(MARKER_PREFIX) && marker.len() <= CHAIN_NAME_MAX);
+        assert_eq!(marker, skeleton_marker(&plain, Family::V4), "stable");
+        assert_ne!(marker, skeleton_marker(&conditioned, Family::V4));
+        assert_ne!(marker, skeleton_marker(&settings(false), Family::V4));
+        // IPv6's conditions are not IPv4's.
+        assert_eq!(
+            skeleton_marker(&plain, Family::V6),
+            skeleton_marker(&conditioned, Family::V6)
         );
     }
 

@@ -357,6 +357,29 @@ fn del_iptables_family(
     })
 }
 
+/// Whether iptables-nft's table `nat` in nf_tables holds every hook of ours in the built-in
+/// chains (the jumps to `CNI-HOSTPORT-DNAT` and `-MASQ`), read in process from those
+/// chains' few rules. False when it does not, or the node's iptables keeps its tables
+/// elsewhere (legacy): the restore then checks them itself. The rules inside our own shared
+/// chains are not looked at: they are made with the chains, in one transaction.
+fn hooks_in_nf_tables(settings: &Settings, family: Family) -> bool {
+    let Ok(mut session) = nft_netlink::Session::open() else {
+        return false;
+    };
+    iptables::rules::shared_rules(settings)
+        .1
+        .iter()
+        .filter(|s| s.rule.chain.chars().all(|c| c.is_ascii_uppercase()))
+        .all(|s| {
+            let Some(target) = s.rule.spec.rsplit(" -j ").next() else {
+                return false;
+            };
+            session
+                .foreign_jumps(family, "nat", &s.rule.chain)
+                .is_ok_and(|rules| rules.iter().any(|jumps| jumps.iter().any(|j| j == target)))
+        })
+}
+
 /// ADD for one family: blind first ([`iptables::add_blind_script`]), which reads nothing and
 /// applies on a node already set up; from the whole table when it does not apply.
 fn add_iptables_family(
@@ -365,7 +388,8 @@ fn add_iptables_family(
     mappings: &[Mapping],
 ) -> Result<(), PortmapError> {
     let family = c.family();
-    let blind = iptables::add_blind_script(settings, c, mappings).render();
+    let hooked = hooks_in_nf_tables(settings, family);
+    let blind = iptables::add_blind_script(settings, c, mappings, !hooked).render();
     log::debug!("{} restore:\n{blind}", iptables::tool(family));
     match iptables::restore(family, &blind) {
         Ok(()) => {
@@ -413,10 +437,87 @@ fn del_rules(
 ) -> Result<(), PortmapError> {
     match backend {
         Backend::Iptables => del_iptables(network, id, known),
-        Backend::Nftables => nftables_change("could not teardown dnat", |listed| {
-            nftables::del_script(listed, id)
-        })
-        .map(drop),
+        Backend::Nftables => {
+            if let Some(k) = known {
+                if nftables_del_own(&k.settings, id)?.is_some() {
+                    return Ok(());
+                }
+            }
+            nftables_change("could not teardown dnat", |listed| {
+                nftables::del_script(listed, id)
+            })
+            .map(drop)
+        }
+    }
+}
+
+/// DEL on nftables from the container's own chain, reading nothing of other containers:
+/// its chain's handle and rules, then the rules it had added to the shared chains, found
+/// by handle. One transaction allocates handles in order from one counter per table, so
+/// the container's rules follow its chain's: the jump from `hostports` right after its
+/// chain's last rule, then its masquerade rules. Each is looked up by handle and taken only
+/// with the container's comment. `None` when that does not find them (a repeated ADD, a
+/// skeleton without the marker of these settings, where rules of the shared layout may be
+/// left): the caller lists.
+fn nftables_del_own(
+    settings: &Settings,
+    id: &str,
+) -> Result<Option<nftables::Session>, PortmapError> {
+    let what = "could not teardown dnat";
+    let fail = |e: ToolError| tool_error(what, e);
+    let mut session = nftables::Session::open().map_err(fail)?;
+    let chain = nftables::pod_chain(id);
+    let ours = |r: &nftables::Listed| r.comment.as_deref() == Some(id);
+    let mut ops = Vec::new();
+    let mut read = 0;
+    for family in nftables::BOTH {
+        if !session
+            .has_chain(family, &nftables::skeleton_marker(settings, family))
+            .map_err(fail)?
+        {
+            return Ok(None);
+        }
+        let Some(handle) = session.chain_handle(family, &chain).map_err(fail)? else {
+            // With the marker, nothing of the container is left outside its chain.
+            continue;
+        };
+        let own = session.rules_of(family, &chain).map_err(fail)?;
+        read += own.len();
+        let mut next = own.iter().map(|r| r.handle).fold(handle, u64::max) + 1;
+        match session.rule(family, "hostports", next).map_err(fail)? {
+            Some(jump) if ours(&jump) => ops.push(nftables::Op::DelRule(jump)),
+            _ => return Ok(None),
+        }
+        read += 1;
+        next += 1;
+        while let Some(masq) = session
+            .rule(family, "masquerading", next)
+            .map_err(fail)?
+            .filter(ours)
+        {
+            ops.push(nftables::Op::DelRule(masq));
+            read += 1;
+            next += 1;
+        }
+        ops.push(nftables::Op::Flush {
+            family,
+            chain: chain.clone(),
+        });
+        ops.push(nftables::Op::DelChain {
+            family,
+            name: chain.clone(),
+        });
+    }
+    match session.apply(&ops) {
+        Ok(()) => {
+            log::debug!("nftables: 0 chains and {read} rules read");
+            Ok(Some(session))
+        }
+        Err(e @ ToolError::TimedOut { .. }) => Err(fail(e)),
+        Err(e) => {
+            log::debug!("nftables: teardown from the container's chain failed ({e}): listing");
+            Ok(None)
+        }
     }
 }
 

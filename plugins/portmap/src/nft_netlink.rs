@@ -60,6 +60,7 @@ const NFTA_TABLE_FLAGS: u16 = 2;
 const NFTA_TABLE_USERDATA: u16 = 6;
 // enum nft_chain_attributes
 const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_HANDLE: u16 = 2;
 const NFTA_CHAIN_HOOK: u16 = 4;
 const NFTA_CHAIN_NAME: u16 = 3;
 const NFTA_CHAIN_TYPE: u16 = 7;
@@ -586,6 +587,47 @@ fn parse_rule(payload: &[u8]) -> Option<Listed> {
     })
 }
 
+/// The chains a dumped rule jumps or goes to (its immediate verdicts), whatever its table.
+fn jump_targets(payload: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(attrs) = payload.get(NFGENMSG..) else {
+        return out;
+    };
+    for (kind, exprs) in attributes(attrs) {
+        if kind != NFTA_RULE_EXPRESSIONS {
+            continue;
+        }
+        for (_, expr) in attributes(exprs) {
+            let fields = attributes(expr);
+            let immediate = fields
+                .iter()
+                .any(|(k, v)| *k == NFTA_EXPR_NAME && c_string(v) == "immediate");
+            if !immediate {
+                continue;
+            }
+            for (_, data) in fields.iter().filter(|(k, _)| *k == NFTA_EXPR_DATA) {
+                for (_, value) in attributes(data)
+                    .into_iter()
+                    .filter(|(k, _)| *k == NFTA_IMMEDIATE_DATA)
+                {
+                    for (_, verdict) in attributes(value)
+                        .into_iter()
+                        .filter(|(k, _)| *k == NFTA_DATA_VERDICT)
+                    {
+                        out.extend(
+                            attributes(verdict)
+                                .into_iter()
+                                .filter(|(k, _)| *k == NFTA_VERDICT_CHAIN)
+                                .map(|(_, name)| c_string(name)),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The name of a chain of a dump, if it is of table `cni_hostport`.
 fn parse_chain(payload: &[u8]) -> Option<String> {
     let mut table = None;
@@ -606,6 +648,8 @@ fn parse_chain(payload: &[u8]) -> Option<String> {
 enum Dump<'a> {
     Chains,
     Rules(&'a str),
+    /// The rules of chain `.1` of another table `.0` (iptables-nft's `nat`).
+    ForeignRules(&'a str, &'a str),
 }
 
 /// The dump request of `what` in `family`.
@@ -618,6 +662,10 @@ fn dump_request(family: u8, seq: u32, what: Dump) -> Vec<u8> {
         }
         Dump::Rules(chain) => {
             a.str(NFTA_RULE_TABLE, TABLE).str(NFTA_RULE_CHAIN, chain);
+            NFT_MSG_GETRULE
+        }
+        Dump::ForeignRules(table, chain) => {
+            a.str(NFTA_RULE_TABLE, table).str(NFTA_RULE_CHAIN, chain);
             NFT_MSG_GETRULE
         }
     };
@@ -633,21 +681,27 @@ fn dump_request(family: u8, seq: u32, what: Dump) -> Vec<u8> {
     out
 }
 
-/// The request for chain `name` of our table alone (`NFT_MSG_GETCHAIN` without a dump):
-/// the kernel answers with the chain, or ENOENT.
-fn chain_request(family: u8, seq: u32, name: &str) -> Vec<u8> {
-    let mut a = Attrs::default();
-    a.str(NFTA_CHAIN_TABLE, TABLE).str(NFTA_CHAIN_NAME, name);
-    let len = HEADER + NFGENMSG + a.0.len();
+/// A request for one object of our table (`NFT_MSG_GETCHAIN` or `NFT_MSG_GETRULE` without
+/// a dump, its name or handle in `attrs`): the kernel answers with the object, or ENOENT.
+fn get_request(family: u8, seq: u32, kind: u16, attrs: &Attrs) -> Vec<u8> {
+    let len = HEADER + NFGENMSG + attrs.0.len();
     let mut out = Vec::with_capacity(len);
     out.extend_from_slice(&(len as u32).to_ne_bytes());
-    out.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETCHAIN).to_ne_bytes());
+    out.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | kind).to_ne_bytes());
     out.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
     out.extend_from_slice(&seq.to_ne_bytes());
     out.extend_from_slice(&0u32.to_ne_bytes());
     out.extend_from_slice(&[family, 0, 0, 0]);
-    out.extend_from_slice(&a.0);
+    out.extend_from_slice(&attrs.0);
     out
+}
+
+/// The handle of a chain of a dump or a get.
+fn chain_handle(payload: &[u8]) -> Option<u64> {
+    attributes(payload.get(NFGENMSG..)?)
+        .into_iter()
+        .find(|(kind, _)| *kind == NFTA_CHAIN_HANDLE)
+        .and_then(|(_, value)| Some(u64::from_be_bytes(value.try_into().ok()?)))
 }
 
 /// One NETLINK_NETFILTER socket for everything an invocation does: the listing and the
@@ -717,34 +771,80 @@ impl Session {
         Ok(out)
     }
 
-    /// Whether our table in `family` has chain `name`: one lookup, whatever else the
-    /// table holds.
-    pub fn has_chain(&mut self, family: Family, name: &str) -> Result<bool, String> {
+    /// One object of our table in `family`, by a get (`kind`, `what` naming it for
+    /// errors): its payload, or `None` when it does not exist.
+    fn get_one(
+        &mut self,
+        family: Family,
+        kind: u16,
+        attrs: &Attrs,
+        what: &str,
+    ) -> Result<Option<Vec<u8>>, String> {
         let seq = self.next_seq(1);
         let Some(socket) = &self.socket else {
-            return Ok(false);
+            return Ok(None);
         };
-        let fail = |e: io::Error| format!("nf_tables chain {name} ({}): {e}", family.name());
+        let fail = |e: io::Error| format!("nf_tables {what} ({}): {e}", family.name());
+        let answer = match kind {
+            NFT_MSG_GETCHAIN => NFT_MSG_NEWCHAIN,
+            _ => NFT_MSG_NEWRULE,
+        };
         socket
-            .send(&chain_request(nfproto(family), seq, name), 0)
+            .send(&get_request(nfproto(family), seq, kind, attrs), 0)
             .map_err(fail)?;
         loop {
             let (datagram, _) = socket.recv_from_full().map_err(fail)?;
-            for (kind, reply_seq, payload) in messages(&datagram) {
+            for (k, reply_seq, payload) in messages(&datagram) {
                 if reply_seq != seq {
                     continue;
                 }
-                match kind {
-                    k if k == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWCHAIN => return Ok(true),
+                match k {
+                    k if k == (NFNL_SUBSYS_NFTABLES << 8) | answer => {
+                        return Ok(Some(payload.to_vec()))
+                    }
                     NLMSG_ERROR => match error_code(payload) {
                         0 => {}
-                        libc::ENOENT => return Ok(false),
+                        libc::ENOENT => return Ok(None),
                         errno => return Err(fail(io::Error::from_raw_os_error(errno))),
                     },
                     _ => {}
                 }
             }
         }
+    }
+
+    /// The handle of our chain `name` in `family`, by one lookup whatever else the table
+    /// holds; `None` when it does not exist.
+    pub fn chain_handle(&mut self, family: Family, name: &str) -> Result<Option<u64>, String> {
+        let mut a = Attrs::default();
+        a.str(NFTA_CHAIN_TABLE, TABLE).str(NFTA_CHAIN_NAME, name);
+        let found = self.get_one(family, NFT_MSG_GETCHAIN, &a, &format!("chain {name}"))?;
+        Ok(found.as_deref().and_then(chain_handle))
+    }
+
+    /// Whether our table in `family` has chain `name`.
+    pub fn has_chain(&mut self, family: Family, name: &str) -> Result<bool, String> {
+        Ok(self.chain_handle(family, name)?.is_some())
+    }
+
+    /// The rule of our chain `chain` with `handle`, by one lookup; `None` when there is none.
+    pub fn rule(
+        &mut self,
+        family: Family,
+        chain: &str,
+        handle: u64,
+    ) -> Result<Option<Listed>, String> {
+        let mut a = Attrs::default();
+        a.str(NFTA_RULE_TABLE, TABLE)
+            .str(NFTA_RULE_CHAIN, chain)
+            .put(NFTA_RULE_HANDLE, &handle.to_be_bytes());
+        let found = self.get_one(
+            family,
+            NFT_MSG_GETRULE,
+            &a,
+            &format!("rule {chain} {handle}"),
+        )?;
+        Ok(found.as_deref().and_then(parse_rule))
     }
 
     /// The rules of our chain `name` in `family` alone; none when it does not exist.
@@ -758,6 +858,30 @@ impl Session {
             out.extend(parse_rule(p));
         })
         .map_err(|e| format!("nf_tables dump of {name} ({}): {e}", family.name()))?;
+        Ok(out)
+    }
+
+    /// The chains the rules of `chain` in another table (`nat`, as iptables-nft keeps it)
+    /// jump to, each rule's in turn; empty when the table or chain does not exist.
+    pub fn foreign_jumps(
+        &mut self,
+        family: Family,
+        table: &str,
+        chain: &str,
+    ) -> Result<Vec<Vec<String>>, String> {
+        let seq = self.next_seq(1);
+        let mut out = Vec::new();
+        let Some(socket) = &self.socket else {
+            return Ok(out);
+        };
+        dump_family(
+            socket,
+            nfproto(family),
+            seq,
+            Dump::ForeignRules(table, chain),
+            &mut |p| out.push(jump_targets(p)),
+        )
+        .map_err(|e| format!("nf_tables dump of {table} {chain} ({}): {e}", family.name()))?;
         Ok(out)
     }
 
@@ -841,7 +965,7 @@ fn dump_family(
 ) -> io::Result<()> {
     let want = match what {
         Dump::Chains => NFT_MSG_NEWCHAIN,
-        Dump::Rules(_) => NFT_MSG_NEWRULE,
+        Dump::Rules(_) | Dump::ForeignRules(..) => NFT_MSG_NEWRULE,
     };
     socket.send(&dump_request(family, seq, what), 0)?;
     loop {

@@ -12,9 +12,12 @@
 //! and DEL never reads them. DNAT rules of the shared layout (written before) are still
 //! found by their comment and removed.
 //!
-//! A change is a list of [`Op`]s applied as one transaction (all or nothing), preceded by
-//! a listing of our chains and of the rules of the shared ones, to find the handles of
-//! the container's existing rules. Both go
+//! On a node already set up (its skeleton carries the marker of these settings, see
+//! [`skeleton_marker`]), ADD adds and DEL deletes without reading other containers' rules:
+//! ADD commits additions only, DEL finds the container's rules in the shared chains by
+//! handle from its own chain's. Otherwise, a change is a list of [`Op`]s applied as one
+//! transaction (all or nothing), preceded by a listing of our chains and of the rules of
+//! the shared ones, to find the handles of the container's existing rules. Both go
 //! over nf_tables netlink in process ([`crate::nft_netlink`]); `nft -f -` (and
 //! `nft -j list ruleset`) is used instead for hook conditions, which are nft syntax only
 //! nft can compile, and for everything when `PORTMAP_NFTABLES_VIA=nft` is set.
@@ -348,7 +351,7 @@ fn delete_into(
     }
 }
 
-const BOTH: [Family; 2] = [Family::V4, Family::V6];
+pub const BOTH: [Family; 2] = [Family::V4, Family::V6];
 
 /// What the name of the skeleton's marker chain starts with.
 const MARKER_PREFIX: &str = "skeleton_";
@@ -680,6 +683,27 @@ impl Session {
         match &mut self.0 {
             Some(netlink) => Ok(netlink.has_chain(family, name)?),
             None => Ok(false),
+        }
+    }
+
+    /// The handle of our chain `name` in `family`, by one lookup (none through nft).
+    pub fn chain_handle(&mut self, family: Family, name: &str) -> Result<Option<u64>, ToolError> {
+        match &mut self.0 {
+            Some(netlink) => Ok(netlink.chain_handle(family, name)?),
+            None => Ok(None),
+        }
+    }
+
+    /// The rule of our chain `chain` with `handle`, by one lookup (none through nft).
+    pub fn rule(
+        &mut self,
+        family: Family,
+        chain: &str,
+        handle: u64,
+    ) -> Result<Option<Listed>, ToolError> {
+        match &mut self.0 {
+            Some(netlink) => Ok(netlink.rule(family, chain, handle)?),
+            None => Ok(None),
         }
     }
 

@@ -75,6 +75,21 @@ measure() {
     env "${vars[@]}" "$hf" "${opts[@]}" "$*" >/dev/null
 }
 
+# portmap_node NAME: a node namespace with a route to the pod subnets (as a host veth gives
+# it), in which portmap forwards ports.
+portmap_node() {
+    new_netns "$1"
+    ip -n "$1" link set lo up
+    ip -n "$1" link add pm0 type veth peer name pm1
+    ip -n "$1" link set pm0 up
+    ip -n "$1" link set pm1 up
+    ip -n "$1" route add 10.252.0.0/24 dev pm0
+    ip -n "$1" -6 route add fd00:252::/64 dev pm0
+}
+# portmap_conf BACKEND TCP-PORT UDP-PORT V4-HOST V6-HOST: a direct portmap config.
+portmap_conf() {
+    printf '{"cniVersion":"1.0.0","name":"bench","type":"portmap","backend":"%s","runtimeConfig":{"portMappings":[{"hostPort":%d,"containerPort":80,"protocol":"tcp"},{"hostPort":%d,"containerPort":53,"protocol":"udp"}]},"prevResult":{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":"/run/netns/pod"}],"ips":[{"address":"10.252.0.%d/24","interface":0},{"address":"fd00:252::%x/64","interface":0}]}}' "$@"
+}
 # cni COMMAND CONTAINER NETNS IFNAME BIN-DIR: the variables of one invocation.
 cni() { echo "CNI_COMMAND=$1 CNI_CONTAINERID=$2 CNI_NETNS=$3 CNI_IFNAME=$4 CNI_PATH=$5"; }
 # again COMMAND ... BINARY INPUT: the same invocation as an untimed shell line.
@@ -150,18 +165,11 @@ if [ "$what" = all ] || [ "$what" = portmap ]; then
     # implementation forwards 2 host ports (TCP and UDP) of one dual-stack container. The
     # reference's DEL only acts when the mappings are passed, so they are, for everyone.
     node="bench-pm-$tag"
-    new_netns "$node"
-    ip -n "$node" link set lo up
-    ip -n "$node" link add pm0 type veth peer name pm1
-    ip -n "$node" link set pm0 up
-    ip -n "$node" link set pm1 up
-    ip -n "$node" route add 10.252.0.0/24 dev pm0
-    ip -n "$node" -6 route add fd00:252::/64 dev pm0
+    portmap_node "$node"
     for variant in "ours iptables" "ours nftables" "ref iptables"; do
         read -r side backend <<<"$variant"
         dir=${!side} conf="$out/portmap-$side-$backend.json"
-        printf '{"cniVersion":"1.0.0","name":"bench","type":"portmap","backend":"%s","runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"},{"hostPort":5353,"containerPort":53,"protocol":"udp"}]},"prevResult":{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":"/run/netns/pod"}],"ips":[{"address":"10.252.0.5/24","interface":0},{"address":"fd00:252::5/64","interface":0}]}}' \
-            "$backend" >"$conf"
+        portmap_conf "$backend" 8080 5353 5 5 >"$conf"
         vars=(bench-pm "/run/netns/$node" eth0 "$dir")
         label="$side portmap ($backend)"
         ip netns exec "$node" bash -c "$(declare -f measure cni again); hf=$hf runs=$runs out=$out
@@ -178,23 +186,13 @@ if [ "$what" = all ] || [ "$what" = portmap ] || [ "$what" = portmap-scale ]; th
     # per variant, first with no other pod, then with 1,000 other pods' mappings (2 each,
     # both families) in the same backend, written by our portmap (the reference's iptables
     # rules and ours are the same text).
-    # portmap_conf BACKEND TCP-PORT UDP-PORT V4-HOST V6-HOST: a direct portmap config.
-    portmap_conf() {
-        printf '{"cniVersion":"1.0.0","name":"bench","type":"portmap","backend":"%s","runtimeConfig":{"portMappings":[{"hostPort":%d,"containerPort":80,"protocol":"tcp"},{"hostPort":%d,"containerPort":53,"protocol":"udp"}]},"prevResult":{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":"/run/netns/pod"}],"ips":[{"address":"10.252.0.%d/24","interface":0},{"address":"fd00:252::%x/64","interface":0}]}}' "$@"
-    }
     pods=${SCALE_PODS:-1000}
     for variant in "ours iptables" "ours nftables" "ref iptables"; do
         read -r side backend <<<"$variant"
         dir=${!side} conf="$out/portmap-scale-$side-$backend.json"
         portmap_conf "$backend" 8080 5353 5 5 >"$conf"
         node="bench-pms-$side-$backend-$tag"
-        new_netns "$node"
-        ip -n "$node" link set lo up
-        ip -n "$node" link add pm0 type veth peer name pm1
-        ip -n "$node" link set pm0 up
-        ip -n "$node" link set pm1 up
-        ip -n "$node" route add 10.252.0.0/24 dev pm0
-        ip -n "$node" -6 route add fd00:252::/64 dev pm0
+        portmap_node "$node"
         vars=(bench-pm "/run/netns/$node" eth0 "$dir")
         for size in 0 "$pods"; do
             for i in $(seq 1 "$size"); do

@@ -3,9 +3,11 @@
 //! inside it, the node's NAT state as text, conflists chaining calico and portmap, and TCP
 //! and UDP exchanges that go through a host port (server and client addresses differ).
 
+use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -261,4 +263,30 @@ pub fn udp_via(
         }
     }
     Err(format!("no UDP exchange through {target}"))
+}
+
+/// The iptables tools portmap runs.
+const IPTABLES_TOOLS: [&str; 6] = [
+    "iptables",
+    "ip6tables",
+    "iptables-save",
+    "ip6tables-save",
+    "iptables-restore",
+    "ip6tables-restore",
+];
+
+/// A directory of wrappers, one per iptables tool, that append their name and arguments
+/// to `log` and run the real tool found further along PATH: the PATH to give portmap.
+pub fn recording_tools(dir: &Path, log: &Path) -> String {
+    let real = std::env::var("PATH").unwrap_or_default();
+    for tool in IPTABLES_TOOLS {
+        let script = format!(
+            "#!/bin/sh\necho \"{tool} $*\" >> '{}'\nPATH='{real}' exec {tool} \"$@\"\n",
+            log.display()
+        );
+        let path = dir.join(tool);
+        fs::write(&path, script).expect("write wrapper");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod wrapper");
+    }
+    format!("{}:{real}", dir.display())
 }

@@ -6,39 +6,12 @@
 //! runs are recorded. Needs root.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
 use cni_tests::fixtures::{plugin_dir, run_plugin_in};
-use cni_tests::portmap::{assert_ok, bare_node, call, conf, nat_both, ours};
+use cni_tests::portmap::{assert_ok, bare_node, call, conf, nat_both, ours, recording_tools};
 use cni_tests::portmap::{two_mappings, POD_V4, POD_V6};
 use cni_tests::TestDir;
 use serde_json::{json, Value};
-
-const TOOLS: [&str; 6] = [
-    "iptables",
-    "ip6tables",
-    "iptables-save",
-    "ip6tables-save",
-    "iptables-restore",
-    "ip6tables-restore",
-];
-
-/// A directory of wrappers, one per iptables tool, that append their name and arguments
-/// to `log` and run the real tool found further along PATH.
-fn recording_tools(dir: &Path, log: &Path) -> String {
-    let real = std::env::var("PATH").unwrap_or_default();
-    for tool in TOOLS {
-        let script = format!(
-            "#!/bin/sh\necho \"{tool} $*\" >> '{}'\nPATH='{real}' exec {tool} \"$@\"\n",
-            log.display()
-        );
-        let path = dir.join(tool);
-        fs::write(&path, script).expect("write wrapper");
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod wrapper");
-    }
-    format!("{}:{real}", dir.display())
-}
 
 /// `n` mappings, half TCP and half UDP, host port = container port.
 fn mappings(n: u16) -> Value {

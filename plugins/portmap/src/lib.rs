@@ -213,14 +213,32 @@ fn nftables_add_only(w: &Wanted) -> Result<Option<nftables::Session>, PortmapErr
         }
     }
     let ops = nftables::add_only_script(&w.settings, &w.containers, &w.mappings);
-    match session.apply(&ops) {
+    apply_unlisted(
+        session,
+        &ops,
+        read,
+        what,
+        "the skeleton is not as its marker says",
+    )
+}
+
+/// Applies a change planned without a listing (`read` rules read for it). A failure other
+/// than a timeout has changed nothing and gives `None`: the caller lists and plans.
+fn apply_unlisted(
+    mut session: nftables::Session,
+    ops: &[nftables::Op],
+    read: usize,
+    what: &str,
+    why: &str,
+) -> Result<Option<nftables::Session>, PortmapError> {
+    match session.apply(ops) {
         Ok(()) => {
             log::debug!("nftables: 0 chains and {read} rules read");
             Ok(Some(session))
         }
-        Err(e @ ToolError::TimedOut { .. }) => Err(fail(e)),
+        Err(e @ ToolError::TimedOut { .. }) => Err(tool_error(what, e)),
         Err(e) => {
-            log::debug!("nftables: the skeleton is not as its marker says ({e}): listing");
+            log::debug!("nftables: {why} ({e}): listing");
             Ok(None)
         }
     }
@@ -357,19 +375,29 @@ fn del_iptables_family(
     })
 }
 
+/// The chains of table `nat` that are not ours: our hooks are the shared rules in them.
+const BUILT_IN_CHAINS: [&str; 3] = ["PREROUTING", "OUTPUT", "POSTROUTING"];
+
 /// Whether iptables-nft's table `nat` in nf_tables holds every hook of ours in the built-in
 /// chains (the jumps to `CNI-HOSTPORT-DNAT` and `-MASQ`), read in process from those
 /// chains' few rules. False when it does not, or the node's iptables keeps its tables
 /// elsewhere (legacy): the restore then checks them itself. The rules inside our own shared
 /// chains are not looked at: they are made with the chains, in one transaction.
-fn hooks_in_nf_tables(settings: &Settings, family: Family) -> bool {
-    let Ok(mut session) = nft_netlink::Session::open() else {
+fn hooks_in_nf_tables(
+    session: &mut Option<nft_netlink::Session>,
+    settings: &Settings,
+    family: Family,
+) -> bool {
+    if session.is_none() {
+        *session = nft_netlink::Session::open().ok();
+    }
+    let Some(session) = session else {
         return false;
     };
     iptables::rules::shared_rules(settings)
         .1
         .iter()
-        .filter(|s| s.rule.chain.chars().all(|c| c.is_ascii_uppercase()))
+        .filter(|s| BUILT_IN_CHAINS.contains(&s.rule.chain.as_str()))
         .all(|s| {
             let Some(target) = s.rule.spec.rsplit(" -j ").next() else {
                 return false;
@@ -383,12 +411,13 @@ fn hooks_in_nf_tables(settings: &Settings, family: Family) -> bool {
 /// ADD for one family: blind first ([`iptables::add_blind_script`]), which reads nothing and
 /// applies on a node already set up; from the whole table when it does not apply.
 fn add_iptables_family(
+    netlink: &mut Option<nft_netlink::Session>,
     settings: &Settings,
     c: &Container,
     mappings: &[Mapping],
 ) -> Result<(), PortmapError> {
     let family = c.family();
-    let hooked = hooks_in_nf_tables(settings, family);
+    let hooked = hooks_in_nf_tables(netlink, settings, family);
     let blind = iptables::add_blind_script(settings, c, mappings, !hooked).render();
     log::debug!("{} restore:\n{blind}", iptables::tool(family));
     match iptables::restore(family, &blind) {
@@ -413,8 +442,10 @@ fn add_iptables_family(
 fn add_rules(w: &Wanted) -> Result<Option<nftables::Session>, PortmapError> {
     match w.settings.backend {
         Backend::Iptables => {
+            // One socket for both families' hook lookups.
+            let mut netlink = None;
             for c in &w.containers {
-                add_iptables_family(&w.settings, c, &w.mappings)?;
+                add_iptables_family(&mut netlink, &w.settings, c, &w.mappings)?;
             }
             Ok(None)
         }
@@ -508,17 +539,13 @@ fn nftables_del_own(
             name: chain.clone(),
         });
     }
-    match session.apply(&ops) {
-        Ok(()) => {
-            log::debug!("nftables: 0 chains and {read} rules read");
-            Ok(Some(session))
-        }
-        Err(e @ ToolError::TimedOut { .. }) => Err(fail(e)),
-        Err(e) => {
-            log::debug!("nftables: teardown from the container's chain failed ({e}): listing");
-            Ok(None)
-        }
-    }
+    apply_unlisted(
+        session,
+        &ops,
+        read,
+        what,
+        "teardown from the container's chain failed",
+    )
 }
 
 /// Removes the container's rules from both backends; succeeds when one of them could be

@@ -647,9 +647,8 @@ fn parse_chain(payload: &[u8]) -> Option<String> {
 #[derive(Debug, Clone, Copy)]
 enum Dump<'a> {
     Chains,
-    Rules(&'a str),
-    /// The rules of chain `.1` of another table `.0` (iptables-nft's `nat`).
-    ForeignRules(&'a str, &'a str),
+    /// The rules of chain `.1` of table `.0`: ours, or iptables-nft's `nat`.
+    Rules(&'a str, &'a str),
 }
 
 /// The dump request of `what` in `family`.
@@ -660,35 +659,27 @@ fn dump_request(family: u8, seq: u32, what: Dump) -> Vec<u8> {
             a.str(NFTA_CHAIN_TABLE, TABLE);
             NFT_MSG_GETCHAIN
         }
-        Dump::Rules(chain) => {
-            a.str(NFTA_RULE_TABLE, TABLE).str(NFTA_RULE_CHAIN, chain);
-            NFT_MSG_GETRULE
-        }
-        Dump::ForeignRules(table, chain) => {
+        Dump::Rules(table, chain) => {
             a.str(NFTA_RULE_TABLE, table).str(NFTA_RULE_CHAIN, chain);
             NFT_MSG_GETRULE
         }
     };
-    let len = HEADER + NFGENMSG + a.0.len();
-    let mut out = Vec::with_capacity(len);
-    out.extend_from_slice(&(len as u32).to_ne_bytes());
-    out.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | kind).to_ne_bytes());
-    out.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    out.extend_from_slice(&seq.to_ne_bytes());
-    out.extend_from_slice(&0u32.to_ne_bytes());
-    out.extend_from_slice(&[family, 0, 0, 0]);
-    out.extend_from_slice(&a.0);
-    out
+    request(family, seq, kind, NLM_F_REQUEST | NLM_F_DUMP, &a)
 }
 
 /// A request for one object of our table (`NFT_MSG_GETCHAIN` or `NFT_MSG_GETRULE` without
 /// a dump, its name or handle in `attrs`): the kernel answers with the object, or ENOENT.
 fn get_request(family: u8, seq: u32, kind: u16, attrs: &Attrs) -> Vec<u8> {
+    request(family, seq, kind, NLM_F_REQUEST, attrs)
+}
+
+/// One nf_tables request outside a batch: header, nfgenmsg, attributes.
+fn request(family: u8, seq: u32, kind: u16, flags: u16, attrs: &Attrs) -> Vec<u8> {
     let len = HEADER + NFGENMSG + attrs.0.len();
     let mut out = Vec::with_capacity(len);
     out.extend_from_slice(&(len as u32).to_ne_bytes());
     out.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | kind).to_ne_bytes());
-    out.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    out.extend_from_slice(&flags.to_ne_bytes());
     out.extend_from_slice(&seq.to_ne_bytes());
     out.extend_from_slice(&0u32.to_ne_bytes());
     out.extend_from_slice(&[family, 0, 0, 0]);
@@ -760,9 +751,15 @@ impl Session {
                 let Some(socket) = &self.socket else {
                     return Ok(out);
                 };
-                dump_family(socket, nfproto(family), seq, Dump::Rules(chain), &mut |p| {
-                    out.rules.extend(parse_rule(p));
-                })
+                dump_family(
+                    socket,
+                    nfproto(family),
+                    seq,
+                    Dump::Rules(TABLE, chain),
+                    &mut |p| {
+                        out.rules.extend(parse_rule(p));
+                    },
+                )
                 .map_err(fail)?;
             }
             out.chains
@@ -822,11 +819,6 @@ impl Session {
         Ok(found.as_deref().and_then(chain_handle))
     }
 
-    /// Whether our table in `family` has chain `name`.
-    pub fn has_chain(&mut self, family: Family, name: &str) -> Result<bool, String> {
-        Ok(self.chain_handle(family, name)?.is_some())
-    }
-
     /// The rule of our chain `chain` with `handle`, by one lookup; `None` when there is none.
     pub fn rule(
         &mut self,
@@ -854,9 +846,15 @@ impl Session {
         let Some(socket) = &self.socket else {
             return Ok(out);
         };
-        dump_family(socket, nfproto(family), seq, Dump::Rules(name), &mut |p| {
-            out.extend(parse_rule(p));
-        })
+        dump_family(
+            socket,
+            nfproto(family),
+            seq,
+            Dump::Rules(TABLE, name),
+            &mut |p| {
+                out.extend(parse_rule(p));
+            },
+        )
         .map_err(|e| format!("nf_tables dump of {name} ({}): {e}", family.name()))?;
         Ok(out)
     }
@@ -878,7 +876,7 @@ impl Session {
             socket,
             nfproto(family),
             seq,
-            Dump::ForeignRules(table, chain),
+            Dump::Rules(table, chain),
             &mut |p| out.push(jump_targets(p)),
         )
         .map_err(|e| format!("nf_tables dump of {table} {chain} ({}): {e}", family.name()))?;
@@ -965,7 +963,7 @@ fn dump_family(
 ) -> io::Result<()> {
     let want = match what {
         Dump::Chains => NFT_MSG_NEWCHAIN,
-        Dump::Rules(_) | Dump::ForeignRules(..) => NFT_MSG_NEWRULE,
+        Dump::Rules(..) => NFT_MSG_NEWRULE,
     };
     socket.send(&dump_request(family, seq, what), 0)?;
     loop {

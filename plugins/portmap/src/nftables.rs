@@ -680,10 +680,7 @@ impl Session {
     /// Whether our table in `family` has chain `name`, by one lookup. Through nft, which
     /// has no such lookup, never: the caller then lists.
     pub fn has_chain(&mut self, family: Family, name: &str) -> Result<bool, ToolError> {
-        match &mut self.0 {
-            Some(netlink) => Ok(netlink.has_chain(family, name)?),
-            None => Ok(false),
-        }
+        Ok(self.chain_handle(family, name)?.is_some())
     }
 
     /// The handle of our chain `name` in `family`, by one lookup (none through nft).

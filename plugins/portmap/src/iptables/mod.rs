@@ -513,6 +513,18 @@ COMMIT
         .contains("not found"));
     }
 
+    /// TCP ports 1 to `n`, each to the same port of the container.
+    fn tcp_ports(n: u16) -> Vec<Mapping> {
+        (1..=n)
+            .map(|p| Mapping {
+                host_port: p,
+                container_port: p,
+                protocol: Protocol::Tcp,
+                host_ip: None,
+            })
+            .collect()
+    }
+
     /// The lines of a rendered script that begin with `prefix`.
     fn lines_with(script: &Script, prefix: &str) -> Vec<String> {
         script
@@ -577,14 +589,7 @@ COMMIT
         assert!(!none.contains("-D "), "{none}");
         assert_eq!(none.matches("-X ").count(), 2, "{none}");
         // A chain too large to empty with its entry rules in one transaction: no blind DEL.
-        let many: Vec<Mapping> = (1..=1000)
-            .map(|p| Mapping {
-                host_port: p,
-                container_port: p,
-                protocol: Protocol::Tcp,
-                host_ip: None,
-            })
-            .collect();
+        let many = tcp_ports(1000);
         assert!(del_blind_script(&settings(), "net", "c1", Family::V4, &many).is_none());
     }
 
@@ -625,14 +630,7 @@ COMMIT
         assert!(del_plan(&top, "net", "c3").is_none());
         assert!(del_plan(&NatTable::default(), "net", "c1").is_none());
         // 1,000 ports: 67 entry rules, and the chain is emptied on its own first.
-        let many: Vec<Mapping> = (1..=1000)
-            .map(|p| Mapping {
-                host_port: p,
-                container_port: p,
-                protocol: Protocol::Tcp,
-                host_ip: None,
-            })
-            .collect();
+        let many = tcp_ports(1000);
         let big = applied(&add_script(
             &NatTable::default(),
             &settings(),
